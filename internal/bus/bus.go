@@ -1,0 +1,116 @@
+// Package bus is flashgate's Kafka layer: the message schemas that cross
+// topics, client construction with the settings every service shares, and
+// topic creation.
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+
+	"github.com/flashgate/flashgate/internal/config"
+)
+
+// Order is an accepted reservation on the orders topic, keyed by event id so
+// that one event's orders stay in order on one partition and batch together.
+type Order struct {
+	Ticket     string `json:"ticket"`
+	EventID    int64  `json:"event_id"`
+	UserID     int64  `json:"user_id"`
+	Price      int64  `json:"price"`
+	ReservedAt int64  `json:"reserved_at"` // unix milliseconds
+}
+
+// Result types.
+const (
+	ResultTicket = "ticket" // a ticket reached succeeded or failed; for its owner
+	ResultStock  = "stock"  // an event's stock changed; for its watchers
+)
+
+// Result is one message on the results topic. Push is the WebSocket frame
+// exactly as clients receive it, so ws forwards it without re-encoding.
+type Result struct {
+	Type    string          `json:"type"`
+	UserID  int64           `json:"user_id,omitempty"`
+	EventID int64           `json:"event_id,omitempty"`
+	RoomID  int64           `json:"room_id,omitempty"`
+	Push    json.RawMessage `json:"push"`
+}
+
+// TicketPush is the WebSocket "ticket" message of API.md.
+type TicketPush struct {
+	Type    string `json:"type"` // always "ticket"
+	Ticket  string `json:"ticket"`
+	Kind    string `json:"kind"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	OrderNo string `json:"order_no,omitempty"`
+}
+
+// StockPush is the WebSocket "stock" message of API.md.
+type StockPush struct {
+	Type      string `json:"type"` // always "stock"
+	EventID   int64  `json:"event_id"`
+	StockLeft int64  `json:"stock_left"`
+	Status    string `json:"status"`
+}
+
+// TicketResult builds the results-topic record for a ticket outcome.
+func TicketResult(topic string, userID int64, p TicketPush) *kgo.Record {
+	p.Type = ResultTicket
+	push, _ := json.Marshal(p)
+	v, _ := json.Marshal(Result{Type: ResultTicket, UserID: userID, Push: push})
+	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, userID, 10), Value: v}
+}
+
+// StockResult builds the results-topic record for a stock change.
+func StockResult(topic string, p StockPush) *kgo.Record {
+	p.Type = ResultStock
+	push, _ := json.Marshal(p)
+	v, _ := json.Marshal(Result{Type: ResultStock, EventID: p.EventID, Push: push})
+	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, p.EventID, 10), Value: v}
+}
+
+// OrderRecord builds the orders-topic record for an accepted reservation.
+func OrderRecord(topic string, o Order) *kgo.Record {
+	v, _ := json.Marshal(o)
+	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, o.EventID, 10), Value: v}
+}
+
+// NewClient returns a franz-go client for the configured brokers that logs
+// through log. Extra options (producer, consumer group) are appended.
+func NewClient(cfg config.Config, log *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	base := []kgo.Opt{
+		kgo.SeedBrokers(cfg.KafkaBrokers...),
+		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create Kafka client: %w", err)
+	}
+	return cl, nil
+}
+
+// EnsureTopics creates flashgate's topics if they do not exist yet.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, cfg config.Config) error {
+	adm := kadm.NewClient(cl)
+	topics := []string{cfg.OrdersTopic(), cfg.ResultsTopic(), cfg.DLQTopic()}
+	resp, err := adm.CreateTopics(ctx, int32(cfg.KafkaPartitions), -1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("cannot create Kafka topics: %w", err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("cannot create Kafka topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,323 @@
+// Package store is flashgate's Redis layer: typed calls of the scripts in
+// lua/, the key layout, and ticket names. Redis holds the hot copy of stock,
+// buyers and in-flight reservations; MySQL is the source of truth.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flashgate/flashgate/lua"
+)
+
+// TicketTTL is how long Redis keeps a ticket's hash; MySQL keeps outcomes forever.
+const TicketTTL = 24 * time.Hour
+
+// Store wraps a rueidis client.
+type Store struct {
+	C rueidis.Client
+}
+
+// New connects to Redis at addr. Concurrent calls are auto-pipelined.
+func New(addr string) (*Store, error) {
+	c, err := rueidis.NewClient(rueidis.ClientOption{
+		InitAddress:  []string{addr},
+		DisableCache: true,
+		// A flash sale is a burst of tiny scripts: let rueidis gather them.
+		MaxFlushDelay:    20 * time.Microsecond,
+		ConnWriteTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to Redis at %s: %w", addr, err)
+	}
+	return &Store{C: c}, nil
+}
+
+// Close closes the client.
+func (s *Store) Close() { s.C.Close() }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.C.Do(ctx, s.C.B().Ping().Build()).Error()
+}
+
+// Keys of an event; all share the {ev:N} hash tag.
+func evTag(id int64) string               { return "{ev:" + strconv.FormatInt(id, 10) + "}" }
+func StockKey(id int64) string            { return evTag(id) + ":stock" }
+func BuyersKey(id int64) string           { return evTag(id) + ":buyers" }
+func PendingKey(id int64) string          { return evTag(id) + ":pending" }
+func TicketKey(id int64, t string) string { return evTag(id) + ":t:" + t }
+
+// NewOrderTicket returns a fresh ticket for an order on event id:
+// "o<event id>-<16 hex digits>".
+func NewOrderTicket(eventID int64) string {
+	var b [8]byte
+	rand.Read(b[:])
+	buf := make([]byte, 0, 40)
+	buf = append(buf, 'o')
+	buf = strconv.AppendInt(buf, eventID, 10)
+	buf = append(buf, '-')
+	buf = hex.AppendEncode(buf, b[:])
+	return string(buf)
+}
+
+// ParseOrderTicket returns the event id of an order ticket.
+func ParseOrderTicket(t string) (eventID int64, ok bool) {
+	if len(t) < 4 || len(t) > 64 || t[0] != 'o' {
+		return 0, false
+	}
+	dash := strings.IndexByte(t, '-')
+	if dash < 2 || len(t)-dash-1 != 16 {
+		return 0, false
+	}
+	id, err := strconv.ParseInt(t[1:dash], 10, 64)
+	if err != nil || id <= 0 {
+		return 0, false
+	}
+	for _, c := range t[dash+1:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return 0, false
+		}
+	}
+	return id, true
+}
+
+// OrderNo derives the order number from the ticket, so a redelivered order
+// message always produces the same order number.
+func OrderNo(ticket string) string {
+	return "FG" + strings.ToUpper(ticket[strings.IndexByte(ticket, '-')+1:])
+}
+
+// ReserveStatus is the outcome of Reserve.
+type ReserveStatus int
+
+// Reserve outcomes, in the numbering of reserve.lua.
+const (
+	Reserved ReserveStatus = iota
+	AlreadyBought
+	SoldOut
+	NotWarm
+)
+
+// ReserveResult is what Reserve decided.
+type ReserveResult struct {
+	Status    ReserveStatus
+	Ticket    string // the new ticket, or the user's existing one
+	Replay    bool   // AlreadyBought with the same idempotency key
+	StockLeft int64
+}
+
+// Reserve runs reserve.lua for one order request.
+func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string, now time.Time) (ReserveResult, error) {
+	uid := strconv.FormatInt(userID, 10)
+	vals, err := lua.Reserve.Exec(ctx, s.C,
+		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketKey(eventID, ticket)},
+		[]string{uid, ticket, strconv.FormatInt(now.UnixMilli(), 10), idemKey, strconv.Itoa(int(TicketTTL / time.Second))},
+	).ToArray()
+	if err != nil {
+		return ReserveResult{}, fmt.Errorf("cannot reserve stock: %w", err)
+	}
+	code, _ := vals[0].AsInt64()
+	r := ReserveResult{Status: ReserveStatus(code)}
+	switch r.Status {
+	case Reserved:
+		r.Ticket, _ = vals[1].ToString()
+		r.StockLeft, _ = vals[2].AsInt64()
+	case AlreadyBought:
+		r.Ticket, _ = vals[1].ToString()
+		n, _ := vals[2].AsInt64()
+		r.Replay = n == 1
+	}
+	return r, nil
+}
+
+// Compensate undoes a reservation whose produce failed. It reports false when
+// the worker already claimed the ticket, i.e. the order is in Kafka after all.
+func (s *Store) Compensate(ctx context.Context, eventID, userID int64, ticket string) (undone bool, err error) {
+	n, err := lua.Compensate.Exec(ctx, s.C,
+		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketKey(eventID, ticket)},
+		[]string{strconv.FormatInt(userID, 10), ticket}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("cannot compensate reservation %s: %w", ticket, err)
+	}
+	return n == 1, nil
+}
+
+// Claim marks the tickets as being committed and returns those the gateway
+// already undid (their orders must be dropped).
+func (s *Store) Claim(ctx context.Context, eventID int64, tickets []string) (aborted map[string]bool, err error) {
+	if len(tickets) == 0 {
+		return nil, nil
+	}
+	execs := make([]rueidis.LuaExec, len(tickets))
+	for i, t := range tickets {
+		execs[i] = rueidis.LuaExec{Keys: []string{TicketKey(eventID, t)}}
+	}
+	aborted = map[string]bool{}
+	for i, r := range lua.Claim.ExecMulti(ctx, s.C, execs...) {
+		n, err := r.AsInt64()
+		if err != nil {
+			return nil, fmt.Errorf("cannot claim tickets: %w", err)
+		}
+		if n == 0 {
+			aborted[tickets[i]] = true
+		}
+	}
+	return aborted, nil
+}
+
+// Outcome is a ticket's final state, as settle.lua records it.
+type Outcome struct {
+	EventID    int64
+	UserID     int64
+	Ticket     string
+	Succeeded  bool
+	Reason     string // failed only
+	OrderNo    string // succeeded only
+	HeldTicket string // failed only: the ticket the user really holds, if any
+	ReturnUnit bool   // failed only: the unit was never sold, put it back
+}
+
+// Settle records outcomes in Redis after MySQL committed them.
+func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	ttl := strconv.Itoa(int(TicketTTL / time.Second))
+	execs := make([]rueidis.LuaExec, len(outs))
+	for i, o := range outs {
+		status, ret := "failed", "0"
+		if o.Succeeded {
+			status = "succeeded"
+		}
+		if o.ReturnUnit {
+			ret = "1"
+		}
+		execs[i] = rueidis.LuaExec{
+			Keys: []string{StockKey(o.EventID), BuyersKey(o.EventID), PendingKey(o.EventID), TicketKey(o.EventID, o.Ticket)},
+			Args: []string{strconv.FormatInt(o.UserID, 10), o.Ticket, status, o.Reason, o.OrderNo, o.HeldTicket, ret, ttl},
+		}
+	}
+	for _, r := range lua.Settle.ExecMulti(ctx, s.C, execs...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("cannot settle tickets: %w", err)
+		}
+	}
+	return nil
+}
+
+// Release puts the unit of a cancelled or expired order back on sale.
+func (s *Store) Release(ctx context.Context, eventID, userID int64, ticket string) error {
+	err := lua.Release.Exec(ctx, s.C, []string{StockKey(eventID), BuyersKey(eventID)},
+		[]string{strconv.FormatInt(userID, 10), ticket}).Error()
+	if err != nil {
+		return fmt.Errorf("cannot release unit of %s: %w", ticket, err)
+	}
+	return nil
+}
+
+// AddStock adds units to a warm event; it reports false when the event is cold.
+func (s *Store) AddStock(ctx context.Context, eventID, delta int64) (bool, error) {
+	n, err := lua.AddStock.Exec(ctx, s.C, []string{StockKey(eventID)}, []string{strconv.FormatInt(delta, 10)}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("cannot add stock: %w", err)
+	}
+	return n >= 0, nil
+}
+
+// warmChunk is how many buyers one warm.lua call loads.
+const warmChunk = 500
+
+// Warm loads an event into Redis unless it is warm already: buyers first,
+// then the stock, which opens the event for reservations. It reports whether
+// it warmed the event.
+func (s *Store) Warm(ctx context.Context, eventID, stock int64, expireAt time.Time, buyers map[int64]string) (bool, error) {
+	keys := []string{StockKey(eventID), BuyersKey(eventID)}
+	exp := strconv.FormatInt(expireAt.Unix(), 10)
+	args := []string{"", exp}
+	flush := func(last bool) (int64, error) {
+		if last {
+			args[0] = strconv.FormatInt(stock, 10)
+		}
+		n, err := lua.Warm.Exec(ctx, s.C, keys, args).AsInt64()
+		args = args[:2]
+		return n, err
+	}
+	for uid, t := range buyers {
+		args = append(args, strconv.FormatInt(uid, 10), t)
+		if len(args) >= 2+2*warmChunk {
+			if n, err := flush(false); err != nil || n == 0 {
+				return false, err
+			}
+		}
+	}
+	n, err := flush(true)
+	if err != nil {
+		return false, fmt.Errorf("cannot warm event %d: %w", eventID, err)
+	}
+	return n == 1, nil
+}
+
+// Stocks returns the Redis stock of each event; cold events are missing.
+func (s *Store) Stocks(ctx context.Context, ids []int64) (map[int64]int64, error) {
+	out := make(map[int64]int64, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	cmds := make(rueidis.Commands, len(ids))
+	for i, id := range ids {
+		cmds[i] = s.C.B().Get().Key(StockKey(id)).Build()
+	}
+	for i, r := range s.C.DoMulti(ctx, cmds...) {
+		n, err := r.AsInt64()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[ids[i]] = n
+	}
+	return out, nil
+}
+
+// TicketState is what Redis knows of a ticket.
+type TicketState struct {
+	UserID    int64
+	Status    string // pending, committing, aborted, succeeded, failed
+	Reason    string
+	OrderNo   string
+	CreatedAt time.Time
+}
+
+// ErrNoTicket means Redis does not know the ticket.
+var ErrNoTicket = errors.New("ticket not in Redis")
+
+// Ticket reads a ticket's hash.
+func (s *Store) Ticket(ctx context.Context, eventID int64, ticket string) (TicketState, error) {
+	m, err := s.C.Do(ctx, s.C.B().Hgetall().Key(TicketKey(eventID, ticket)).Build()).AsStrMap()
+	if err != nil {
+		return TicketState{}, err
+	}
+	if len(m) == 0 || m["u"] == "" {
+		return TicketState{}, ErrNoTicket
+	}
+	uid, _ := strconv.ParseInt(m["u"], 10, 64)
+	ms, _ := strconv.ParseInt(m["c"], 10, 64)
+	return TicketState{UserID: uid, Status: m["s"], Reason: m["r"], OrderNo: m["o"], CreatedAt: time.UnixMilli(ms).UTC()}, nil
+}
+
+// PendingOlderThan returns the reserved tickets of an event whose outcome is
+// still unknown and that were reserved before t, with their user ids.
+func (s *Store) PendingOlderThan(ctx context.Context, eventID int64, t time.Time, limit int64) ([]string, error) {
+	return s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(eventID)).Min("-inf").
+		Max(strconv.FormatInt(t.UnixMilli(), 10)).Byscore().Limit(0, limit).Build()).AsStrSlice()
+}

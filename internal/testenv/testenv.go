@@ -1,0 +1,168 @@
+// Package testenv gives integration tests real dependencies: a private
+// redis-server process per test, a fresh MariaDB database per test on the
+// server `make test` starts, and an in-process kfake Kafka cluster.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/db"
+)
+
+// DefaultMySQLServer is the MariaDB that `make test` starts.
+const DefaultMySQLServer = "root@tcp(127.0.0.1:13306)/"
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Redis starts a private redis-server for the test and returns its address.
+// A private server lets a test FLUSHALL or kill Redis without hurting others.
+func Redis(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed: run `make test`, which installs and starts the test dependencies")
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		port := FreePort(t)
+		dir := t.TempDir()
+		cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--protected-mode", "no", "--logfile", filepath.Join(dir, "redis.log"))
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("cannot start redis-server: %v", err)
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if waitTCP(addr, 5*time.Second) {
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			return addr
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	t.Fatal("redis-server did not start")
+	return ""
+}
+
+func waitTCP(addr string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+// MySQL creates a fresh, migrated database for the test and returns its DSN.
+// The server comes from FLASHGATE_TEST_MYSQL_SERVER (a DSN without database).
+func MySQL(t testing.TB) string {
+	t.Helper()
+	server := os.Getenv("FLASHGATE_TEST_MYSQL_SERVER")
+	if server == "" {
+		server = DefaultMySQLServer
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	name := "fgtest_" + hex.EncodeToString(b[:])
+	c, err := db.ParseDSN(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.DBName = name
+	dsn := c.FormatDSN()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := db.CreateDatabase(ctx, dsn); err != nil {
+		t.Fatalf("cannot create test database (is MariaDB running? `make test` starts it): %v", err)
+	}
+	t.Cleanup(func() {
+		c.DBName = ""
+		if d, err := db.Open(context.Background(), c.FormatDSN()); err == nil {
+			d.Exec("DROP DATABASE IF EXISTS `" + name + "`")
+			d.Close()
+		}
+	})
+	d, err := db.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := db.Migrate(ctx, d); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return dsn
+}
+
+// Kafka starts an in-process kfake cluster with flashgate's topics for the
+// test and returns it (its ListenAddrs are the seed brokers).
+func Kafka(t testing.TB, cfg config.Config) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(int32(cfg.KafkaPartitions), cfg.OrdersTopic(), cfg.ResultsTopic(), cfg.DLQTopic()),
+	)
+	if err != nil {
+		t.Fatalf("cannot start kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Config returns a dev-mode configuration wired to a private Redis, a fresh
+// database and an in-process Kafka, with timers fast enough for tests.
+// Listen addresses are left to the caller (use listeners on 127.0.0.1:0).
+func Config(t testing.TB) config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.ApplyDevDefaults()
+	cfg.LogFormat = "text"
+	cfg.LogLevel = "warn"
+	if os.Getenv("FLASHGATE_TEST_LOG") != "" {
+		cfg.LogLevel = os.Getenv("FLASHGATE_TEST_LOG")
+	}
+	cfg.KafkaPartitions = 4
+	cfg.TopicPrefix = "fgtest"
+	cfg.RedisAddr = Redis(t)
+	cfg.MySQLDSN = MySQL(t)
+	cfg.KafkaBrokers = Kafka(t, cfg).ListenAddrs()
+	cfg.EventRefresh = 100 * time.Millisecond
+	cfg.WarmInterval = 100 * time.Millisecond
+	cfg.ExpireInterval = 100 * time.Millisecond
+	cfg.ReconcileEvery = 500 * time.Millisecond
+	cfg.ShutdownTimeout = 3 * time.Second
+	return cfg
+}
+
+// Listener returns a listener on a free loopback port.
+func Listener(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}

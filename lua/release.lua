@@ -1,0 +1,17 @@
+-- release: put a unit back on sale after its order was cancelled or expired
+-- in MySQL, and let the user buy again.
+--
+-- KEYS[1] {ev:N}:stock
+-- KEYS[2] {ev:N}:buyers
+-- ARGV[1] user id
+-- ARGV[2] the order's ticket
+--
+-- When the event is not warm nothing is done: the next warm-up reads MySQL,
+-- which already has the unit back.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCR', KEYS[1])
+end
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], ARGV[1], 'k:' .. ARGV[1])
+end
+return 1
