@@ -37,22 +37,21 @@ type Config struct {
 	TokenSecret string // FLASHGATE_TOKEN_SECRET
 	PaySecret   string // FLASHGATE_PAY_SECRET
 
-	OrderTTL         time.Duration // FLASHGATE_ORDER_TTL
-	ProduceTimeout   time.Duration // FLASHGATE_PRODUCE_TIMEOUT
-	RedisTimeout     time.Duration // FLASHGATE_REDIS_TIMEOUT
-	EventRefresh     time.Duration // FLASHGATE_EVENT_REFRESH
-	WarmInterval     time.Duration // FLASHGATE_WARM_INTERVAL
-	WarmAhead        time.Duration // FLASHGATE_WARM_AHEAD
-	ExpireInterval   time.Duration // FLASHGATE_EXPIRE_INTERVAL
-	PendingTimeout   time.Duration // FLASHGATE_PENDING_TIMEOUT
-	ReconcileEvery   time.Duration // FLASHGATE_RECONCILE_INTERVAL
-	ShutdownTimeout  time.Duration // FLASHGATE_SHUTDOWN_TIMEOUT
-	WorkerBatch      int           // FLASHGATE_WORKER_BATCH
-	WSSendQueue      int           // FLASHGATE_WS_SEND_QUEUE
-	LogFormat        string        // FLASHGATE_LOG_FORMAT
-	LogLevel         string        // FLASHGATE_LOG_LEVEL
-	RunDir           string        // FLASHGATE_RUN_DIR
-	WSConsumerPrefix string        // FLASHGATE_WS_GROUP_PREFIX (unused when empty: direct consumption)
+	OrderTTL        time.Duration // FLASHGATE_ORDER_TTL
+	ProduceTimeout  time.Duration // FLASHGATE_PRODUCE_TIMEOUT
+	RedisTimeout    time.Duration // FLASHGATE_REDIS_TIMEOUT
+	EventRefresh    time.Duration // FLASHGATE_EVENT_REFRESH
+	WarmInterval    time.Duration // FLASHGATE_WARM_INTERVAL
+	WarmAhead       time.Duration // FLASHGATE_WARM_AHEAD
+	ExpireInterval  time.Duration // FLASHGATE_EXPIRE_INTERVAL
+	PendingTimeout  time.Duration // FLASHGATE_PENDING_TIMEOUT
+	ReconcileEvery  time.Duration // FLASHGATE_RECONCILE_INTERVAL
+	ShutdownTimeout time.Duration // FLASHGATE_SHUTDOWN_TIMEOUT
+	WorkerBatch     int           // FLASHGATE_WORKER_BATCH
+	WSSendQueue     int           // FLASHGATE_WS_SEND_QUEUE
+	LogFormat       string        // FLASHGATE_LOG_FORMAT
+	LogLevel        string        // FLASHGATE_LOG_LEVEL
+	RunDir          string        // FLASHGATE_RUN_DIR
 }
 
 // Var documents one environment variable.

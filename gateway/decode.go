@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+
+	"github.com/flashgate/flashgate/internal/apierr"
+)
+
+// decodeJSON decodes exactly one JSON object into v. Wrong types, arrays,
+// invalid JSON and trailing data are 400 invalid_request.
+func decodeJSON(body []byte, v any) *apierr.Error {
+	b := trimSpace(body)
+	if len(b) == 0 || b[0] != '{' {
+		return apierr.InvalidRequest.With("the body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return apierr.InvalidRequest.With("field " + te.Field + " has the wrong type")
+		}
+		return apierr.InvalidRequest.With("the body is not valid JSON")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return apierr.InvalidRequest.With("unexpected data after the JSON object")
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+// Package gateway is flashgate's HTTP edge (fasthttp). It verifies tokens,
+// answers cheap rejections from memory, reserves stock with one Redis Lua
+// script per accepted request and answers 202 only once Kafka has the order.
+// It never calls MySQL on the order path; the event list it answers from is
+// refreshed in the background.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/db"
+	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/store"
+)
+
+// MaxBodySize is the largest request body accepted (API.md: 413 above it).
+const MaxBodySize = 8 << 10
+
+// Config configures the gateway.
+type Config struct {
+	config.Config
+	// Listener, if set, is served instead of listening on GatewayAddr.
+	Listener net.Listener
+	// Limiter decides per-user rate limits; nil allows everything.
+	Limiter Limiter
+}
+
+// Server is the gateway: its dependencies and in-memory state.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	signer   *auth.Signer
+	redis    *store.Store
+	sql      *sqlx.DB
+	db       db.Store
+	kafka    *kgo.Client
+	events   eventCache
+	limiter  Limiter
+	ready    obs.Readiness
+	payments sandboxPayments
+	now      func() time.Time
+
+	bg sync.WaitGroup
+}
+
+// New connects the gateway's dependencies and loads the events.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, signer: auth.NewSigner(cfg.TokenSecret), limiter: cfg.Limiter, now: time.Now}
+	if s.limiter == nil {
+		s.limiter = allowAll{}
+	}
+	var err error
+	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
+		return nil, err
+	}
+	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.db = db.Store{DB: s.sql}
+	s.kafka, err = bus.NewClient(cfg.Config, log,
+		kgo.ProducerLinger(time.Millisecond),
+		// The request path waits at most ProduceTimeout (see produce); franz-go
+		// wants at least a second here.
+		kgo.RecordDeliveryTimeout(max(cfg.ProduceTimeout, time.Second)),
+		kgo.MaxBufferedRecords(50_000),
+		kgo.DefaultProduceTopic(cfg.OrdersTopic()),
+	)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.refreshEvents(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("cannot load events: %w", err)
+	}
+	s.ready.Check = func(ctx context.Context) error {
+		if err := s.redis.Ping(ctx); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		return nil
+	}
+	return s, nil
+}
+
+// Close releases the dependencies.
+func (s *Server) Close() {
+	if s.kafka != nil {
+		s.kafka.Close()
+	}
+	if s.sql != nil {
+		s.sql.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
+	}
+}
+
+// Run serves the gateway until ctx is done, then drains: /readyz turns 503,
+// in-flight requests finish, the producer flushes.
+func Run(ctx context.Context, cfg Config) error {
+	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "gateway")
+	s, err := New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.GatewayAddr); err != nil {
+			return fmt.Errorf("cannot listen on %s: %w", cfg.GatewayAddr, err)
+		}
+	}
+	bgctx, stopBg := context.WithCancel(context.Background())
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.refreshLoop(bgctx) }()
+
+	srv := s.HTTPServer()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev)
+
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		s.ready.Drain()
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		err = srv.ShutdownWithContext(sctx)
+		cancel()
+		<-errc
+	}
+	stopBg()
+	s.bg.Wait()
+	fctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if ferr := s.kafka.Flush(fctx); ferr != nil {
+		log.Warn("producer did not flush", "err", ferr)
+	}
+	log.Info("gateway stopped")
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// HTTPServer returns the fasthttp server for this gateway.
+func (s *Server) HTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               s.Handler,
+		Name:                  "flashgate",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		MaxRequestBodySize:    MaxBodySize,
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		ErrorHandler:          s.transportError,
+		ReduceMemoryUsage:     false,
+	}
+}

@@ -1,0 +1,339 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/db"
+	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/store"
+)
+
+var (
+	ordersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "gateway", Name: "orders_total",
+		Help: "Order requests by result: accepted, or the reason they were rejected.",
+	}, []string{"result"})
+	luaSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: obs.Namespace, Subsystem: "gateway", Name: "lua_seconds",
+		Help:    "Latency of the reserve script.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+	})
+)
+
+// PlaceOrder is the order path: memory checks, one Lua call, one produce.
+// It returns the ticket of an accepted reservation; every error it returns
+// left nothing reserved.
+func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey string) (string, *apierr.Error) {
+	ev := s.events.get(eventID)
+	if ev == nil {
+		ordersTotal.WithLabelValues("not_found").Inc()
+		return "", apierr.NotFound.With("no such event")
+	}
+	now := s.now()
+	switch {
+	case now.Before(ev.StartsAt):
+		ordersTotal.WithLabelValues("not_started").Inc()
+		return "", apierr.NotStarted
+	case !now.Before(ev.EndsAt):
+		ordersTotal.WithLabelValues("ended").Inc()
+		return "", apierr.Ended
+	case ev.stockLeft.Load() <= 0 && idemKey == "":
+		// With an idempotency key the user may be replaying a success, which
+		// only Redis can tell, so only keyless requests are refused here.
+		ordersTotal.WithLabelValues("sold_out_memory").Inc()
+		return "", apierr.SoldOut
+	}
+
+	ticket := store.NewOrderTicket(eventID)
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	start := time.Now()
+	res, err := s.redis.Reserve(rctx, eventID, userID, ticket, idemKey, now)
+	cancel()
+	luaSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.log.Warn("reserve failed", "event", eventID, "err", err)
+		ordersTotal.WithLabelValues("redis_error").Inc()
+		return "", apierr.Unavailable
+	}
+	switch res.Status {
+	case store.AlreadyBought:
+		if res.Replay {
+			ordersTotal.WithLabelValues("replay").Inc()
+			return res.Ticket, nil
+		}
+		ordersTotal.WithLabelValues("already_purchased").Inc()
+		return "", apierr.AlreadyPurchased.WithTicket(res.Ticket)
+	case store.SoldOut:
+		ev.stockLeft.Store(0)
+		ordersTotal.WithLabelValues("sold_out").Inc()
+		return "", apierr.SoldOut
+	case store.NotWarm:
+		ordersTotal.WithLabelValues("not_warm").Inc()
+		return "", apierr.Unavailable.With("the sale is being loaded, try again in a moment")
+	}
+	ev.stockLeft.Store(res.StockLeft)
+
+	if err := s.produce(ctx, bus.OrderRecord(s.cfg.OrdersTopic(), bus.Order{
+		Ticket: ticket, EventID: eventID, UserID: userID, Price: ev.Price, ReservedAt: now.UnixMilli(),
+	})); err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+		undone, cerr := s.redis.Compensate(cctx, eventID, userID, ticket)
+		cancel()
+		switch {
+		case cerr != nil:
+			// The reservation stays pending; the reconciler releases it.
+			s.log.Error("produce failed and the reservation could not be undone", "ticket", ticket, "produce_err", err, "err", cerr)
+		case !undone:
+			// The worker already claimed it: the order did reach Kafka.
+			ordersTotal.WithLabelValues("accepted_late").Inc()
+			return ticket, nil
+		}
+		s.log.Warn("produce failed; reservation undone", "ticket", ticket, "err", err)
+		ordersTotal.WithLabelValues("kafka_error").Inc()
+		return "", apierr.Unavailable
+	}
+	ordersTotal.WithLabelValues("accepted").Inc()
+	return ticket, nil
+}
+
+// produce sends one record and waits for the broker's acknowledgement, at
+// most ProduceTimeout. A full producer buffer fails at once.
+func (s *Server) produce(ctx context.Context, r *kgo.Record) error {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.ProduceTimeout)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	s.kafka.TryProduce(pctx, r, func(_ *kgo.Record, err error) { done <- err })
+	select {
+	case err := <-done:
+		obs.KafkaProduceSeconds.WithLabelValues(r.Topic).Observe(time.Since(start).Seconds())
+		return err
+	case <-pctx.Done():
+		return pctx.Err()
+	}
+}
+
+func (s *Server) createOrder(rc *reqCtx) *apierr.Error {
+	eventID, e := pathID(rc.params[0])
+	if e != nil {
+		return e
+	}
+	var body struct{}
+	if e := rc.decode(&body, true); e != nil {
+		return e
+	}
+	key, e := rc.idemKey()
+	if e != nil {
+		return e
+	}
+	ticket, e := s.PlaceOrder(context.Background(), rc.claims.UserID, eventID, key)
+	if e != nil {
+		return e
+	}
+	rc.SetStatusCode(202)
+	rc.SetContentType("application/json")
+	b := make([]byte, 0, 64)
+	b = append(b, `{"ticket":"`...)
+	b = append(b, ticket...)
+	b = append(b, `","status":"pending"}`...)
+	rc.SetBody(b)
+	return nil
+}
+
+// ticketJSON is the API's Ticket.
+type ticketJSON struct {
+	Ticket    string `json:"ticket"`
+	Kind      string `json:"kind"`
+	Status    string `json:"status"`
+	Reason    string `json:"reason,omitempty"`
+	OrderNo   string `json:"order_no,omitempty"`
+	CreatedAt string `json:"created_at"`
+}
+
+func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
+	t := rc.params[0]
+	eventID, ok := store.ParseOrderTicket(t)
+	if !ok {
+		return apierr.NotFound.With("no such ticket")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	out := ticketJSON{Ticket: t, Kind: "order"}
+	st, err := s.redis.Ticket(ctx, eventID, t)
+	switch {
+	case err == nil && st.UserID == rc.claims.UserID && (st.Status == "succeeded" || st.Status == "failed"):
+		out.Status, out.Reason, out.OrderNo, out.CreatedAt = st.Status, st.Reason, st.OrderNo, ts(st.CreatedAt)
+		return rc.writeJSON(200, out)
+	case err == nil && st.UserID != rc.claims.UserID, err == nil && st.Status == "aborted":
+		return apierr.NotFound.With("no such ticket")
+	case err != nil && !errors.Is(err, store.ErrNoTicket):
+		s.log.Warn("cannot read ticket from Redis", "err", err)
+	}
+	// Pending in Redis, or unknown to it: MySQL has the final word.
+	dt, derr := s.db.Ticket(ctx, t)
+	switch {
+	case derr == nil:
+		if dt.UserID != rc.claims.UserID {
+			return apierr.NotFound.With("no such ticket")
+		}
+		out.Status, out.Reason, out.OrderNo, out.CreatedAt = dt.Status, dt.Reason.String, dt.OrderNo.String, ts(dt.CreatedAt)
+		return rc.writeJSON(200, out)
+	case !errors.Is(derr, db.ErrNotFound):
+		return apierr.Unavailable
+	case err == nil:
+		out.Status, out.CreatedAt = "pending", ts(st.CreatedAt)
+		return rc.writeJSON(200, out)
+	}
+	return apierr.NotFound.With("no such ticket")
+}
+
+// orderJSON is the API's Order.
+type orderJSON struct {
+	OrderNo   string  `json:"order_no"`
+	EventID   int64   `json:"event_id"`
+	UserID    int64   `json:"user_id"`
+	Price     int64   `json:"price"`
+	Status    string  `json:"status"`
+	CreatedAt string  `json:"created_at"`
+	ExpiresAt string  `json:"expires_at"`
+	PaidAt    *string `json:"paid_at,omitempty"`
+}
+
+func orderOut(o db.Order) orderJSON {
+	j := orderJSON{OrderNo: o.OrderNo, EventID: o.EventID, UserID: o.UserID, Price: o.Price, Status: o.Status,
+		CreatedAt: ts(o.CreatedAt), ExpiresAt: ts(o.ExpiresAt)}
+	if o.PaidAt != nil {
+		p := ts(*o.PaidAt)
+		j.PaidAt = &p
+	}
+	return j
+}
+
+func (s *Server) listOrders(rc *reqCtx) *apierr.Error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	os, err := s.db.OrdersOfUser(ctx, rc.claims.UserID, 100)
+	if err != nil {
+		return apierr.Unavailable
+	}
+	out := make([]orderJSON, len(os))
+	for i, o := range os {
+		out[i] = orderOut(o)
+	}
+	return rc.writeJSON(200, map[string]any{"orders": out})
+}
+
+// ownOrder loads the caller's order named in the path.
+func (s *Server) ownOrder(ctx context.Context, rc *reqCtx) (db.Order, *apierr.Error) {
+	no := rc.params[0]
+	if len(no) > 32 {
+		return db.Order{}, apierr.NotFound.With("no such order")
+	}
+	o, err := s.db.Order(ctx, no)
+	if errors.Is(err, db.ErrNotFound) {
+		return o, apierr.NotFound.With("no such order")
+	}
+	if err != nil {
+		return o, apierr.Unavailable
+	}
+	if o.UserID != rc.claims.UserID {
+		return o, apierr.Forbidden.With("this order belongs to another user")
+	}
+	return o, nil
+}
+
+func (s *Server) getOrder(rc *reqCtx) *apierr.Error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	o, e := s.ownOrder(ctx, rc)
+	if e != nil {
+		return e
+	}
+	return rc.writeJSON(200, orderOut(o))
+}
+
+func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
+	if e := rc.decode(&struct{}{}, true); e != nil {
+		return e
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	o, e := s.ownOrder(ctx, rc)
+	if e != nil {
+		return e
+	}
+	if o.Status != db.OrderUnpaid {
+		return apierr.InvalidState.With("the order is " + o.Status)
+	}
+	txn := s.payments.charge(o.OrderNo, o.Price)
+	paid, err := s.db.PayOrder(ctx, o.OrderNo, o.UserID, txn)
+	if errors.Is(err, db.ErrInvalidState) {
+		// Expired (or cancelled) first: the sandbox charge is void.
+		cur, _ := s.db.Order(ctx, o.OrderNo)
+		return apierr.InvalidState.With("the order is " + orDefault(cur.Status, "no longer unpaid"))
+	}
+	if err != nil {
+		return apierr.Unavailable
+	}
+	return rc.writeJSON(200, orderOut(paid))
+}
+
+func (s *Server) cancelOrder(rc *reqCtx) *apierr.Error {
+	if e := rc.decode(&struct{}{}, true); e != nil {
+		return e
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	o, e := s.ownOrder(ctx, rc)
+	if e != nil {
+		return e
+	}
+	if o.Status != db.OrderUnpaid {
+		return apierr.InvalidState.With("the order is " + o.Status)
+	}
+	err := s.db.ReleaseOrder(ctx, o.ID, db.OrderCancelled)
+	if errors.Is(err, db.ErrInvalidState) {
+		cur, _ := s.db.Order(ctx, o.OrderNo)
+		return apierr.InvalidState.With("the order is " + orDefault(cur.Status, "no longer unpaid"))
+	}
+	if err != nil {
+		return apierr.Unavailable
+	}
+	if err := s.redis.Release(ctx, o.EventID, o.UserID, o.Ticket); err != nil {
+		// MySQL has the unit back; the worker's warm-up or reconciler will
+		// bring Redis in line.
+		s.log.Warn("cancelled order's unit not returned to Redis yet", "order", o.OrderNo, "err", err)
+	}
+	cur, err := s.db.Order(ctx, o.OrderNo)
+	if err != nil {
+		return apierr.Unavailable
+	}
+	return rc.writeJSON(200, orderOut(cur))
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// sandboxPayments is the built-in sandbox payment provider: every charge
+// succeeds and gets a transaction id.
+type sandboxPayments struct{}
+
+func (sandboxPayments) charge(orderNo string, amount int64) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "sbx_" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgate/flashgate/internal/apierr"
+)
+
+// access says who may call a route.
+type access int
+
+const (
+	public access = iota // anyone
+	user                 // any valid token
+	admin                // a token with the admin role
+	dev                  // anyone, and only in dev mode (404 otherwise)
+)
+
+// route is one API endpoint. Pattern segments in braces are parameters,
+// handed to the handler in order.
+type route struct {
+	method  string
+	pattern string
+	access  access
+	class   RateClass
+	handle  func(s *Server, rc *reqCtx) *apierr.Error
+	segs    []string
+}
+
+// Route is a documented endpoint: its method and path pattern in OpenAPI form.
+type Route struct {
+	Method string
+	Path   string
+}
+
+var routes = []*route{
+	{method: "GET", pattern: "/api/v1/events", handle: (*Server).listEvents},
+	{method: "GET", pattern: "/api/v1/events/{id}", handle: (*Server).getEvent},
+	{method: "POST", pattern: "/api/v1/events/{id}/orders", access: user, class: ClassOrder, handle: (*Server).createOrder},
+	{method: "GET", pattern: "/api/v1/tickets/{ticket}", access: user, handle: (*Server).getTicket},
+	{method: "GET", pattern: "/api/v1/orders", access: user, handle: (*Server).listOrders},
+	{method: "GET", pattern: "/api/v1/orders/{order_no}", access: user, handle: (*Server).getOrder},
+	{method: "POST", pattern: "/api/v1/orders/{order_no}/pay", access: user, class: ClassPay, handle: (*Server).payOrder},
+	{method: "POST", pattern: "/api/v1/orders/{order_no}/cancel", access: user, handle: (*Server).cancelOrder},
+	{method: "POST", pattern: "/api/v1/admin/events", access: admin, handle: (*Server).adminCreateEvent},
+	{method: "POST", pattern: "/api/v1/admin/events/{id}/stock", access: admin, handle: (*Server).adminAddStock},
+	{method: "POST", pattern: "/api/v1/dev/token", access: dev, handle: (*Server).devToken},
+}
+
+func init() {
+	for _, r := range routes {
+		r.segs = strings.Split(strings.TrimPrefix(r.pattern, "/"), "/")
+	}
+}
+
+// RouteTable lists every /api/v1 endpoint the gateway serves, for the
+// OpenAPI document's test and for --help.
+func RouteTable() []Route {
+	out := make([]Route, len(routes))
+	for i, r := range routes {
+		out[i] = Route{r.method, r.pattern}
+	}
+	return out
+}
+
+// match finds the route for a path. It returns the route for the method, or
+// nil with methodMismatch=true when the path exists for other methods only.
+// params receives the values of the pattern's {parameters}.
+func match(method string, path []byte, params *[4]string) (r *route, n int, methodMismatch bool) {
+	if len(path) == 0 || path[0] != '/' {
+		return nil, 0, false
+	}
+	var segs [8][]byte
+	ns := 0
+	p := path[1:]
+	for {
+		if ns == len(segs) {
+			return nil, 0, false
+		}
+		i := indexByte(p, '/')
+		if i < 0 {
+			segs[ns] = p
+			ns++
+			break
+		}
+		segs[ns] = p[:i]
+		ns++
+		p = p[i+1:]
+	}
+	for _, cand := range routes {
+		if len(cand.segs) != ns {
+			continue
+		}
+		k := 0
+		ok := true
+		for i, s := range cand.segs {
+			if s[0] == '{' {
+				if len(segs[i]) == 0 {
+					ok = false
+					break
+				}
+				if cand.method == method {
+					params[k] = string(segs[i])
+				}
+				k++
+				continue
+			}
+			if s != string(segs[i]) {
+				ok = false
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		if cand.method == method {
+			return cand, k, false
+		}
+		methodMismatch = true
+	}
+	return nil, 0, methodMismatch
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+var _ = fasthttp.MethodGet

@@ -1,0 +1,383 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env turns a map into a lookup function like os.LookupEnv.
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestVarsAreWellFormed(t *testing.T) {
+	seen := map[string]bool{}
+	for _, v := range Vars {
+		if !strings.HasPrefix(v.Name, "FLASHGATE_") {
+			t.Errorf("%s: name must start with FLASHGATE_", v.Name)
+		}
+		if seen[v.Name] {
+			t.Errorf("%s is listed twice", v.Name)
+		}
+		seen[v.Name] = true
+		if strings.TrimSpace(v.Help) == "" {
+			t.Errorf("%s has no help text", v.Name)
+		}
+		if v.set == nil {
+			t.Errorf("%s has no setter", v.Name)
+		}
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	want := Config{
+		GatewayAddr:     "127.0.0.1:8080",
+		WSAddr:          "127.0.0.1:8081",
+		WorkerAddr:      "127.0.0.1:8082",
+		RedisAddr:       "127.0.0.1:16379",
+		MySQLDSN:        "root@tcp(127.0.0.1:13306)/flashgate",
+		KafkaBrokers:    []string{"127.0.0.1:19092"},
+		KafkaPartitions: 8,
+		TopicPrefix:     "flashgate",
+		OrderTTL:        15 * time.Minute,
+		ProduceTimeout:  2 * time.Second,
+		RedisTimeout:    500 * time.Millisecond,
+		EventRefresh:    time.Second,
+		WarmInterval:    time.Second,
+		WarmAhead:       10 * time.Minute,
+		ExpireInterval:  time.Second,
+		PendingTimeout:  45 * time.Second,
+		ReconcileEvery:  10 * time.Second,
+		ShutdownTimeout: 10 * time.Second,
+		WorkerBatch:     500,
+		WSSendQueue:     256,
+		LogLevel:        "info",
+		RunDir:          ".run",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("Default() =\n%+v\nwant\n%+v", c, want)
+	}
+}
+
+func TestFromLookupEmptyEnvironmentIsDefault(t *testing.T) {
+	c, err := fromLookup(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, Default()) {
+		t.Errorf("fromLookup(empty) = %+v, want the defaults", c)
+	}
+	// A variable set to "" means "use the default", as an unset one does.
+	blank := map[string]string{}
+	for _, v := range Vars {
+		blank[v.Name] = ""
+	}
+	c, err = fromLookup(env(blank))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, Default()) {
+		t.Errorf("fromLookup(all blank) = %+v, want the defaults", c)
+	}
+}
+
+func TestFromLookupOverrides(t *testing.T) {
+	c, err := fromLookup(env(map[string]string{
+		"FLASHGATE_GATEWAY_ADDR":     "0.0.0.0:9000",
+		"FLASHGATE_REDIS_ADDR":       "redis:6379",
+		"FLASHGATE_MYSQL_DSN":        "app:pw@tcp(db:3306)/fg",
+		"FLASHGATE_KAFKA_PARTITIONS": "32",
+		"FLASHGATE_TOPIC_PREFIX":     "prod",
+		"FLASHGATE_TOKEN_SECRET":     "0123456789abcdef0123456789abcdef",
+		"FLASHGATE_ORDER_TTL":        "30s",
+		"FLASHGATE_REDIS_TIMEOUT":    "150ms",
+		"FLASHGATE_WORKER_BATCH":     "1000",
+		"FLASHGATE_LOG_FORMAT":       "json",
+		"FLASHGATE_DEV":              "false",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"GatewayAddr", c.GatewayAddr, "0.0.0.0:9000"},
+		{"RedisAddr", c.RedisAddr, "redis:6379"},
+		{"MySQLDSN", c.MySQLDSN, "app:pw@tcp(db:3306)/fg"},
+		{"KafkaPartitions", c.KafkaPartitions, 32},
+		{"TopicPrefix", c.TopicPrefix, "prod"},
+		{"TokenSecret", c.TokenSecret, "0123456789abcdef0123456789abcdef"},
+		{"OrderTTL", c.OrderTTL, 30 * time.Second},
+		{"RedisTimeout", c.RedisTimeout, 150 * time.Millisecond},
+		{"WorkerBatch", c.WorkerBatch, 1000},
+		{"LogFormat", c.LogFormat, "json"},
+		{"Dev", c.Dev, false},
+		// untouched settings keep their defaults
+		{"WSAddr", c.WSAddr, "127.0.0.1:8081"},
+		{"WarmAhead", c.WarmAhead, 10 * time.Minute},
+		{"PaySecret", c.PaySecret, ""},
+	}
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if got := c.OrdersTopic(); got != "prod.orders" {
+		t.Errorf("OrdersTopic() = %q", got)
+	}
+	if got := c.ResultsTopic(); got != "prod.results" {
+		t.Errorf("ResultsTopic() = %q", got)
+	}
+	if got := c.DLQTopic(); got != "prod.orders.dlq" {
+		t.Errorf("DLQTopic() = %q", got)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() with a real secret outside dev mode: %v", err)
+	}
+}
+
+func TestFromLookupRejectsBadValues(t *testing.T) {
+	tests := []struct{ name, value string }{
+		{"FLASHGATE_ORDER_TTL", "15"},
+		{"FLASHGATE_ORDER_TTL", "soon"},
+		{"FLASHGATE_ORDER_TTL", "-1m"},
+		{"FLASHGATE_PRODUCE_TIMEOUT", "2 s"},
+		{"FLASHGATE_WARM_AHEAD", "1d"},
+		{"FLASHGATE_KAFKA_PARTITIONS", "eight"},
+		{"FLASHGATE_KAFKA_PARTITIONS", "0"},
+		{"FLASHGATE_WORKER_BATCH", "-5"},
+		{"FLASHGATE_WORKER_BATCH", "1.5"},
+		{"FLASHGATE_WS_SEND_QUEUE", "many"},
+		{"FLASHGATE_DEV", "yes"},
+		{"FLASHGATE_DEV", "2"},
+		{"FLASHGATE_KAFKA_BROKERS", ","},
+		{"FLASHGATE_KAFKA_BROKERS", " , ,"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			_, err := fromLookup(env(map[string]string{tt.name: tt.value}))
+			if err == nil {
+				t.Fatalf("%s=%q was accepted", tt.name, tt.value)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Errorf("error %q does not name %s", err, tt.name)
+			}
+		})
+	}
+}
+
+func TestKafkaBrokers(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"k1:9092", []string{"k1:9092"}},
+		{"k1:9092,k2:9092,k3:9092", []string{"k1:9092", "k2:9092", "k3:9092"}},
+		{" k1:9092 , k2:9092 ", []string{"k1:9092", "k2:9092"}},
+		{"k1:9092,,k2:9092,", []string{"k1:9092", "k2:9092"}},
+	}
+	for _, tt := range tests {
+		c, err := fromLookup(env(map[string]string{"FLASHGATE_KAFKA_BROKERS": tt.in}))
+		if err != nil {
+			t.Errorf("FLASHGATE_KAFKA_BROKERS=%q: %v", tt.in, err)
+			continue
+		}
+		if !reflect.DeepEqual(c.KafkaBrokers, tt.want) {
+			t.Errorf("FLASHGATE_KAFKA_BROKERS=%q gave %q, want %q", tt.in, c.KafkaBrokers, tt.want)
+		}
+	}
+}
+
+func TestDevDefaults(t *testing.T) {
+	c, err := fromLookup(env(map[string]string{"FLASHGATE_DEV": "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Dev || c.TokenSecret != DevTokenSecret || c.PaySecret != DevPaySecret || c.LogFormat != "text" {
+		t.Errorf("dev mode: Dev=%v TokenSecret=%q PaySecret=%q LogFormat=%q; want the dev secrets and text logs",
+			c.Dev, c.TokenSecret, c.PaySecret, c.LogFormat)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate() in dev mode with the dev secret: %v", err)
+	}
+
+	// Explicit settings win over the dev defaults.
+	c, err = fromLookup(env(map[string]string{
+		"FLASHGATE_DEV":          "true",
+		"FLASHGATE_TOKEN_SECRET": "my-own-token-secret-123",
+		"FLASHGATE_PAY_SECRET":   "my-own-pay-secret",
+		"FLASHGATE_LOG_FORMAT":   "json",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TokenSecret != "my-own-token-secret-123" || c.PaySecret != "my-own-pay-secret" || c.LogFormat != "json" {
+		t.Errorf("dev defaults overwrote explicit settings: %+v", c)
+	}
+
+	// Outside dev mode nothing is filled in.
+	c = Default()
+	c.ApplyDevDefaults()
+	if c.TokenSecret != "" || c.PaySecret != "" || c.LogFormat != "" {
+		t.Errorf("ApplyDevDefaults outside dev mode changed the config: %+v", c)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	const good = "a-random-secret-of-32-characters"
+	tests := []struct {
+		name    string
+		dev     bool
+		secret  string
+		wantErr bool
+	}{
+		{"production, empty secret", false, "", true},
+		{"production, public dev secret", false, DevTokenSecret, true},
+		{"production, short secret", false, "short", true},
+		{"production, real secret", false, good, false},
+		{"dev, empty secret after ApplyDevDefaults", true, "", false},
+		{"dev, public dev secret", true, DevTokenSecret, false},
+		{"dev, real secret", true, good, false},
+		{"dev, short secret", true, "short", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Dev = tt.dev
+			c.TokenSecret = tt.secret
+			c.ApplyDevDefaults()
+			err := c.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, want error: %v", err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "FLASHGATE_TOKEN_SECRET") {
+				t.Errorf("error %q does not name FLASHGATE_TOKEN_SECRET", err)
+			}
+		})
+	}
+	// Without ApplyDevDefaults an empty secret is refused even in dev mode:
+	// a service must not sign tokens with an empty key.
+	c := Default()
+	c.Dev = true
+	if err := c.Validate(); err == nil {
+		t.Error("Validate() accepted an empty token secret in dev mode without ApplyDevDefaults")
+	}
+}
+
+func TestFlagsOverrideEnvironment(t *testing.T) {
+	t.Setenv("FLASHGATE_REDIS_ADDR", "from-env:1")
+	t.Setenv("FLASHGATE_ORDER_TTL", "1m")
+	t.Setenv("FLASHGATE_WORKER_BATCH", "")
+	fs := NewFlagSet("gateway", "flashgate gateway: the HTTP edge")
+	fs.SetOutput(new(bytes.Buffer))
+	if err := fs.Parse([]string{"-redis-addr", "from-flag:2", "-worker-batch", "7"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := fs.Apply()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisAddr != "from-flag:2" {
+		t.Errorf("RedisAddr = %q, want the flag's value", c.RedisAddr)
+	}
+	if c.OrderTTL != time.Minute {
+		t.Errorf("OrderTTL = %v, want the environment's 1m", c.OrderTTL)
+	}
+	if c.WorkerBatch != 7 {
+		t.Errorf("WorkerBatch = %d, want the flag's 7", c.WorkerBatch)
+	}
+
+	fs = NewFlagSet("gateway", "usage")
+	fs.SetOutput(new(bytes.Buffer))
+	if err := fs.Parse([]string{"-order-ttl", "forever"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.Apply(); err == nil || !strings.Contains(err.Error(), "FLASHGATE_ORDER_TTL") {
+		t.Errorf("a bad flag value gave %v, want an error naming FLASHGATE_ORDER_TTL", err)
+	}
+}
+
+func TestUsageListsEveryVar(t *testing.T) {
+	var buf bytes.Buffer
+	fs := NewFlagSet("worker", "flashgate worker")
+	fs.SetOutput(&buf)
+	fs.Usage()
+	out := buf.String()
+	for _, v := range Vars {
+		if !strings.Contains(out, v.Name) {
+			t.Errorf("--help does not list %s", v.Name)
+		}
+	}
+	if !strings.Contains(out, "(empty)") {
+		t.Error("--help does not show empty defaults as (empty)")
+	}
+}
+
+// readmeDefault is how the README's configuration table shows a default.
+func readmeDefault(def string) string {
+	if def == "" {
+		return "(empty)"
+	}
+	return "`" + def + "`"
+}
+
+// TestREADMEDocumentsEveryVar keeps the README's configuration table in step
+// with Vars: each variable has a row "| `NAME` | `default` | meaning |"
+// (an empty default is written "(empty)"), and the table has no rows for
+// variables that no longer exist.
+func TestREADMEDocumentsEveryVar(t *testing.T) {
+	f, err := os.Open("../../README.md")
+	if err != nil {
+		t.Fatalf("cannot read the README: %v", err)
+	}
+	defer f.Close()
+
+	rows := map[string][]string{} // variable name -> cells of its table row
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "|"), "|")
+		for i := range cells {
+			cells[i] = strings.TrimSpace(cells[i])
+		}
+		name := strings.Trim(cells[0], "`")
+		if len(cells) < 2 || !strings.HasPrefix(name, "FLASHGATE_") || cells[0] != "`"+name+"`" {
+			continue
+		}
+		if _, dup := rows[name]; dup {
+			t.Errorf("README: %s has two table rows", name)
+		}
+		rows[name] = cells
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	known := map[string]bool{}
+	for _, v := range Vars {
+		known[v.Name] = true
+		cells, ok := rows[v.Name]
+		if !ok {
+			t.Errorf("README: no configuration table row for %s; add\n| `%s` | %s | %s |", v.Name, v.Name, readmeDefault(v.Default), v.Help)
+			continue
+		}
+		if want := readmeDefault(v.Default); cells[1] != want {
+			t.Errorf("README: %s default is %s, the code says %s", v.Name, cells[1], want)
+		}
+	}
+	for name := range rows {
+		if !known[name] {
+			t.Errorf("README: table row for %s, which config.Vars does not have", name)
+		}
+	}
+}
