@@ -142,9 +142,13 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 		s.ready.Drain()
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		err = srv.ShutdownWithContext(sctx)
+		if serr := srv.ShutdownWithContext(sctx); serr != nil {
+			// Connections that never sent a request count as busy to
+			// fasthttp; they get no answer either way.
+			log.Warn("connections still open after the drain timeout", "err", serr)
+		}
 		cancel()
-		<-errc
+		err = <-errc
 	}
 	stopBg()
 	s.bg.Wait()

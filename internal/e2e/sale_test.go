@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"strings"
 	"fmt"
 	"sync"
 	"testing"
@@ -70,6 +72,15 @@ func TestNoOversell(t *testing.T) {
 		}
 	}
 	t.Logf("answers: %v", codes)
+	if resp, err := s.client.Get(s.gateway + "/metrics"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "flashgate_kafka_produce_seconds") || strings.HasPrefix(l, "flashgate_gateway_lua_seconds") {
+				t.Log(l)
+			}
+		}
+	}
 	if len(accepted) != stock {
 		t.Fatalf("%d orders accepted, want exactly %d", len(accepted), stock)
 	}

@@ -104,9 +104,9 @@ func (s *system) run(name string, f func() error) {
 }
 
 func (s *system) shutdown() {
+	s.client.CloseIdleConnections()
 	s.stop()
 	s.wg.Wait()
-	s.client.CloseIdleConnections()
 	s.redis.Close()
 	s.db.Close()
 	for _, err := range s.errs {
@@ -137,7 +137,7 @@ func (s *system) waitReady(base string) {
 }
 
 func (s *system) token(uid int64) string { return s.signer.Sign(uid, auth.RoleUser, time.Hour) }
-func (s *system) adminToken() string    { return s.signer.Sign(1_000_000, auth.RoleAdmin, time.Hour) }
+func (s *system) adminToken() string     { return s.signer.Sign(1_000_000, auth.RoleAdmin, time.Hour) }
 
 // answer is an HTTP answer with its decoded JSON body.
 type answer struct {

@@ -154,6 +154,11 @@ func Config(t testing.TB) config.Config {
 	cfg.ExpireInterval = 100 * time.Millisecond
 	cfg.ReconcileEvery = 500 * time.Millisecond
 	cfg.ShutdownTimeout = 3 * time.Second
+	// Tests run the load generator, the services and the race detector on
+	// two cores: a burst of 2,500 requests starves the producer for a second
+	// or more. Tests assert outcomes, not latency, so wait longer.
+	cfg.ProduceTimeout = 15 * time.Second
+	cfg.RedisTimeout = 5 * time.Second
 	return cfg
 }
 

@@ -1,5 +1,0 @@
-package e2e
-
-import "context"
-
-func (s *system) startWS(ctx context.Context) {}

@@ -1,0 +1,255 @@
+package ws
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Timings of API.md: ping every 25 s, and a client that has not answered
+// 10 s after a ping is gone. The read deadline therefore covers one ping
+// period plus the pong wait, and each pong pushes it out again.
+const (
+	pingPeriod = 25 * time.Second
+	pongWait   = 10 * time.Second
+	readWait   = pingPeriod + pongWait
+
+	// writeWait bounds one frame write. The send queue, not this, is what
+	// catches slow clients; this catches clients whose TCP window stays shut.
+	writeWait = 10 * time.Second
+	// closeWait bounds the close handshake: the close frame write and the
+	// wait for the peer's answering close frame.
+	closeWait = time.Second
+
+	// maxFrameSize is the read limit: client frames are tiny JSON objects.
+	maxFrameSize = 4 << 10
+)
+
+// outbound is one queued push: the frame shared by every recipient, and the
+// counter to bump once it reached this connection's socket.
+type outbound struct {
+	data      []byte
+	delivered prometheus.Counter
+}
+
+// conn is one WebSocket connection. Exactly one goroutine (writeLoop) writes
+// data frames and exactly one (readLoop) reads; anything else talks to it
+// through enqueue and shutdown, which never block.
+type conn struct {
+	ws     *websocket.Conn
+	userID int64
+	hub    *hub
+	log    *slog.Logger
+
+	send chan outbound
+
+	once       sync.Once
+	done       chan struct{} // closed by shutdown
+	code       int           // close code to send, 0 for none; written before done is closed
+	text       string
+	readerDone chan struct{} // closed when readLoop returns
+
+	// Guarded by hub.mu; nil once the hub removed the connection.
+	rooms  map[int64]struct{}
+	events map[int64]struct{}
+}
+
+func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, log *slog.Logger) *conn {
+	return &conn{
+		ws:         ws,
+		userID:     userID,
+		hub:        h,
+		log:        log,
+		send:       make(chan outbound, queue),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		rooms:      map[int64]struct{}{},
+		events:     map[int64]struct{}{},
+	}
+}
+
+// enqueue queues msg without blocking. A full queue means the client reads
+// slower than results arrive; waiting for it would stall every other
+// connection behind the dispatcher, so it is disconnected instead and
+// catches up through GET /api/v1/tickets/{ticket} after reconnecting.
+func (c *conn) enqueue(msg outbound) {
+	select {
+	case c.send <- msg:
+	default:
+		c.shutdown(dropSlow, websocket.ClosePolicyViolation, "send queue full")
+	}
+}
+
+// shutdown asks the writer to close the connection, sending a close frame
+// with code and text unless code is 0. Only the first call counts; reason,
+// when not empty, counts the close as a drop caused by the client.
+func (c *conn) shutdown(reason string, code int, text string) {
+	c.once.Do(func() {
+		c.code, c.text = code, text
+		close(c.done)
+		if reason != "" {
+			droppedConns.WithLabelValues(reason).Inc()
+			c.log.Debug("dropping connection", "user_id", c.userID, "reason", reason)
+		}
+		if reason == dropSlow {
+			// The writer is most likely stuck in a write to the full socket;
+			// expire that write now so the connection goes away promptly.
+			// Safe concurrently: net.Conn methods may be called from any goroutine.
+			c.ws.UnderlyingConn().SetWriteDeadline(time.Now())
+		}
+	})
+}
+
+// writeLoop is the only writer of data and ping frames. It owns the socket:
+// when it returns the TCP connection is closed, which also ends readLoop.
+func (c *conn) writeLoop() {
+	defer c.hub.conns.Done()
+	defer c.ws.Close()
+	ping := time.NewTicker(pingPeriod)
+	defer ping.Stop()
+	for {
+		// Checked first because select picks among ready cases at random: a
+		// connection told to go away must not keep draining its queue.
+		select {
+		case <-c.done:
+			c.closeHandshake()
+			return
+		default:
+		}
+		select {
+		case <-c.done:
+			c.closeHandshake()
+			return
+		case m := <-c.send:
+			c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := c.ws.WriteMessage(websocket.TextMessage, m.data); err != nil {
+				c.shutdown(dropWriteFailed, 0, "")
+				return
+			}
+			m.delivered.Inc()
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				c.shutdown(dropWriteFailed, 0, "")
+				return
+			}
+		}
+	}
+}
+
+// closeHandshake sends the close frame, if any, and gives the client a
+// moment to answer it so that it sees a clean close rather than a reset.
+func (c *conn) closeHandshake() {
+	if c.code == 0 {
+		return
+	}
+	msg := websocket.FormatCloseMessage(c.code, c.text)
+	if err := c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait)); err != nil {
+		return
+	}
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-c.readerDone:
+	case <-t.C:
+	}
+}
+
+// readLoop reads client frames until the connection ends, then unregisters
+// the connection and tells the writer to finish.
+func (c *conn) readLoop() {
+	defer c.hub.conns.Done()
+	defer close(c.readerDone)
+	defer c.hub.remove(c)
+
+	c.ws.SetReadLimit(maxFrameSize)
+	c.ws.SetReadDeadline(time.Now().Add(readWait))
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(readWait))
+	})
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.shutdown(readDropReason(err), 0, "")
+			return
+		}
+		if typ != websocket.TextMessage {
+			continue
+		}
+		switch op, id := parseFrame(data); op {
+		case opJoin:
+			c.hub.join(c, id)
+		case opLeave:
+			c.hub.leave(c, id)
+		case opWatch:
+			c.hub.watch(c, id)
+		case opUnwatch:
+			c.hub.unwatch(c, id)
+		}
+	}
+}
+
+// readDropReason says whether a read error was the client's fault. A close
+// frame, EOF or reset is a client that left; after our own shutdown the
+// reason was already recorded and this one is ignored.
+func readDropReason(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		return dropTooLarge // gorilla already sent close 1009
+	case errors.As(err, &ne) && ne.Timeout():
+		return dropPongTimeout
+	}
+	return ""
+}
+
+// Client frame operations.
+type frameOp int
+
+const (
+	opNone frameOp = iota
+	opJoin
+	opLeave
+	opWatch
+	opUnwatch
+)
+
+// clientFrame is every client → server frame of API.md.
+type clientFrame struct {
+	Type    string `json:"type"`
+	RoomID  int64  `json:"room_id"`
+	EventID int64  `json:"event_id"`
+}
+
+// parseFrame decodes a client frame. Anything that is not a well-formed
+// frame with a positive id yields opNone: the API says such frames are
+// ignored, and ignoring keeps an old server compatible with newer clients.
+func parseFrame(data []byte) (frameOp, int64) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return opNone, 0
+	}
+	var op frameOp
+	id := f.RoomID
+	switch f.Type {
+	case "join":
+		op = opJoin
+	case "leave":
+		op = opLeave
+	case "watch":
+		op, id = opWatch, f.EventID
+	case "unwatch":
+		op, id = opUnwatch, f.EventID
+	default:
+		return opNone, 0
+	}
+	if id <= 0 {
+		return opNone, 0
+	}
+	return op, id
+}

@@ -1,0 +1,54 @@
+package ws
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/flashgate/flashgate/internal/obs"
+)
+
+// Reasons a connection is dropped by the server (label of droppedConns).
+// A client that closes its side, or a server shutdown, is not a drop.
+const (
+	dropSlow        = "slow"         // its send queue overflowed
+	dropPongTimeout = "pong_timeout" // no pong (or anything) within the read deadline
+	dropTooLarge    = "too_large"    // it sent a frame over maxFrameSize
+	dropWriteFailed = "write_failed" // a write to it failed or timed out
+)
+
+var (
+	connections = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "connections",
+		Help: "Open WebSocket connections.",
+	})
+	delivered = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "messages_delivered_total",
+		Help: "Push messages written to a connection, by type (ticket, stock, gift).",
+	}, []string{"type"})
+	droppedConns = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "dropped_connections_total",
+		Help: "Connections closed by the server because of the client, by reason (slow, pong_timeout, too_large, write_failed).",
+	}, []string{"reason"})
+	consumedRecords = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "consumed_records_total",
+		Help: "Records read from the results topic.",
+	})
+	skippedRecords = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "skipped_records_total",
+		Help: "Results-topic records that could not be delivered to anyone, by reason (decode, unknown_type, no_target).",
+	}, []string{"reason"})
+)
+
+// Resolved once so the dispatcher does not look labels up per message.
+var (
+	deliveredTicket = delivered.WithLabelValues(resultTicket)
+	deliveredStock  = delivered.WithLabelValues(resultStock)
+	deliveredGift   = delivered.WithLabelValues(resultGift)
+)
+
+func init() {
+	// Pre-create the drop series so dashboards and alerts see 0, not "no data".
+	for _, r := range []string{dropSlow, dropPongTimeout, dropTooLarge, dropWriteFailed} {
+		droppedConns.WithLabelValues(r)
+	}
+}

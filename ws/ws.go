@@ -1,0 +1,271 @@
+// Package ws is flashgate's WebSocket push service. Clients connect to
+// GET /ws with their token; the service consumes the Kafka results topic and
+// pushes each result (ticket outcomes, stock changes, room gifts) to the
+// connections that want it, as API.md's "WebSocket push" describes.
+//
+// Every replica reads every result (no consumer group) starting at its own
+// start time, and delivers to its own connections. Results produced while no
+// replica held a user's connection are not replayed: clients read missed
+// outcomes from GET /api/v1/tickets/{ticket}.
+//
+// Each connection has one reader, one writer and a bounded send queue
+// (FLASHGATE_WS_SEND_QUEUE messages). The dispatcher never waits for a
+// client: when a queue is full the connection is closed with code 1008
+// (policy violation, reason "send queue full"); on shutdown every connection
+// is closed with 1001 (going away).
+package ws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/obs"
+)
+
+// Defaults for zero or negative config fields.
+const (
+	DefaultSendQueue       = 256
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Config configures Run.
+type Config struct {
+	config.Config
+
+	// Listener, if set, is served instead of listening on WSAddr (tests use
+	// a listener on 127.0.0.1:0). Run closes it.
+	Listener net.Listener
+}
+
+func (cfg *Config) validate() error {
+	if cfg.TokenSecret == "" {
+		return ErrNoTokenSecret
+	}
+	if err := cfg.Config.Validate(); err != nil {
+		return fmt.Errorf("ws: %w", err)
+	}
+	if len(cfg.KafkaBrokers) == 0 {
+		return ErrNoBrokers
+	}
+	if cfg.Listener == nil && cfg.WSAddr == "" {
+		return ErrNoAddr
+	}
+	return nil
+}
+
+// Run serves WebSocket connections until ctx is done, then shuts down: it
+// turns /readyz to 503, closes every connection with 1001, stops the results
+// consumer and returns nil. It returns an error if it cannot start or if the
+// HTTP server fails.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.validate(); err != nil {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
+		return err
+	}
+	if cfg.WSSendQueue <= 0 {
+		cfg.WSSendQueue = DefaultSendQueue
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
+	log := base.With("component", "ws")
+
+	// Taken before anything can accept a connection, so every result
+	// produced after a client could have connected is read.
+	start := time.Now()
+
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.WSAddr); err != nil {
+			return fmt.Errorf("ws: cannot listen on %s: %w", cfg.WSAddr, err)
+		}
+	}
+	cl, err := bus.NewClient(cfg.Config, base,
+		kgo.ConsumeTopics(cfg.ResultsTopic()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(start.UnixMilli())),
+	)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("ws: %w", err)
+	}
+	defer cl.Close()
+
+	s := &server{
+		log:       log,
+		signer:    auth.NewSigner(cfg.TokenSecret),
+		hub:       newHub(),
+		sendQueue: cfg.WSSendQueue,
+		ready:     &obs.Readiness{Check: cl.Ping},
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024, // client frames are tiny
+		// Buffers only while writing, so idle connections hold none.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     checkOrigin(cfg.Config),
+		Error:           writeUpgradeError,
+	}
+
+	consumeCtx, stopConsuming := context.WithCancel(context.Background())
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		consume(consumeCtx, cl, s.hub, log)
+	}()
+
+	mux := http.NewServeMux()
+	s.ready.Handle(mux)
+	mux.HandleFunc("GET /ws", s.serveWS)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		// net/http's own complaints; the request line (which may carry a
+		// token) is never part of them.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// The HTTP server gets its own context so that /readyz can answer 503
+	// before the listener goes away.
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	served := make(chan error, 1)
+	go func() { served <- obs.Serve(serveCtx, srv, ln, cfg.ShutdownTimeout) }()
+	log.Info("serving WebSocket push", "addr", ln.Addr().String(), "topic", cfg.ResultsTopic())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+		served = nil
+	}
+
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	s.ready.Drain()
+	s.hub.closeAll(websocket.CloseGoingAway, "server shutting down")
+	stopServing()
+	if served != nil {
+		serveErr = <-served
+	}
+	s.waitConns(cfg.ShutdownTimeout)
+	stopConsuming()
+	<-consumed
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("ws: HTTP server: %w", serveErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// checkOrigin is the seam for FLASHGATE_WS_ORIGINS (a later issue). For now
+// any origin may connect: the token is never a cookie, so a foreign page
+// cannot ride on a user's browser session to open an authenticated socket.
+func checkOrigin(config.Config) func(*http.Request) bool {
+	return func(*http.Request) bool { return true }
+}
+
+// server serves GET /ws.
+type server struct {
+	log       *slog.Logger
+	signer    *auth.Signer
+	hub       *hub
+	upgrader  websocket.Upgrader
+	sendQueue int
+	ready     *obs.Readiness
+}
+
+// serveWS authenticates, upgrades and runs one connection. The token is
+// checked before the upgrade so that a client gets a plain 401 it can act on.
+func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
+	token := r.URL.Query().Get("token")
+	if token == "" {
+		token = auth.FromHeader(r.Header.Get("Authorization"))
+	}
+	if token == "" {
+		writeError(w, apierr.Unauthorized)
+		return
+	}
+	claims, err := s.signer.Verify(token)
+	if err != nil {
+		s.log.Debug("rejected connection", "remote", r.RemoteAddr, "err", err)
+		writeError(w, apierr.Unauthorized)
+		return
+	}
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered the client already.
+		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
+		return
+	}
+	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.log)
+	if !s.hub.add(c) {
+		ws.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
+			time.Now().Add(closeWait))
+		ws.Close()
+		return
+	}
+	s.log.Debug("connected", "remote", r.RemoteAddr, "user_id", claims.UserID)
+	go c.writeLoop()
+	// The handler goroutine is free once the connection is hijacked; reuse it.
+	c.readLoop()
+	s.log.Debug("disconnected", "remote", r.RemoteAddr, "user_id", claims.UserID)
+}
+
+// waitConns waits for every connection goroutine after closeAll, cutting the
+// connections that have not closed politely by the timeout.
+func (s *server) waitConns(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.hub.conns.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	s.log.Warn("connections did not close in time; cutting them")
+	s.hub.abortAll()
+	<-done
+}
+
+// writeError answers with an API error body before any upgrade.
+func writeError(w http.ResponseWriter, e *apierr.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.HTTPStatus)
+	w.Write(e.Body())
+}
+
+// writeUpgradeError answers a request the upgrader refused (not a WebSocket
+// handshake, bad version, bad origin) in the API's error format.
+func writeUpgradeError(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+	e := apierr.InvalidRequest
+	switch status {
+	case http.StatusForbidden:
+		e = apierr.Forbidden
+	case http.StatusMethodNotAllowed:
+		e = apierr.MethodNotAllowed
+	}
+	e = e.With(reason.Error())
+	e.HTTPStatus = status
+	writeError(w, e)
+}

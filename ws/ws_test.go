@@ -1,0 +1,647 @@
+package ws
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/testenv"
+)
+
+// wait is how long a test waits for something that should happen. It is a
+// bound for a broken service, not an expectation of speed.
+const wait = 10 * time.Second
+
+// Ordering trick used throughout: the test producer writes every record to
+// partition 0, the service dispatches a partition's records in order and a
+// connection's queue is FIFO. So when a connection receives a later
+// "sentinel" record first, it provably did not receive the earlier one —
+// no sleeps or short read deadlines needed to prove a non-delivery.
+
+type testEnv struct {
+	t      *testing.T
+	cfg    config.Config
+	base   string // http://host:port
+	wsURL  string // ws://host:port/ws
+	signer *auth.Signer
+	prod   *kgo.Client
+	stop   func() error // cancels Run and returns what it returned
+}
+
+var prefixSeq atomic.Int64
+
+func testConfig(t *testing.T) config.Config {
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.ApplyDevDefaults()
+	cfg.LogLevel = "warn"
+	cfg.KafkaPartitions = 2
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	cfg.TopicPrefix = fmt.Sprintf("wstest-%s-%d", name, prefixSeq.Add(1))
+	cfg.ShutdownTimeout = 5 * time.Second
+	return cfg
+}
+
+// startWS runs the service against a fresh kfake cluster and waits until
+// /readyz says it is ready. Records produced from then on are delivered: the
+// consumer starts at the service's start time, which is earlier.
+func startWS(t *testing.T, mod func(*config.Config)) *testEnv {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.KafkaBrokers = testenv.Kafka(t, cfg).ListenAddrs()
+	if mod != nil {
+		mod(&cfg)
+	}
+	e := runWS(t, cfg)
+	e.waitReady()
+
+	prod, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.KafkaBrokers...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	e.prod = prod
+	return e
+}
+
+// runWS starts Run without waiting for anything.
+func runWS(t *testing.T, cfg config.Config) *testEnv {
+	t.Helper()
+	ln := testenv.Listener(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Config{Config: cfg, Listener: ln}) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(3 * wait):
+				runErr = errors.New("Run did not return after its context was cancelled")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	addr := ln.Addr().String()
+	return &testEnv{
+		t: t, cfg: cfg, stop: stop,
+		base:   "http://" + addr,
+		wsURL:  "ws://" + addr + "/ws",
+		signer: auth.NewSigner(cfg.TokenSecret),
+	}
+}
+
+func (e *testEnv) get(path string) (int, string) {
+	e.t.Helper()
+	resp, err := http.Get(e.base + path)
+	if err != nil {
+		e.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *testEnv) waitReady() {
+	e.t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := http.Get(e.base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("ws not ready after %v (last: %v)", wait, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *testEnv) token(uid int64) string { return e.signer.Sign(uid, auth.RoleUser, time.Hour) }
+
+// produce writes records to partition 0 of the results topic, in order.
+func (e *testEnv) produce(recs ...*kgo.Record) {
+	e.t.Helper()
+	for _, r := range recs {
+		r.Topic = e.cfg.ResultsTopic()
+		r.Partition = 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		e.t.Fatalf("produce: %v", err)
+	}
+}
+
+// pushOf returns the Push field of a results record: what clients must get.
+func pushOf(t *testing.T, r *kgo.Record) string {
+	t.Helper()
+	var res bus.Result
+	if err := json.Unmarshal(r.Value, &res); err != nil {
+		t.Fatal(err)
+	}
+	return string(res.Push)
+}
+
+func ticketRec(t *testing.T, uid int64, ticket string) (*kgo.Record, string) {
+	r := bus.TicketResult("", uid, bus.TicketPush{Ticket: ticket, Kind: "order", Status: "succeeded", OrderNo: "O-" + ticket})
+	return r, pushOf(t, r)
+}
+
+func stockRec(t *testing.T, event, left int64) (*kgo.Record, string) {
+	r := bus.StockResult("", bus.StockPush{EventID: event, StockLeft: left, Status: "live"})
+	return r, pushOf(t, r)
+}
+
+func giftRec(t *testing.T, room int64, ticket string) (*kgo.Record, string) {
+	push, _ := json.Marshal(map[string]any{
+		"type": "gift", "room_id": room, "ticket": ticket, "sender_id": 1, "receiver_id": 2,
+		"gift_id": 3, "count": 1, "effect_url": "https://example.com/rose.webp",
+	})
+	v, _ := json.Marshal(bus.Result{Type: "gift", RoomID: room, Push: push})
+	r := &kgo.Record{Key: []byte(strconv.FormatInt(room, 10)), Value: v}
+	return r, pushOf(t, r)
+}
+
+// wsClient is a test client: a goroutine reads frames into msgs (so pongs are
+// processed), and ends with the read error on errc.
+type wsClient struct {
+	t     *testing.T
+	conn  *websocket.Conn
+	msgs  chan []byte
+	pongs chan string
+	errc  chan error
+	pings int
+}
+
+func (e *testEnv) dialer() *websocket.Dialer {
+	return &websocket.Dialer{HandshakeTimeout: wait}
+}
+
+// dial connects as uid (token in the query) and syncs, so the connection is
+// registered before the test produces anything.
+func (e *testEnv) dial(uid int64) *wsClient {
+	e.t.Helper()
+	return e.dialWith(e.dialer(), e.wsURL+"?token="+url.QueryEscape(e.token(uid)), nil, 4096)
+}
+
+// dialWith connects with d; buffer is the capacity of msgs. With 0 the
+// reader stops reading the socket as soon as it holds one undelivered frame,
+// which is how a slow client behaves.
+func (e *testEnv) dialWith(d *websocket.Dialer, u string, hdr http.Header, buffer int) *wsClient {
+	e.t.Helper()
+	conn, resp, err := d.Dial(u, hdr)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		e.t.Fatalf("dial: %v (HTTP %d)", err, status)
+	}
+	c := &wsClient{t: e.t, conn: conn, msgs: make(chan []byte, buffer), pongs: make(chan string, 16), errc: make(chan error, 1)}
+	conn.SetPongHandler(func(s string) error { c.pongs <- s; return nil })
+	go func() {
+		defer close(c.msgs)
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				c.errc <- err
+				return
+			}
+			c.msgs <- data
+		}
+	}()
+	e.t.Cleanup(func() { conn.Close() })
+	c.sync()
+	return c
+}
+
+// send writes a client frame.
+func (c *wsClient) send(frame string) {
+	c.t.Helper()
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(frame)); err != nil {
+		c.t.Fatalf("send %s: %v", frame, err)
+	}
+}
+
+// sync returns once the server has handled every frame sent before it: the
+// server reads frames in order and answers a ping only after the frames
+// ahead of it, and it starts reading only after registering the connection.
+func (c *wsClient) sync() {
+	c.t.Helper()
+	c.pings++
+	want := "sync-" + strconv.Itoa(c.pings)
+	if err := c.conn.WriteControl(websocket.PingMessage, []byte(want), time.Now().Add(wait)); err != nil {
+		c.t.Fatalf("ping: %v", err)
+	}
+	timeout := time.After(wait)
+	for {
+		select {
+		case got := <-c.pongs:
+			if got == want {
+				return
+			}
+		case <-timeout:
+			c.t.Fatalf("no pong %q within %v", want, wait)
+		}
+	}
+}
+
+// expect asserts that the next frame is exactly want.
+func (c *wsClient) expect(want string) {
+	c.t.Helper()
+	select {
+	case got, ok := <-c.msgs:
+		if !ok {
+			c.t.Fatalf("connection ended (%v) while waiting for %s", <-c.errc, want)
+		}
+		if string(got) != want {
+			c.t.Fatalf("got frame\n  %s\nwant\n  %s", got, want)
+		}
+	case <-time.After(wait):
+		c.t.Fatalf("no frame within %v; want %s", wait, want)
+	}
+}
+
+// closed drains frames until the server ends the connection and returns the
+// error that ended it.
+func (c *wsClient) closed() error {
+	c.t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case _, ok := <-c.msgs:
+			if !ok {
+				return <-c.errc
+			}
+		case <-timeout:
+			c.t.Fatalf("connection still open after %v", wait)
+		}
+	}
+}
+
+// 1. Ticket pushes reach every connection of their user and nobody else.
+func TestTicketPushToUserConnections(t *testing.T) {
+	e := startWS(t, nil)
+	a1, a2 := e.dial(1), e.dial(1)
+	b := e.dial(2)
+
+	recA, wantA := ticketRec(t, 1, "T-a")
+	recB, wantB := ticketRec(t, 2, "T-b")
+	recA2, wantA2 := ticketRec(t, 1, "T-a2")
+	e.produce(recA, recB, recA2)
+
+	a1.expect(wantA)
+	a2.expect(wantA)
+	b.expect(wantB) // first frame for user 2: it did not get user 1's ticket
+	a1.expect(wantA2)
+	a2.expect(wantA2) // next frame for user 1: it did not get user 2's ticket
+}
+
+// 2. Authentication happens before the upgrade and answers API errors.
+func TestAuth(t *testing.T) {
+	e := startWS(t, nil)
+	other := auth.NewSigner("some-other-secret-of-enough-length")
+	cases := []struct {
+		name  string
+		query string
+		hdr   string
+	}{
+		{"missing", "", ""},
+		{"malformed", "garbage", ""},
+		{"bad signature", other.Sign(1, auth.RoleUser, time.Hour), ""},
+		{"expired", e.signer.Sign(1, auth.RoleUser, -time.Minute), ""},
+		{"bad header token", "", "Bearer garbage"},
+		{"expired header token", "", "Bearer " + e.signer.Sign(1, auth.RoleUser, -time.Minute)},
+		{"not a bearer header", "", "Basic " + e.token(1)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := e.wsURL
+			if tc.query != "" {
+				u += "?token=" + url.QueryEscape(tc.query)
+			}
+			hdr := http.Header{}
+			if tc.hdr != "" {
+				hdr.Set("Authorization", tc.hdr)
+			}
+			conn, resp, err := e.dialer().Dial(u, hdr)
+			if err == nil {
+				conn.Close()
+				t.Fatal("connection was upgraded")
+			}
+			if resp == nil {
+				t.Fatalf("no HTTP response: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401", resp.StatusCode)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if string(body) != string(apierr.Unauthorized.Body()) {
+				t.Errorf("body %s, want %s", body, apierr.Unauthorized.Body())
+			}
+		})
+	}
+
+	t.Run("header token", func(t *testing.T) {
+		hdr := http.Header{"Authorization": {"Bearer " + e.token(7)}}
+		c := e.dialWith(e.dialer(), e.wsURL, hdr, 16)
+		rec, want := ticketRec(t, 7, "T-hdr")
+		e.produce(rec)
+		c.expect(want)
+	})
+
+	t.Run("valid token, not a WebSocket request", func(t *testing.T) {
+		status, body := e.get("/ws?token=" + url.QueryEscape(e.token(7)))
+		if status != http.StatusBadRequest || !strings.Contains(body, `"invalid_request"`) {
+			t.Fatalf("got %d %s, want 400 invalid_request", status, body)
+		}
+	})
+}
+
+// 3. Stock pushes reach watchers of their event only while they watch.
+func TestWatchStock(t *testing.T) {
+	e := startWS(t, nil)
+	c := e.dial(5)
+	c.send(`{"type":"watch","event_id":7}`)
+	c.sync()
+
+	rec, want := stockRec(t, 7, 99)
+	e.produce(rec)
+	c.expect(want)
+
+	c.send(`{"type":"unwatch","event_id":7}`)
+	c.sync()
+	after, _ := stockRec(t, 7, 98)
+	other, _ := stockRec(t, 8, 10) // never watched
+	sentinel, wantSentinel := ticketRec(t, 5, "T-sentinel")
+	e.produce(after, other, sentinel)
+	c.expect(wantSentinel)
+}
+
+// 4. Gift pushes reach the room's members only while they are in it.
+func TestJoinRoomGift(t *testing.T) {
+	e := startWS(t, nil)
+	a := e.dial(10)
+	b := e.dial(11)
+	a.send(`{"type":"join","room_id":100}`)
+	b.send(`{"type":"join","room_id":200}`)
+	a.sync()
+	b.sync()
+
+	g100, want100 := giftRec(t, 100, "G-1")
+	g200, want200 := giftRec(t, 200, "G-2")
+	e.produce(g100, g200)
+	a.expect(want100)
+	b.expect(want200) // b's first frame: it did not get room 100's gift
+
+	a.send(`{"type":"leave","room_id":100}`)
+	a.sync()
+	again, _ := giftRec(t, 100, "G-3")
+	sentinel, wantSentinel := ticketRec(t, 10, "T-sentinel")
+	e.produce(again, sentinel)
+	a.expect(wantSentinel) // neither room 200's gift nor room 100's after leaving
+}
+
+// Frames the server does not accept are ignored; an oversized one ends the
+// connection with 1009.
+func TestClientFrames(t *testing.T) {
+	e := startWS(t, nil)
+	c := e.dial(20)
+	for _, f := range []string{
+		`not json`, `{"type":"join","room_id":0}`, `{"type":"join","room_id":-5}`,
+		`{"type":"join","room_id":"1"}`, `{"type":"watch","room_id":1}`, `{"type":"dance","room_id":1}`,
+		`{"type":"join","room_id":1.5}`, `[]`, ``,
+	} {
+		c.send(f)
+	}
+	c.send(`{"type":"join","room_id":1}`)
+	c.sync()
+	rec, want := giftRec(t, 1, "G-ok")
+	e.produce(rec)
+	c.expect(want)
+
+	c.send(`{"type":"join","room_id":2,"pad":"` + strings.Repeat("x", maxFrameSize) + `"}`)
+	err := c.closed()
+	if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("oversized frame: connection ended with %v, want close 1009", err)
+	}
+}
+
+// metricValue scrapes /metrics for one sample.
+func (e *testEnv) metricValue(series string) float64 {
+	e.t.Helper()
+	_, body := e.get("/metrics")
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				e.t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// 5. A client that stops reading is disconnected; the others keep receiving.
+func TestSlowClientDropped(t *testing.T) {
+	const queue, perRound = 16, 8 // a normal client never has more than perRound queued
+	e := startWS(t, func(c *config.Config) { c.WSSendQueue = queue })
+	const slowSeries = `flashgate_ws_dropped_connections_total{reason="slow"}`
+	dropsBefore := e.metricValue(slowSeries)
+
+	normal := e.dial(30)
+	slow := e.dialWith(e.dialer(), e.wsURL+"?token="+url.QueryEscape(e.token(30)), nil, 0)
+
+	pad := strings.Repeat("p", 32<<10) // big frames fill the kernel buffers quickly
+	n := 0
+	round := func() {
+		t.Helper()
+		recs := make([]*kgo.Record, perRound)
+		wants := make([]string, perRound)
+		for i := range recs {
+			n++
+			r := bus.TicketResult("", 30, bus.TicketPush{Ticket: fmt.Sprintf("T-%d", n), Kind: "order", Status: "failed", Reason: pad})
+			recs[i], wants[i] = r, pushOf(t, r)
+		}
+		e.produce(recs...)
+		for _, w := range wants {
+			normal.expect(w)
+		}
+	}
+	for i := 0; e.metricValue(slowSeries) == dropsBefore; i++ {
+		if i == 500 {
+			t.Fatalf("slow client not dropped after %d messages", n)
+		}
+		round()
+	}
+	round() // the normal client still gets everything
+	rec, want := ticketRec(t, 30, "T-last")
+	e.produce(rec)
+	normal.expect(want)
+
+	err := slow.closed()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("slow client: %v, want the server to close the connection", err)
+	}
+	t.Logf("slow client dropped after %d messages: %v", n, err)
+}
+
+// 6. Operations endpoints.
+func TestOperations(t *testing.T) {
+	e := startWS(t, nil)
+	if status, body := e.get("/healthz"); status != http.StatusOK {
+		t.Errorf("/healthz: %d %s", status, body)
+	}
+	if status, body := e.get("/readyz"); status != http.StatusOK {
+		t.Errorf("/readyz: %d %s", status, body)
+	}
+	e.dial(40)
+	if got := e.metricValue("flashgate_ws_connections"); got < 1 {
+		t.Errorf("flashgate_ws_connections = %v with a client connected", got)
+	}
+}
+
+// /readyz reports Kafka being unreachable.
+func TestReadyzKafkaDown(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.KafkaBrokers = []string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+	e := runWS(t, cfg)
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := http.Get(e.base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, body := e.get("/readyz"); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with Kafka down: %d %s, want 503", status, body)
+	}
+}
+
+// Shutdown closes connections with 1001 and Run returns nil.
+func TestShutdown(t *testing.T) {
+	e := startWS(t, nil)
+	c := e.dial(50)
+	if err := e.stop(); err != nil {
+		t.Fatalf("Run returned %v, want nil", err)
+	}
+	if err := c.closed(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("connection ended with %v, want close 1001", err)
+	}
+	if _, err := http.Get(e.base + "/healthz"); err == nil {
+		t.Fatal("still serving after Run returned")
+	}
+}
+
+func TestRunValidates(t *testing.T) {
+	base := config.Default()
+	cases := []struct {
+		name string
+		mod  func(*config.Config)
+		want error
+	}{
+		{"no token secret", func(c *config.Config) { c.TokenSecret = "" }, ErrNoTokenSecret},
+		{"dev secret outside dev", func(c *config.Config) { c.TokenSecret = config.DevTokenSecret }, nil},
+		{"no brokers", func(c *config.Config) { c.TokenSecret = strings.Repeat("s", 32); c.KafkaBrokers = nil }, ErrNoBrokers},
+		{"no address", func(c *config.Config) { c.TokenSecret = strings.Repeat("s", 32); c.WSAddr = "" }, ErrNoAddr},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			tc.mod(&cfg)
+			err := Run(context.Background(), Config{Config: cfg})
+			if err == nil {
+				t.Fatal("Run accepted the configuration")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseFrame(t *testing.T) {
+	cases := []struct {
+		in     string
+		wantOp frameOp
+		wantID int64
+	}{
+		{`{"type":"join","room_id":123}`, opJoin, 123},
+		{`{"type":"leave","room_id":123}`, opLeave, 123},
+		{`{"type":"watch","event_id":1}`, opWatch, 1},
+		{`{"type":"unwatch","event_id":9223372036854775807}`, opUnwatch, 9223372036854775807},
+		{`{"type":"join","room_id":5,"extra":true}`, opJoin, 5},
+		{`{"type":"join","event_id":5}`, opNone, 0},
+		{`{"type":"watch","room_id":5}`, opNone, 0},
+		{`{"type":"join","room_id":0}`, opNone, 0},
+		{`{"type":"join","room_id":-1}`, opNone, 0},
+		{`{"type":"join","room_id":1e3}`, opNone, 0},
+		{`{"type":"join","room_id":9223372036854775808}`, opNone, 0},
+		{`{"type":"JOIN","room_id":1}`, opNone, 0},
+		{`{"room_id":1}`, opNone, 0},
+		{`null`, opNone, 0},
+		{`{`, opNone, 0},
+	}
+	for _, tc := range cases {
+		op, id := parseFrame([]byte(tc.in))
+		if op != tc.wantOp || id != tc.wantID {
+			t.Errorf("parseFrame(%s) = %v, %d; want %v, %d", tc.in, op, id, tc.wantOp, tc.wantID)
+		}
+	}
+}
+
+func FuzzParseFrame(f *testing.F) {
+	for _, s := range []string{`{"type":"join","room_id":1}`, `{"type":"unwatch","event_id":2}`, `{"type":"leave"}`, `x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		op, id := parseFrame(data)
+		if (op == opNone) != (id == 0) || id < 0 {
+			t.Fatalf("parseFrame(%q) = %v, %d", data, op, id)
+		}
+	})
+}
