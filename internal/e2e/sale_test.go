@@ -2,9 +2,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
