@@ -95,7 +95,7 @@ var Vars = []Var{
 	strVar("FLASHGATE_WORKER_ADDR", "127.0.0.1:8082", "worker health and metrics listen address", func(c *Config) *string { return &c.WorkerAddr }),
 	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port)", func(c *Config) *string { return &c.RedisAddr }),
 	strVar("FLASHGATE_MYSQL_DSN", "root@tcp(127.0.0.1:13306)/flashgate", "MySQL/MariaDB DSN (go-sql-driver format; parseTime is added)", func(c *Config) *string { return &c.MySQLDSN }),
-	{"FLASHGATE_KAFKA_BROKERS", "127.0.0.1:19092", "comma-separated Kafka seed brokers; `flashgate dev` starts an embedded broker unless this is set", func(c *Config, v string) error {
+	{"FLASHGATE_KAFKA_BROKERS", "127.0.0.1:19092", "comma-separated Kafka seed brokers; flashgate dev starts an embedded broker unless this is set", func(c *Config, v string) error {
 		c.KafkaBrokers = nil
 		for _, b := range strings.Split(v, ",") {
 			if b = strings.TrimSpace(b); b != "" {
@@ -133,7 +133,7 @@ var Vars = []Var{
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
 	strVar("FLASHGATE_LOG_FORMAT", "", "json or text (default: text in dev mode, json otherwise)", func(c *Config) *string { return &c.LogFormat }),
 	strVar("FLASHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
-	strVar("FLASHGATE_RUN_DIR", ".run", "where `flashgate dev` keeps Redis, MariaDB and Kafka data", func(c *Config) *string { return &c.RunDir }),
+	strVar("FLASHGATE_RUN_DIR", ".run", "where flashgate dev keeps Redis, MariaDB and Kafka data", func(c *Config) *string { return &c.RunDir }),
 }
 
 // Default returns the configuration with every default applied.

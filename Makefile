@@ -1,0 +1,41 @@
+# flashgate. `make` lists the targets; settings are FLASHGATE_* environment
+# variables, which every target passes through (see `bin/flashgate dev --help`).
+
+.DEFAULT_GOAL := help
+GO ?= go
+BIN := bin/flashgate
+# Extra `go test` arguments for test and bench, e.g. ARGS='-run TestX ./internal/...'
+ARGS ?=
+# Fuzz targets as package:FuzzName, e.g. ./internal/auth:FuzzVerify
+FUZZ_TARGETS ?=
+FUZZTIME ?= 30s
+
+.PHONY: help build run test bench fuzz clean clean-data
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+build: ## build bin/flashgate
+	$(GO) build -o $(BIN) .
+
+run: build ## set up and run everything locally: Redis, MariaDB, Kafka (embedded), gateway, worker, ws
+	FLASHGATE_DEV=1 $(BIN) dev
+
+test: ## start the test dependencies, then go test -race ./... (ARGS=...)
+	bash scripts/test.sh $(ARGS)
+
+bench: ## run the benchmarks against the same dependencies (ARGS=...)
+	bash scripts/test.sh --bench $(ARGS)
+
+fuzz: ## run each of FUZZ_TARGETS for FUZZTIME
+	@$(if $(strip $(FUZZ_TARGETS)),,echo "no fuzz targets yet: list them in FUZZ_TARGETS")
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in $${t%%:*}"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
+
+clean: ## remove bin/ (keeps the data in .run/)
+	rm -rf bin
+
+clean-data: clean ## also remove .run/ (Redis, MariaDB and Kafka data); stop `make run` first
+	rm -rf .run

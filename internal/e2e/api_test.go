@@ -1,0 +1,280 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/store"
+)
+
+// TestEventsAndAdmin walks the event endpoints: listing, detail, the
+// not-started and ended answers, admin-only creation and stock top-ups.
+func TestEventsAndAdmin(t *testing.T) {
+	s := start(t, options{noWS: true})
+	now := time.Now()
+	live := s.liveEvent(2)
+	soon := s.createEvent(5, now.Add(time.Hour), now.Add(2*time.Hour))
+
+	list := s.do("GET", "/api/v1/events", "", "")
+	evs, _ := list.Body["events"].([]any)
+	if list.Status != 200 || len(evs) != 2 {
+		t.Fatalf("events: %d %s", list.Status, list.Raw)
+	}
+	first := evs[0].(map[string]any)
+	if first["id"] != float64(live) || first["status"] != "live" || first["stock_left"] != float64(2) || first["stock_total"] != float64(2) || first["price"] != float64(1999) {
+		t.Errorf("first event (soonest start) is %v", first)
+	}
+	if evs[1].(map[string]any)["status"] != "upcoming" {
+		t.Errorf("second event: %v", evs[1])
+	}
+	if a := s.do("GET", fmt.Sprintf("/api/v1/events/%d", soon), "", ""); a.Status != 200 || a.str("status") != "upcoming" || a.str("starts_at") == "" {
+		t.Errorf("event detail: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("GET", "/api/v1/events/424242", "", ""); a.Status != 404 || a.errCode() != "not_found" {
+		t.Errorf("unknown event: %d %s", a.Status, a.Raw)
+	}
+	if a := s.order(soon, 1); a.Status != 409 || a.errCode() != "not_started" {
+		t.Errorf("order before the start: %d %s", a.Status, a.Raw)
+	}
+
+	// An event that ended: inserted straight into MySQL, as an old sale.
+	res, err := s.db.Exec("INSERT INTO events (name, price, stock_total, stock, starts_at, ends_at) VALUES ('old', 1, 1, 1, ?, ?)",
+		now.Add(-2*time.Hour).UTC(), now.Add(-time.Hour).UTC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := res.LastInsertId()
+	if a := s.do("GET", fmt.Sprintf("/api/v1/events/%d", old), "", ""); a.str("status") != "ended" {
+		t.Errorf("ended event: %s", a.Raw)
+	}
+	// The order path answers from memory, refreshed every EventRefresh.
+	var a answer
+	s.waitFor("order path knows the old event", func() bool { a = s.order(old, 1); return a.Status != 404 })
+	if a.Status != 409 || a.errCode() != "ended" {
+		t.Errorf("order after the end: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("POST", fmt.Sprintf("/api/v1/admin/events/%d/stock", old), s.adminToken(), `{"delta":1}`); a.Status != 409 || a.errCode() != "ended" {
+		t.Errorf("stock for an ended event: %d %s", a.Status, a.Raw)
+	}
+
+	// Roles: a user token cannot administer; no token is 401.
+	body := `{"name":"x","price":1,"stock":1,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2030-01-02T00:00:00Z"}`
+	if a := s.do("POST", "/api/v1/admin/events", s.token(1), body); a.Status != 403 || a.errCode() != "forbidden" {
+		t.Errorf("user on admin route: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("POST", "/api/v1/admin/events", "", body); a.Status != 401 {
+		t.Errorf("no token on admin route: %d %s", a.Status, a.Raw)
+	}
+	for _, bad := range []string{
+		`{"name":"x","price":1,"stock":0,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2030-01-02T00:00:00Z"}`,
+		`{"name":"x","price":"1","stock":1,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2030-01-02T00:00:00Z"}`,
+		`{"name":"x","price":1,"stock":1,"starts_at":"tomorrow","ends_at":"2030-01-02T00:00:00Z"}`,
+		`{"name":"x","price":1,"stock":1,"starts_at":"2030-01-02T00:00:00Z","ends_at":"2030-01-01T00:00:00Z"}`,
+		`{"price":1,"stock":1,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2030-01-02T00:00:00Z"}`,
+	} {
+		if a := s.do("POST", "/api/v1/admin/events", s.adminToken(), bad); a.Status != 400 || a.errCode() != "invalid_request" {
+			t.Errorf("create %s: %d %s", bad, a.Status, a.Raw)
+		}
+	}
+	// Idempotent creation: the same key creates one event.
+	a1 := s.do("POST", "/api/v1/admin/events", s.adminToken(), body, "Idempotency-Key", "create-1")
+	a2 := s.do("POST", "/api/v1/admin/events", s.adminToken(), body, "Idempotency-Key", "create-1")
+	if a1.Status != 201 || a2.Status != 201 || a1.Body["id"] != a2.Body["id"] {
+		t.Errorf("idempotent create: %s / %s", a1.Raw, a2.Raw)
+	}
+
+	// Sell out, then top up: the new units are on sale at once.
+	for uid := int64(1); uid <= 2; uid++ {
+		if a := s.order(live, uid); a.Status != 202 {
+			t.Fatalf("order: %d %s", a.Status, a.Raw)
+		}
+	}
+	if a := s.order(live, 3); a.Status != 410 || a.errCode() != "sold_out" {
+		t.Errorf("order when sold out: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("GET", fmt.Sprintf("/api/v1/events/%d", live), "", ""); a.str("status") != "sold_out" {
+		t.Errorf("sold-out event: %s", a.Raw)
+	}
+	for _, bad := range []string{`{"delta":0}`, `{"delta":-5}`, `{}`, `{"delta":1.5}`} {
+		if a := s.do("POST", fmt.Sprintf("/api/v1/admin/events/%d/stock", live), s.adminToken(), bad); a.Status != 400 {
+			t.Errorf("stock %s: %d %s", bad, a.Status, a.Raw)
+		}
+	}
+	top := s.do("POST", fmt.Sprintf("/api/v1/admin/events/%d/stock", live), s.adminToken(), `{"delta":3}`)
+	if top.Status != 200 || top.Body["stock_total"] != float64(5) || top.Body["stock_left"] != float64(3) || top.str("status") != "live" {
+		t.Fatalf("add stock: %d %s", top.Status, top.Raw)
+	}
+	if a := s.order(live, 3); a.Status != 202 {
+		t.Errorf("order after the top-up: %d %s", a.Status, a.Raw)
+	}
+	s.waitFor("orders written", func() bool { return s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", live) == 3 })
+	if n := s.count("SELECT stock FROM events WHERE id = ?", live); n != 2 {
+		t.Errorf("MySQL stock after top-up and 3 sales: %d, want 2", n)
+	}
+}
+
+// TestOrderLifecycle: idempotent retries, reading tickets and orders, owner
+// checks, cancel and pay.
+func TestOrderLifecycle(t *testing.T) {
+	s := start(t, options{noWS: true})
+	ev := s.liveEvent(3)
+	path := fmt.Sprintf("/api/v1/events/%d/orders", ev)
+
+	a1 := s.do("POST", path, s.token(1), "{}", "Idempotency-Key", "k-1")
+	a2 := s.do("POST", path, s.token(1), "{}", "Idempotency-Key", "k-1")
+	if a1.Status != 202 || a2.Status != 202 || a1.str("ticket") != a2.str("ticket") {
+		t.Fatalf("idempotent retry: %d %s / %d %s", a1.Status, a1.Raw, a2.Status, a2.Raw)
+	}
+	if a := s.do("POST", path, s.token(1), "{}", "Idempotency-Key", "k-2"); a.Status != 409 || a.errCode() != "already_purchased" || a.str("ticket") != a1.str("ticket") {
+		t.Errorf("another key for the same user: %d %s", a.Status, a.Raw)
+	}
+	ticket := a1.str("ticket")
+	tk := s.waitTicket(1, ticket)
+	no := tk.str("order_no")
+	if tk.str("status") != "succeeded" || tk.str("created_at") == "" || no == "" {
+		t.Fatalf("ticket: %s", tk.Raw)
+	}
+	if st, _ := s.redisStock(ev); st != 2 {
+		t.Errorf("Redis stock %d after one sale, want 2", st)
+	}
+	// Other users see neither the ticket nor the order.
+	if a := s.do("GET", "/api/v1/tickets/"+ticket, s.token(2), ""); a.Status != 404 {
+		t.Errorf("someone else's ticket: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("GET", "/api/v1/tickets/o1-zzzz", s.token(1), ""); a.Status != 404 {
+		t.Errorf("malformed ticket: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("GET", "/api/v1/orders/"+no, s.token(2), ""); a.Status != 403 || a.errCode() != "forbidden" {
+		t.Errorf("someone else's order: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("POST", "/api/v1/orders/"+no+"/pay", s.token(2), ""); a.Status != 403 {
+		t.Errorf("paying someone else's order: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("GET", "/api/v1/orders/FGNOPE", s.token(1), ""); a.Status != 404 {
+		t.Errorf("unknown order: %d %s", a.Status, a.Raw)
+	}
+	o := s.do("GET", "/api/v1/orders/"+no, s.token(1), "")
+	if o.Status != 200 || o.str("status") != "unpaid" || o.Body["event_id"] != float64(ev) || o.Body["price"] != float64(1999) || o.str("expires_at") == "" || o.Body["paid_at"] != nil {
+		t.Errorf("order: %s", o.Raw)
+	}
+
+	// Cancel: the unit goes back and the user may buy again.
+	c := s.do("POST", "/api/v1/orders/"+no+"/cancel", s.token(1), "")
+	if c.Status != 200 || c.str("status") != "cancelled" {
+		t.Fatalf("cancel: %d %s", c.Status, c.Raw)
+	}
+	if a := s.do("POST", "/api/v1/orders/"+no+"/cancel", s.token(1), ""); a.Status != 409 || a.errCode() != "invalid_state" {
+		t.Errorf("cancel twice: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("POST", "/api/v1/orders/"+no+"/pay", s.token(1), ""); a.Status != 409 || a.errCode() != "invalid_state" {
+		t.Errorf("pay a cancelled order: %d %s", a.Status, a.Raw)
+	}
+	if st, _ := s.redisStock(ev); st != 3 {
+		t.Errorf("Redis stock %d after cancel, want 3", st)
+	}
+	if n := s.count("SELECT stock FROM events WHERE id = ?", ev); n != 3 {
+		t.Errorf("MySQL stock %d after cancel, want 3", n)
+	}
+	again := s.order(ev, 1)
+	if again.Status != 202 {
+		t.Fatalf("buy again after cancel: %d %s", again.Status, again.Raw)
+	}
+	no2 := s.waitTicket(1, again.str("ticket")).str("order_no")
+	p := s.do("POST", "/api/v1/orders/"+no2+"/pay", s.token(1), "")
+	if p.Status != 200 || p.str("status") != "paid" || p.str("paid_at") == "" {
+		t.Fatalf("pay: %d %s", p.Status, p.Raw)
+	}
+	if a := s.do("POST", "/api/v1/orders/"+no2+"/pay", s.token(1), ""); a.Status != 409 || a.errCode() != "invalid_state" {
+		t.Errorf("pay twice: %d %s", a.Status, a.Raw)
+	}
+	if a := s.do("POST", "/api/v1/orders/"+no2+"/cancel", s.token(1), ""); a.Status != 409 {
+		t.Errorf("cancel a paid order: %d %s", a.Status, a.Raw)
+	}
+	// A paid order keeps the unit, so buying again is refused.
+	if a := s.order(ev, 1); a.Status != 409 || a.errCode() != "already_purchased" {
+		t.Errorf("buy after paying: %d %s", a.Status, a.Raw)
+	}
+	list := s.do("GET", "/api/v1/orders", s.token(1), "")
+	if orders, _ := list.Body["orders"].([]any); len(orders) != 2 {
+		t.Errorf("orders: %s", list.Raw)
+	}
+	if list := s.do("GET", "/api/v1/orders", s.token(2), ""); list.Raw != `{"orders":[]}` {
+		t.Errorf("orders of a user with none: %s", list.Raw)
+	}
+}
+
+// TestWorkerWarmsAndReconciles: an event created straight in MySQL goes on
+// sale in Redis before it starts, and a reservation whose order never reached
+// Kafka (a gateway that died after the Lua call) is released and its ticket
+// fails.
+func TestWorkerWarmsAndReconciles(t *testing.T) {
+	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
+		c.PendingTimeout = time.Second
+		c.ReconcileEvery = 200 * time.Millisecond
+	}})
+	now := time.Now()
+	res, err := s.db.Exec("INSERT INTO events (name, price, stock_total, stock, starts_at, ends_at) VALUES ('direct', 5, 4, 4, ?, ?)",
+		now.Add(2*time.Minute).UTC(), now.Add(time.Hour).UTC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := res.LastInsertId()
+	s.waitFor("worker warms the upcoming event", func() bool { st, ok := s.redisStock(ev); return ok && st == 4 })
+
+	ticket := store.NewOrderTicket(ev)
+	r, err := s.redis.Reserve(context.Background(), ev, 77, ticket, "", time.Now())
+	if err != nil || r.Status != store.Reserved {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+	if st, _ := s.redisStock(ev); st != 3 {
+		t.Fatalf("stock after the orphan reservation: %d", st)
+	}
+	tk := s.waitTicket(77, ticket)
+	if tk.str("status") != "failed" || tk.str("reason") != "timeout" {
+		t.Errorf("orphan ticket: %s", tk.Raw)
+	}
+	if st, _ := s.redisStock(ev); st != 4 {
+		t.Errorf("stock after release: %d, want 4", st)
+	}
+	if b := s.buyerTicket(ev, 77); b != "" {
+		t.Errorf("buyer record %q left behind", b)
+	}
+}
+
+// TestOperationalEndpoints: every service answers /healthz, /readyz and
+// /metrics; dev routes exist only in dev mode.
+func TestOperationalEndpoints(t *testing.T) {
+	s := start(t, options{})
+	wsHTTP := "http" + s.ws[len("ws"):]
+	for _, base := range []string{s.gateway, s.worker, wsHTTP} {
+		for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+			resp, err := s.client.Get(base + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("%s%s: %d", base, p, resp.StatusCode)
+			}
+		}
+	}
+	tok := s.do("POST", "/api/v1/dev/token", "", `{"user_id":42,"admin":true}`)
+	if tok.Status != 200 || tok.str("token") == "" {
+		t.Fatalf("dev token: %d %s", tok.Status, tok.Raw)
+	}
+	if c, err := s.signer.Verify(tok.str("token")); err != nil || c.UserID != 42 || !c.IsAdmin() {
+		t.Errorf("dev token claims %+v %v", c, err)
+	}
+
+	prod := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
+		c.Dev = false
+		c.TokenSecret = "a-production-secret-of-enough-length"
+	}})
+	if a := prod.do("POST", "/api/v1/dev/token", "", `{"user_id":42}`); a.Status != http.StatusNotFound {
+		t.Errorf("dev route outside dev mode: %d %s", a.Status, a.Raw)
+	}
+}

@@ -1,0 +1,333 @@
+// Command flashgate is the one binary of flashgate: the gateway, worker and
+// ws services, the migration and token tools, and `flashgate dev`, which
+// runs everything on one machine. See `flashgate help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flashgate/flashgate/gateway"
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/db"
+	"github.com/flashgate/flashgate/internal/dev"
+	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/worker"
+	"github.com/flashgate/flashgate/ws"
+)
+
+type command struct {
+	name    string
+	summary string
+	usage   string // first lines of --help
+	run     func(fs *config.FlagSet, args []string) error
+}
+
+var commands = []command{
+	{"gateway", "serve the public HTTP API (flash-sale orders, gifts, wallet)",
+		"Usage: flashgate gateway [flags]\n\nServes the public HTTP API on FLASHGATE_GATEWAY_ADDR: verifies tokens, rate-limits, reserves\nstock and coins in Redis and hands accepted orders to Kafka. Stops cleanly on SIGINT/SIGTERM.",
+		serviceCmd("gateway", func(ctx context.Context, cfg config.Config, ln net.Listener) error {
+			return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: ln})
+		}, func(c config.Config) string { return c.GatewayAddr })},
+	{"worker", "consume orders into MySQL, publish outcomes, run the timers",
+		"Usage: flashgate worker [flags]\n\nConsumes accepted orders and gifts from Kafka, writes them to MySQL, publishes outcomes to the\nresults topic and runs warm-up, expiry, reconciliation and payouts. Health and metrics are on\nFLASHGATE_WORKER_ADDR. Stops cleanly on SIGINT/SIGTERM.",
+		serviceCmd("worker", func(ctx context.Context, cfg config.Config, ln net.Listener) error {
+			return worker.Run(ctx, worker.Config{Config: cfg, Listener: ln})
+		}, func(c config.Config) string { return c.WorkerAddr })},
+	{"ws", "push ticket, gift and stock updates to WebSocket clients",
+		"Usage: flashgate ws [flags]\n\nServes WebSocket push on FLASHGATE_WS_ADDR (/ws): consumes the results topic and delivers each\noutcome to its user's and room's connections. Stops cleanly on SIGINT/SIGTERM.",
+		serviceCmd("ws", func(ctx context.Context, cfg config.Config, ln net.Listener) error {
+			return ws.Run(ctx, ws.Config{Config: cfg, Listener: ln})
+		}, func(c config.Config) string { return c.WSAddr })},
+	{"migrate", "create the MySQL database if needed and apply pending migrations",
+		"Usage: flashgate migrate [flags]\n\nCreates the database named in FLASHGATE_MYSQL_DSN if it does not exist and applies the embedded\nmigrations that have not been applied yet. Safe to run repeatedly and concurrently.",
+		migrateCmd},
+	{"token", "print a signed bearer token",
+		"Usage: flashgate token --user N [--admin] [--ttl 24h] [flags]\n\nPrints a bearer token for user N signed with FLASHGATE_TOKEN_SECRET (the dev secret when\nFLASHGATE_DEV=1 and no secret is set).",
+		tokenCmd},
+	{"dev", "run everything locally: Redis, MariaDB, embedded Kafka and all services",
+		"Usage: flashgate dev [--deps-only] [flags]\n\nRuns flashgate on this machine in dev mode (FLASHGATE_DEV=1). Installs redis-server and\nmariadb-server with apt-get when missing (as root), starts them on loopback ports with data under\nFLASHGATE_RUN_DIR (or reuses servers that already answer there), starts an embedded Kafka broker\n(kfake, data under FLASHGATE_RUN_DIR/kafka) unless FLASHGATE_KAFKA_BROKERS is set, migrates,\nseeds a demo event and runs gateway, worker and ws in this process, printing URLs, tokens and\nexample requests. Ctrl-C stops everything it started.\n\nWith --deps-only it stops after the dependencies are up and migrated, writes\nFLASHGATE_RUN_DIR/" + dev.ReadyFile + " and waits (this is how `make test` gets its MariaDB).",
+		devCmd},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stdout)
+		return 0
+	}
+	name, args := args[0], args[1:]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 0 {
+			return run([]string{args[0], "--help"})
+		}
+		usage(os.Stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != name {
+			continue
+		}
+		fs := config.NewFlagSet("flashgate "+c.name, c.usage)
+		if wantsHelp(args) {
+			fs.SetOutput(os.Stdout)
+		}
+		if err := c.run(fs, args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			var ue usageError
+			if errors.As(err, &ue) {
+				if ue.printed {
+					return 2
+				}
+				fmt.Fprintf(os.Stderr, "flashgate %s: %v\nRun `flashgate %s --help` for usage.\n", c.name, err, c.name)
+				return 2
+			}
+			fmt.Fprintf(os.Stderr, "flashgate %s: %v\n", c.name, err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "flashgate: unknown command %q\n\n", name)
+	usage(os.Stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "flashgate — flash-sale and live-gift gateway\n\nUsage: flashgate <command> [flags]\n\nCommands:\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(tw, "  help\tthis list; `flashgate help <command>` or `flashgate <command> --help` for details\n")
+	tw.Flush()
+	fmt.Fprintf(w, "\nSettings come from FLASHGATE_* environment variables (flags of the same name override them);\n"+
+		"`flashgate <command> --help` lists them with their defaults. `make run` runs `flashgate dev`.\n")
+}
+
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			return true
+		case "--", "-":
+			return false
+		}
+	}
+	return false
+}
+
+// usageError is a mistake on the command line (exit status 2). printed
+// means the flag package has already reported it.
+type usageError struct {
+	error
+	printed bool
+}
+
+// parse parses flags, refuses positional arguments and reads the settings.
+func parse(fs *config.FlagSet, args []string) (config.Config, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config.Config{}, err
+		}
+		return config.Config{}, usageError{err, true}
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, usageError{error: fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	cfg, err := fs.Apply()
+	if err != nil {
+		return cfg, usageError{error: err}
+	}
+	return cfg, nil
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM; a second signal after
+// that kills the process the default way.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling: a second Ctrl-C is not ignored
+	}()
+	return ctx, stop
+}
+
+func serviceCmd(name string, runFn func(context.Context, config.Config, net.Listener) error, addr func(config.Config) string) func(*config.FlagSet, []string) error {
+	return func(fs *config.FlagSet, args []string) error {
+		cfg, err := parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("refusing to start: %w", err)
+		}
+		ln, err := net.Listen("tcp", addr(cfg))
+		if err != nil {
+			return fmt.Errorf("cannot listen: %w", err)
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		if err := runFn(ctx, cfg, ln); err != nil && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+			return err
+		}
+		return nil
+	}
+}
+
+func migrateCmd(fs *config.FlagSet, args []string) error {
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext()
+	defer stop()
+	mc, err := db.ParseDSN(cfg.MySQLDSN)
+	if err != nil {
+		return err
+	}
+	if err := db.CreateDatabase(ctx, cfg.MySQLDSN); err != nil {
+		return err
+	}
+	d, err := db.Open(ctx, cfg.MySQLDSN)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	applied, err := db.Migrate(ctx, d)
+	for _, m := range applied {
+		fmt.Printf("applied %s\n", m)
+	}
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Printf("database %s at %s is up to date\n", mc.DBName, mc.Addr)
+	} else {
+		fmt.Printf("database %s at %s: %d migration(s) applied\n", mc.DBName, mc.Addr, len(applied))
+	}
+	return nil
+}
+
+func tokenCmd(fs *config.FlagSet, args []string) error {
+	uid := fs.Int64("user", 0, "user id the token is for (required, positive)")
+	admin := fs.Bool("admin", false, "give the token the admin role")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *uid <= 0 {
+		return usageError{error: errors.New("--user N is required (a positive user id)")}
+	}
+	if *ttl <= 0 {
+		return usageError{error: errors.New("--ttl must be positive")}
+	}
+	if cfg.TokenSecret == "" {
+		return errors.New("FLASHGATE_TOKEN_SECRET is not set: set the secret the services use, or FLASHGATE_DEV=1 for the dev secret")
+	}
+	role := auth.RoleUser
+	if *admin {
+		role = auth.RoleAdmin
+	}
+	fmt.Println(auth.NewSigner(cfg.TokenSecret).Sign(*uid, role, *ttl))
+	return nil
+}
+
+func devCmd(fs *config.FlagSet, args []string) error {
+	depsOnly := fs.Bool("deps-only", false, "start and migrate the dependencies only, write FLASHGATE_RUN_DIR/"+dev.ReadyFile+" and wait")
+	cfg, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg.Dev = true
+	cfg.ApplyDevDefaults()
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("refusing to start: %w", err)
+	}
+
+	ctx, stop := signalContext()
+	defer stop()
+	return dev.Run(ctx, cfg, dev.Options{
+		DepsOnly:      *depsOnly,
+		KafkaExplicit: kafkaExplicit(fs),
+		Services:      runServices,
+		Out:           os.Stdout,
+		Log:           obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "dev"),
+	})
+}
+
+// kafkaExplicit reports whether brokers were named on purpose, by
+// FLASHGATE_KAFKA_BROKERS or --kafka-brokers, rather than left at the
+// default, where dev starts its embedded broker.
+func kafkaExplicit(fs *config.FlagSet) bool {
+	explicit := os.Getenv("FLASHGATE_KAFKA_BROKERS") != ""
+	fs.Visit(func(f *flag.Flag) {
+		explicit = explicit || f.Name == "kafka-brokers" && f.Value.String() != ""
+	})
+	return explicit
+}
+
+// runServices runs gateway, worker and ws in this process until ctx is done
+// or one of them fails, which stops the other two.
+func runServices(ctx context.Context, cfg config.Config) error {
+	type svc struct {
+		name string
+		addr string
+		run  func(context.Context, net.Listener) error
+	}
+	svcs := []svc{
+		{"gateway", cfg.GatewayAddr, func(ctx context.Context, ln net.Listener) error {
+			return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: ln})
+		}},
+		{"worker", cfg.WorkerAddr, func(ctx context.Context, ln net.Listener) error {
+			return worker.Run(ctx, worker.Config{Config: cfg, Listener: ln})
+		}},
+		{"ws", cfg.WSAddr, func(ctx context.Context, ln net.Listener) error {
+			return ws.Run(ctx, ws.Config{Config: cfg, Listener: ln})
+		}},
+	}
+	// Listen first, so that a busy port fails before anything starts.
+	lns := make([]net.Listener, len(svcs))
+	for i, s := range svcs {
+		ln, err := net.Listen("tcp", s.addr)
+		if err != nil {
+			for _, l := range lns[:i] {
+				l.Close()
+			}
+			return fmt.Errorf("%s cannot listen: %w", s.name, err)
+		}
+		lns[i] = ln
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, s := range svcs {
+		g.Go(func() error {
+			err := s.run(gctx, lns[i])
+			switch {
+			case gctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)):
+				return nil
+			case err == nil:
+				return fmt.Errorf("%s stopped on its own", s.name)
+			}
+			return fmt.Errorf("%s: %w", s.name, err)
+		})
+	}
+	return g.Wait()
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/config"
+)
+
+// capture runs f with os.Stdout and os.Stderr redirected and returns what
+// they received.
+func capture(t *testing.T, f func()) (stdout, stderr string) {
+	t.Helper()
+	read := func(p *os.File) <-chan string {
+		c := make(chan string, 1)
+		go func() { b, _ := io.ReadAll(p); c <- string(b) }()
+		return c
+	}
+	or, ow, _ := os.Pipe()
+	er, ew, _ := os.Pipe()
+	oc, ec := read(or), read(er)
+	saveOut, saveErr := os.Stdout, os.Stderr
+	os.Stdout, os.Stderr = ow, ew
+	defer func() { os.Stdout, os.Stderr = saveOut, saveErr }()
+	f()
+	ow.Close()
+	ew.Close()
+	return <-oc, <-ec
+}
+
+func clearEnv(t *testing.T) {
+	for _, v := range config.Vars {
+		t.Setenv(v.Name, "")
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		code       int
+		stdout     string // substring expected on stdout
+		stderr     string // substring expected on stderr
+		noStdout   bool
+		tokenUser  int64
+		tokenAdmin bool
+		tokenTTL   time.Duration
+	}{
+		{name: "no args lists commands", code: 0, stdout: "dev "},
+		{name: "help", args: []string{"help"}, code: 0, stdout: "migrate "},
+		{name: "help of a command", args: []string{"help", "token"}, code: 0, stdout: "FLASHGATE_TOKEN_SECRET"},
+		{name: "command --help lists env with defaults", args: []string{"dev", "--help"}, code: 0, stdout: "FLASHGATE_RUN_DIR             .run"},
+		{name: "unknown command", args: []string{"bogus"}, code: 2, stderr: `unknown command "bogus"`, noStdout: true},
+		{name: "unknown flag", args: []string{"migrate", "--bogus"}, code: 2, stderr: "flag provided but not defined", noStdout: true},
+		{name: "stray argument", args: []string{"worker", "now"}, code: 2, stderr: `unexpected argument "now"`},
+		{name: "bad env", env: map[string]string{"FLASHGATE_ORDER_TTL": "soon"}, args: []string{"gateway"}, code: 2, stderr: "FLASHGATE_ORDER_TTL"},
+		{name: "service refuses without secret", args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET"},
+		{name: "service refuses the dev secret outside dev mode", env: map[string]string{"FLASHGATE_TOKEN_SECRET": config.DevTokenSecret}, args: []string{"ws"}, code: 1, stderr: "refusing to start"},
+		{name: "token needs a secret", args: []string{"token", "--user", "42"}, code: 1, stderr: "FLASHGATE_TOKEN_SECRET is not set", noStdout: true},
+		{name: "token needs a user", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token"}, code: 2, stderr: "--user"},
+		{name: "dev token", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "42"}, code: 0, tokenUser: 42, tokenTTL: 24 * time.Hour},
+		{name: "admin token with ttl", env: map[string]string{"FLASHGATE_TOKEN_SECRET": "a-real-secret-of-enough-length"}, args: []string{"token", "--user", "7", "--admin", "--ttl", "1h"}, code: 0, tokenUser: 7, tokenAdmin: true, tokenTTL: time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var code int
+			out, errOut := capture(t, func() { code = run(tc.args) })
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\nstdout: %s\nstderr: %s", code, tc.code, out, errOut)
+			}
+			if !strings.Contains(out, tc.stdout) {
+				t.Errorf("stdout lacks %q:\n%s", tc.stdout, out)
+			}
+			if !strings.Contains(errOut, tc.stderr) {
+				t.Errorf("stderr lacks %q:\n%s", tc.stderr, errOut)
+			}
+			if tc.noStdout && out != "" {
+				t.Errorf("unexpected stdout: %s", out)
+			}
+			if tc.tokenUser == 0 {
+				return
+			}
+			cfg, _ := config.FromEnv()
+			claims, err := auth.NewSigner(cfg.TokenSecret).Verify(strings.TrimSpace(out))
+			if err != nil {
+				t.Fatalf("printed token %q does not verify: %v", out, err)
+			}
+			if claims.UserID != tc.tokenUser || claims.IsAdmin() != tc.tokenAdmin {
+				t.Errorf("claims %+v, want user %d admin %v", claims, tc.tokenUser, tc.tokenAdmin)
+			}
+			if left := time.Until(claims.Expires); left > tc.tokenTTL || left < tc.tokenTTL-time.Minute {
+				t.Errorf("token valid for %s, want %s", left, tc.tokenTTL)
+			}
+		})
+	}
+}
+
+func TestKafkaExplicit(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		args []string
+		want bool
+	}{
+		{"", nil, false},
+		{"", []string{"--redis-addr", "127.0.0.1:1"}, false},
+		{"127.0.0.1:9092", nil, true},
+		{"", []string{"--kafka-brokers", "127.0.0.1:9092"}, true},
+	} {
+		clearEnv(t)
+		t.Setenv("FLASHGATE_KAFKA_BROKERS", tc.env)
+		fs := config.NewFlagSet("flashgate dev", "")
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := kafkaExplicit(fs); got != tc.want {
+			t.Errorf("env %q args %q: kafkaExplicit = %v, want %v", tc.env, tc.args, got, tc.want)
+		}
+	}
+}
