@@ -61,6 +61,11 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 	cancel()
 	luaSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
+		// The script may still have run (a timeout after Redis got it): undo
+		// whatever it did, so a 503 leaves nothing reserved.
+		if _, cerr := s.compensate(eventID, userID, ticket); cerr != nil {
+			s.log.Error("reserve failed and could not be undone; the reconciler will release it", "ticket", ticket, "err", cerr)
+		}
 		s.log.Warn("reserve failed", "event", eventID, "err", err)
 		ordersTotal.WithLabelValues("redis_error").Inc()
 		return "", apierr.Unavailable
@@ -86,9 +91,7 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 	if err := s.produce(ctx, bus.OrderRecord(s.cfg.OrdersTopic(), bus.Order{
 		Ticket: ticket, EventID: eventID, UserID: userID, Price: ev.Price, ReservedAt: now.UnixMilli(),
 	})); err != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-		undone, cerr := s.redis.Compensate(cctx, eventID, userID, ticket)
-		cancel()
+		undone, cerr := s.compensate(eventID, userID, ticket)
 		switch {
 		case cerr != nil:
 			// The reservation stays pending; the reconciler releases it.
@@ -98,12 +101,23 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 			ordersTotal.WithLabelValues("accepted_late").Inc()
 			return ticket, nil
 		}
+		if undone {
+			ev.stockLeft.Add(1)
+		}
 		s.log.Warn("produce failed; reservation undone", "ticket", ticket, "err", err)
 		ordersTotal.WithLabelValues("kafka_error").Inc()
 		return "", apierr.Unavailable
 	}
 	ordersTotal.WithLabelValues("accepted").Inc()
 	return ticket, nil
+}
+
+// compensate runs the compensate script with its own deadline: the
+// request's may be spent.
+func (s *Server) compensate(eventID, userID int64, ticket string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	defer cancel()
+	return s.redis.Compensate(ctx, eventID, userID, ticket)
 }
 
 // produce sends one record and waits for the broker's acknowledgement, at

@@ -11,6 +11,11 @@
 --
 -- Returns 1 when undone, 0 when too late (the worker has the order).
 local s = redis.call('HGET', KEYS[4], 's')
+if not s then
+  -- The reserve never ran (e.g. it timed out before Redis saw it), or Redis
+  -- lost everything: there is nothing to undo.
+  return 1
+end
 if s == 'committing' or s == 'succeeded' or s == 'failed' then
   return 0
 end

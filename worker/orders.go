@@ -425,15 +425,18 @@ func (w *Worker) publish(ctx context.Context, eventID int64, outs []outcome) err
 }
 
 // stockPush returns a stock message for the event's watchers, at most one
-// per second per event.
+// per second per event. A change inside that second is marked due and sent
+// by FlushStockPushes, so watchers always end up seeing the final stock.
 func (w *Worker) stockPush(ctx context.Context, eventID int64) *kgo.Record {
 	now := time.Now()
 	w.stockMu.Lock()
 	if now.Sub(w.lastStockPush[eventID]) < time.Second {
+		w.stockDue[eventID] = true
 		w.stockMu.Unlock()
 		return nil
 	}
 	w.lastStockPush[eventID] = now
+	delete(w.stockDue, eventID)
 	w.stockMu.Unlock()
 	st, err := w.redis.Stocks(ctx, []int64{eventID})
 	left, ok := st[eventID]
@@ -445,4 +448,24 @@ func (w *Worker) stockPush(ctx context.Context, eventID int64) *kgo.Record {
 		left, status = 0, "sold_out"
 	}
 	return bus.StockResult(w.cfg.ResultsTopic(), bus.StockPush{EventID: eventID, StockLeft: left, Status: status})
+}
+
+// FlushStockPushes sends the stock messages that the once-a-second limit held back.
+func (w *Worker) FlushStockPushes(ctx context.Context) error {
+	w.stockMu.Lock()
+	var due []int64
+	for id := range w.stockDue {
+		due = append(due, id)
+	}
+	w.stockMu.Unlock()
+	var recs []*kgo.Record
+	for _, id := range due {
+		if r := w.stockPush(ctx, id); r != nil {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return w.kafka.ProduceSync(ctx, recs...).FirstErr()
 }

@@ -75,6 +75,9 @@ func (w *Worker) ExpireOrders(ctx context.Context) error {
 		if err := w.redis.Release(ctx, o.EventID, o.UserID, o.Ticket); err != nil {
 			w.log.Warn("expired order's unit not returned to Redis", "order", o.OrderNo, "err", err)
 		}
+		w.stockMu.Lock()
+		w.stockDue[o.EventID] = true
+		w.stockMu.Unlock()
 		w.log.Info("order expired", "order", o.OrderNo, "event", o.EventID, "user", o.UserID)
 	}
 	return nil

@@ -44,6 +44,7 @@ type Worker struct {
 
 	stockMu       sync.Mutex
 	lastStockPush map[int64]time.Time // when each event's last stock message went out
+	stockDue      map[int64]bool      // events whose stock changed since then
 }
 
 // GroupName is the consumer group of the order writers.
@@ -51,7 +52,7 @@ func GroupName(cfg config.Config) string { return cfg.TopicPrefix + ".order-writ
 
 // New connects the worker's dependencies.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
-	w := &Worker{cfg: cfg, log: log, lastStockPush: map[int64]time.Time{}}
+	w := &Worker{cfg: cfg, log: log, lastStockPush: map[int64]time.Time{}, stockDue: map[int64]bool{}}
 	var err error
 	if w.redis, err = store.New(cfg.RedisAddr); err != nil {
 		return nil, err
@@ -118,6 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { w.every(gctx, cfg.WarmInterval, "warm", w.WarmEvents); return nil })
 	g.Go(func() error { w.every(gctx, cfg.ExpireInterval, "expire", w.ExpireOrders); return nil })
 	g.Go(func() error { w.every(gctx, cfg.ReconcileEvery, "reconcile", w.Reconcile); return nil })
+	g.Go(func() error { w.every(gctx, time.Second, "stock push", w.FlushStockPushes); return nil })
 	log.Info("worker started", "group", GroupName(cfg.Config), "topic", cfg.OrdersTopic())
 	<-gctx.Done()
 	w.ready.Drain()

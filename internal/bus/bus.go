@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/obs"
 )
 
 // Order is an accepted reservation on the orders topic, keyed by event id so
@@ -88,9 +89,13 @@ func OrderRecord(topic string, o Order) *kgo.Record {
 // NewClient returns a franz-go client for the configured brokers that logs
 // through log. Extra options (producer, consumer group) are appended.
 func NewClient(cfg config.Config, log *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	kl := log.With("component", "kafka")
+	if cfg.LogLevel != "debug" {
+		kl = obs.AtLeast(kl, slog.LevelWarn)
+	}
 	base := []kgo.Opt{
 		kgo.SeedBrokers(cfg.KafkaBrokers...),
-		kgo.WithLogger(kslog.New(log.With("component", "kafka"))),
+		kgo.WithLogger(kslog.New(kl)),
 	}
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {

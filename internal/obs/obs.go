@@ -111,3 +111,22 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Du
 	<-errc
 	return err
 }
+
+// AtLeast returns a logger that drops records below min: libraries such as
+// franz-go log routine group and connection chatter at info.
+func AtLeast(l *slog.Logger, min slog.Level) *slog.Logger {
+	return slog.New(minLevel{l.Handler(), min})
+}
+
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.Handler.Enabled(ctx, l)
+}
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{m.Handler.WithAttrs(a), m.min}
+}
+func (m minLevel) WithGroup(n string) slog.Handler { return minLevel{m.Handler.WithGroup(n), m.min} }
