@@ -3,8 +3,6 @@ package gateway
 import (
 	"strings"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/flashgate/flashgate/internal/apierr"
 )
 
@@ -47,6 +45,19 @@ var routes = []*route{
 	{method: "POST", pattern: "/api/v1/admin/events", access: admin, handle: (*Server).adminCreateEvent},
 	{method: "POST", pattern: "/api/v1/admin/events/{id}/stock", access: admin, handle: (*Server).adminAddStock},
 	{method: "POST", pattern: "/api/v1/dev/token", access: dev, handle: (*Server).devToken},
+
+	{method: "GET", pattern: "/api/v1/gifts", handle: (*Server).listGifts},
+	{method: "GET", pattern: "/api/v1/wallet", access: user, handle: (*Server).getWallet},
+	{method: "POST", pattern: "/api/v1/rooms/{room_id}/gifts", access: user, class: ClassGift, handle: (*Server).sendGift},
+	{method: "GET", pattern: "/api/v1/rooms/{room_id}/leaderboard", handle: (*Server).leaderboard},
+
+	{method: "GET", pattern: "/api/v1/pay/products", handle: (*Server).listPayProducts},
+	{method: "POST", pattern: "/api/v1/pay/orders", access: user, class: ClassPay, handle: (*Server).createPayOrder},
+	{method: "GET", pattern: "/api/v1/pay/orders/{order_id}", access: user, handle: (*Server).getPayOrder},
+	{method: "POST", pattern: "/api/v1/pay/notify", handle: (*Server).payNotify},
+	{method: "POST", pattern: "/api/v1/dev/pay/orders/{order_id}/complete", access: dev, handle: (*Server).devCompletePayOrder},
+	{method: "POST", pattern: "/api/v1/withdrawals", access: user, class: ClassPay, handle: (*Server).createWithdrawal},
+	{method: "GET", pattern: "/api/v1/withdrawals/{withdrawal_id}", access: user, handle: (*Server).getWithdrawal},
 }
 
 func init() {
@@ -131,5 +142,3 @@ func indexByte(b []byte, c byte) int {
 	}
 	return -1
 }
-
-var _ = fasthttp.MethodGet

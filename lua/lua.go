@@ -1,6 +1,6 @@
 // Package lua embeds flashgate's Redis scripts. Each script names its KEYS
 // and ARGV in a header comment; all keys of one call share one hash tag
-// ({ev:N}), so every script runs in a single Redis Cluster slot.
+// ({ev:N} for an event, {u:N} for a user's wallet), so every script runs in a single Redis Cluster slot.
 package lua
 
 import (
@@ -24,6 +24,18 @@ var (
 	warmSrc string
 	//go:embed addstock.lua
 	addStockSrc string
+	//go:embed wallet_load.lua
+	walletLoadSrc string
+	//go:embed wallet_credit.lua
+	walletCreditSrc string
+	//go:embed gift_hold.lua
+	giftHoldSrc string
+	//go:embed gift_undo.lua
+	giftUndoSrc string
+	//go:embed gift_claim.lua
+	giftClaimSrc string
+	//go:embed gift_settle.lua
+	giftSettleSrc string
 )
 
 // The scripts, loaded once and called by SHA (rueidis falls back to EVAL).
@@ -35,4 +47,11 @@ var (
 	Release    = rueidis.NewLuaScript(releaseSrc)
 	Warm       = rueidis.NewLuaScript(warmSrc)
 	AddStock   = rueidis.NewLuaScript(addStockSrc)
+
+	WalletLoad   = rueidis.NewLuaScript(walletLoadSrc)
+	WalletCredit = rueidis.NewLuaScript(walletCreditSrc)
+	GiftHold     = rueidis.NewLuaScript(giftHoldSrc)
+	GiftUndo     = rueidis.NewLuaScript(giftUndoSrc)
+	GiftClaim    = rueidis.NewLuaScript(giftClaimSrc)
+	GiftSettle   = rueidis.NewLuaScript(giftSettleSrc)
 )

@@ -116,6 +116,8 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return obs.Serve(gctx, srv, cfg.Listener, cfg.ShutdownTimeout) })
 	g.Go(func() error { return w.ConsumeOrders(gctx) })
+	g.Go(func() error { return w.runGifts(gctx) })
+	g.Go(func() error { return w.runPayouts(gctx) })
 	g.Go(func() error { w.every(gctx, cfg.WarmInterval, "warm", w.WarmEvents); return nil })
 	g.Go(func() error { w.every(gctx, cfg.ExpireInterval, "expire", w.ExpireOrders); return nil })
 	g.Go(func() error { w.every(gctx, cfg.ReconcileEvery, "reconcile", w.Reconcile); return nil })

@@ -15,7 +15,7 @@ import (
 const (
 	resultTicket = bus.ResultTicket
 	resultStock  = bus.ResultStock
-	resultGift   = "gift"
+	resultGift   = bus.ResultGift
 )
 
 // consume reads the results topic until ctx is done and hands each record to

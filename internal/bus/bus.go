@@ -34,6 +34,7 @@ type Order struct {
 const (
 	ResultTicket = "ticket" // a ticket reached succeeded or failed; for its owner
 	ResultStock  = "stock"  // an event's stock changed; for its watchers
+	ResultGift   = "gift"   // a gift was committed; for everyone in its room
 )
 
 // Result is one message on the results topic. Push is the WebSocket frame
@@ -62,6 +63,26 @@ type StockPush struct {
 	EventID   int64  `json:"event_id"`
 	StockLeft int64  `json:"stock_left"`
 	Status    string `json:"status"`
+}
+
+// GiftPush is the WebSocket "gift" message of API.md.
+type GiftPush struct {
+	Type       string `json:"type"` // always "gift"
+	RoomID     int64  `json:"room_id"`
+	Ticket     string `json:"ticket"`
+	SenderID   int64  `json:"sender_id"`
+	ReceiverID int64  `json:"receiver_id"`
+	GiftID     int64  `json:"gift_id"`
+	Count      int64  `json:"count"`
+	EffectURL  string `json:"effect_url"`
+}
+
+// GiftResult builds the results-topic record for a committed gift.
+func GiftResult(topic string, p GiftPush) *kgo.Record {
+	p.Type = ResultGift
+	push, _ := json.Marshal(p)
+	v, _ := json.Marshal(Result{Type: ResultGift, RoomID: p.RoomID, Push: push})
+	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, p.RoomID, 10), Value: v}
 }
 
 // TicketResult builds the results-topic record for a ticket outcome.
@@ -107,7 +128,7 @@ func NewClient(cfg config.Config, log *slog.Logger, opts ...kgo.Opt) (*kgo.Clien
 // EnsureTopics creates flashgate's topics if they do not exist yet.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, cfg config.Config) error {
 	adm := kadm.NewClient(cl)
-	topics := []string{cfg.OrdersTopic(), cfg.ResultsTopic(), cfg.DLQTopic()}
+	topics := cfg.Topics()
 	resp, err := adm.CreateTopics(ctx, int32(cfg.KafkaPartitions), -1, nil, topics...)
 	if err != nil {
 		return fmt.Errorf("cannot create Kafka topics: %w", err)

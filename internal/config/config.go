@@ -108,7 +108,7 @@ var Vars = []Var{
 		return nil
 	}},
 	intVar("FLASHGATE_KAFKA_PARTITIONS", "8", "partitions for topics flashgate creates", func(c *Config) *int { return &c.KafkaPartitions }),
-	strVar("FLASHGATE_TOPIC_PREFIX", "flashgate", "prefix of the Kafka topic names (<prefix>.orders, <prefix>.results, <prefix>.orders.dlq)", func(c *Config) *string { return &c.TopicPrefix }),
+	strVar("FLASHGATE_TOPIC_PREFIX", "flashgate", "prefix of the Kafka topic names (<prefix>.orders, .results, .gifts, .withdrawals and dead-letter topics)", func(c *Config) *string { return &c.TopicPrefix }),
 	{"FLASHGATE_DEV", "0", "1 enables dev mode: dev endpoints, dev secrets, text logs", func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -196,9 +196,17 @@ func (c *Config) Validate() error {
 }
 
 // Topic names.
-func (c *Config) OrdersTopic() string  { return c.TopicPrefix + ".orders" }
-func (c *Config) ResultsTopic() string { return c.TopicPrefix + ".results" }
-func (c *Config) DLQTopic() string     { return c.TopicPrefix + ".orders.dlq" }
+func (c *Config) OrdersTopic() string      { return c.TopicPrefix + ".orders" }
+func (c *Config) ResultsTopic() string     { return c.TopicPrefix + ".results" }
+func (c *Config) DLQTopic() string         { return c.TopicPrefix + ".orders.dlq" }
+func (c *Config) GiftsTopic() string       { return c.TopicPrefix + ".gifts" }
+func (c *Config) GiftsDLQTopic() string    { return c.TopicPrefix + ".gifts.dlq" }
+func (c *Config) WithdrawalsTopic() string { return c.TopicPrefix + ".withdrawals" }
+
+// Topics lists every topic flashgate uses.
+func (c *Config) Topics() []string {
+	return []string{c.OrdersTopic(), c.ResultsTopic(), c.DLQTopic(), c.GiftsTopic(), c.GiftsDLQTopic(), c.WithdrawalsTopic()}
+}
 
 // FlagSet returns a flag set whose flags override the environment settings
 // (flag -redis-addr overrides FLASHGATE_REDIS_ADDR, and so on). Call Apply

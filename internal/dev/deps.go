@@ -423,7 +423,7 @@ func (e *env) startKafka(ctx context.Context) error {
 			kfake.Ports(port), // one broker, on 127.0.0.1
 			kfake.DataDir(dir),
 			// Seeds only a new DataDir; EnsureTopics below covers a changed prefix.
-			kfake.SeedTopics(int32(e.cfg.KafkaPartitions), e.cfg.OrdersTopic(), e.cfg.ResultsTopic(), e.cfg.DLQTopic()),
+			kfake.SeedTopics(int32(e.cfg.KafkaPartitions), e.cfg.Topics()...),
 			kfake.WithLogger(kfakeLogger{e.log.With("component", "kfake")}),
 		)
 		if err != nil {

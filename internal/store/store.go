@@ -71,23 +71,8 @@ func NewOrderTicket(eventID int64) string {
 
 // ParseOrderTicket returns the event id of an order ticket.
 func ParseOrderTicket(t string) (eventID int64, ok bool) {
-	if len(t) < 4 || len(t) > 64 || t[0] != 'o' {
-		return 0, false
-	}
-	dash := strings.IndexByte(t, '-')
-	if dash < 2 || len(t)-dash-1 != 16 {
-		return 0, false
-	}
-	id, err := strconv.ParseInt(t[1:dash], 10, 64)
-	if err != nil || id <= 0 {
-		return 0, false
-	}
-	for _, c := range t[dash+1:] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return 0, false
-		}
-	}
-	return id, true
+	kind, id, ok := ParseTicket(t)
+	return id, ok && kind == "order"
 }
 
 // OrderNo derives the order number from the ticket, so a redelivered order

@@ -122,7 +122,7 @@ func Kafka(t testing.TB, cfg config.Config) *kfake.Cluster {
 	t.Helper()
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
-		kfake.SeedTopics(int32(cfg.KafkaPartitions), cfg.OrdersTopic(), cfg.ResultsTopic(), cfg.DLQTopic()),
+		kfake.SeedTopics(int32(cfg.KafkaPartitions), cfg.Topics()...),
 	)
 	if err != nil {
 		t.Fatalf("cannot start kfake: %v", err)

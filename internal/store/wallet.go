@@ -1,0 +1,249 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flashgate/flashgate/lua"
+)
+
+// Keys of a user's wallet; all share the {u:N} hash tag.
+func uTag(id int64) string              { return "{u:" + strconv.FormatInt(id, 10) + "}" }
+func BalanceKey(id int64) string        { return uTag(id) + ":bal" }
+func LoadingKey(id int64) string        { return uTag(id) + ":loading" }
+func CreditedKey(id int64) string       { return uTag(id) + ":credited" }
+func HoldsKey(id int64) string          { return uTag(id) + ":holds" }
+func IdemKey(id int64, k string) string { return uTag(id) + ":idem:" + k }
+
+// CreditedTTL is how long the references of applied credits are remembered.
+// A wallet load marks the credits MySQL already had within this window.
+const CreditedTTL = 24 * time.Hour
+
+// IdemTTL is how long an Idempotency-Key's answer is kept (API.md: 24 hours).
+const IdemTTL = 24 * time.Hour
+
+// NewGiftTicket returns a fresh ticket for a gift from the sender:
+// "g<sender id>-<16 hex digits>".
+func NewGiftTicket(senderID int64) string {
+	var b [8]byte
+	rand.Read(b[:])
+	buf := make([]byte, 0, 40)
+	buf = append(buf, 'g')
+	buf = strconv.AppendInt(buf, senderID, 10)
+	buf = append(buf, '-')
+	buf = hex.AppendEncode(buf, b[:])
+	return string(buf)
+}
+
+// ParseTicket returns a ticket's kind ("order" or "gift") and the id it is
+// keyed by: the event id of an order, the sender id of a gift.
+func ParseTicket(t string) (kind string, id int64, ok bool) {
+	if len(t) < 4 || len(t) > 64 {
+		return "", 0, false
+	}
+	switch t[0] {
+	case 'o':
+		kind = "order"
+	case 'g':
+		kind = "gift"
+	default:
+		return "", 0, false
+	}
+	dash := strings.IndexByte(t, '-')
+	if dash < 2 || len(t)-dash-1 != 16 {
+		return "", 0, false
+	}
+	id, err := strconv.ParseInt(t[1:dash], 10, 64)
+	if err != nil || id <= 0 || t[1] == '0' {
+		return "", 0, false
+	}
+	for _, c := range t[dash+1:] {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", 0, false
+		}
+	}
+	return kind, id, true
+}
+
+// HoldStatus is the outcome of HoldGift.
+type HoldStatus int
+
+// HoldGift outcomes, in the numbering of gift_hold.lua.
+const (
+	Held HoldStatus = iota
+	HoldReplay
+	HoldInsufficient
+	HoldNotLoaded
+)
+
+// HoldResult is what HoldGift decided.
+type HoldResult struct {
+	Status  HoldStatus
+	Ticket  string // a replay's original ticket
+	Balance int64  // after the hold; a replay's original answer; the balance when insufficient
+}
+
+// HoldGift takes coins from the sender's hot balance and holds them for the
+// ticket. idemKey may be "".
+func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string, now time.Time) (HoldResult, error) {
+	idem := "0"
+	if idemKey != "" {
+		idem = "1"
+	}
+	vals, err := lua.GiftHold.Exec(ctx, s.C,
+		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey)},
+		[]string{ticket, strconv.FormatInt(coins, 10), idem, strconv.FormatInt(now.UnixMilli(), 10), strconv.Itoa(int(IdemTTL / time.Second))},
+	).ToArray()
+	if err != nil {
+		return HoldResult{}, fmt.Errorf("cannot hold coins: %w", err)
+	}
+	code, _ := vals[0].AsInt64()
+	r := HoldResult{Status: HoldStatus(code)}
+	switch r.Status {
+	case Held, HoldInsufficient:
+		r.Balance, _ = vals[1].AsInt64()
+	case HoldReplay:
+		prev, _ := vals[1].ToString()
+		i := strings.LastIndexByte(prev, ':')
+		if i < 0 {
+			return HoldResult{}, fmt.Errorf("bad idempotency record %q", prev)
+		}
+		r.Ticket = prev[:i]
+		r.Balance, _ = strconv.ParseInt(prev[i+1:], 10, 64)
+	}
+	return r, nil
+}
+
+// UndoGift gives back a hold whose produce failed. It reports false when the
+// worker already claimed the gift, i.e. it is in Kafka after all.
+func (s *Store) UndoGift(ctx context.Context, senderID int64, ticket, idemKey string) (bool, error) {
+	n, err := lua.GiftUndo.Exec(ctx, s.C,
+		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey)},
+		[]string{ticket}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("cannot undo hold %s: %w", ticket, err)
+	}
+	return n == 1, nil
+}
+
+// GiftRef names one held gift.
+type GiftRef struct {
+	SenderID int64
+	Ticket   string
+}
+
+// ClaimGifts marks held gifts as being committed and returns the tickets the
+// gateway already undid (their gifts must be dropped).
+func (s *Store) ClaimGifts(ctx context.Context, refs []GiftRef) (aborted map[string]bool, err error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	execs := make([]rueidis.LuaExec, len(refs))
+	for i, r := range refs {
+		execs[i] = rueidis.LuaExec{Keys: []string{HoldsKey(r.SenderID)}, Args: []string{r.Ticket}}
+	}
+	aborted = map[string]bool{}
+	for i, r := range lua.GiftClaim.ExecMulti(ctx, s.C, execs...) {
+		n, err := r.AsInt64()
+		if err != nil {
+			return nil, fmt.Errorf("cannot claim gifts: %w", err)
+		}
+		if n == 0 {
+			aborted[refs[i].Ticket] = true
+		}
+	}
+	return aborted, nil
+}
+
+// GiftSettlement is the end of one hold.
+type GiftSettlement struct {
+	GiftRef
+	Committed bool // false: the gift failed, give the coins back
+}
+
+// SettleGifts ends holds after MySQL decided their gifts.
+func (s *Store) SettleGifts(ctx context.Context, sets []GiftSettlement) error {
+	if len(sets) == 0 {
+		return nil
+	}
+	execs := make([]rueidis.LuaExec, len(sets))
+	for i, g := range sets {
+		c := "0"
+		if g.Committed {
+			c = "1"
+		}
+		execs[i] = rueidis.LuaExec{Keys: []string{BalanceKey(g.SenderID), HoldsKey(g.SenderID)}, Args: []string{g.Ticket, c}}
+	}
+	for _, r := range lua.GiftSettle.ExecMulti(ctx, s.C, execs...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("cannot settle gifts: %w", err)
+		}
+	}
+	return nil
+}
+
+// HotBalance returns the user's hot balance; ok is false when not loaded.
+func (s *Store) HotBalance(ctx context.Context, userID int64) (bal int64, ok bool, err error) {
+	n, err := s.C.Do(ctx, s.C.B().Get().Key(BalanceKey(userID)).Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return n, true, nil
+}
+
+// BeginWalletLoad marks a load in progress, so credits wait for it (see
+// wallet_credit.lua). It reports false when another load is in progress.
+func (s *Store) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Duration) (bool, error) {
+	err := s.C.Do(ctx, s.C.B().Set().Key(LoadingKey(userID)).Value("1").Nx().Px(ttl).Build()).Error()
+	if rueidis.IsRedisNil(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// FinishWalletLoad installs a balance read from MySQL (unless one is there)
+// and marks the credit references that read included. It returns the hot balance.
+func (s *Store) FinishWalletLoad(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
+	args := append([]string{strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
+	n, err := lua.WalletLoad.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID)}, args).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("cannot load wallet %d: %w", userID, err)
+	}
+	return n, nil
+}
+
+// CreditStatus is the outcome of CreditWallet.
+type CreditStatus int
+
+// CreditWallet outcomes.
+const (
+	Credited CreditStatus = iota
+	CreditedBefore
+	CreditLoading // a load is reading MySQL: call again shortly
+)
+
+// CreditWallet adds committed coins to the hot balance once per reference.
+func (s *Store) CreditWallet(ctx context.Context, userID, coins int64, ref string) (CreditStatus, error) {
+	n, err := lua.WalletCredit.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID)},
+		[]string{strconv.FormatInt(coins, 10), ref, strconv.Itoa(int(CreditedTTL / time.Second))}).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("cannot credit wallet %d: %w", userID, err)
+	}
+	switch n {
+	case 1:
+		return Credited, nil
+	case 0:
+		return CreditedBefore, nil
+	}
+	return CreditLoading, nil
+}

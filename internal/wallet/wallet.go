@@ -1,0 +1,198 @@
+// Package wallet keeps a user's coins: MySQL is the source of truth (wallets
+// and ledger), Redis holds a hot copy of each balance, loaded on first use,
+// from which gifts hold coins until the worker commits them.
+package wallet
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/flashgate/flashgate/internal/store"
+)
+
+// Ledger kinds.
+const (
+	KindGiftSent         = "gift_sent"         // balance -, ref = gift ticket
+	KindGiftReceived     = "gift_received"     // earnings +, ref = gift ticket
+	KindRecharge         = "recharge"          // balance +, ref = pay order id
+	KindWithdrawal       = "withdrawal"        // earnings -, ref = withdrawal id
+	KindWithdrawalRefund = "withdrawal_refund" // earnings +, ref = withdrawal id
+)
+
+// Accounts of a wallet.
+const (
+	AccountBalance  = "balance"
+	AccountEarnings = "earnings"
+)
+
+// ErrInsufficient means the account does not hold enough coins.
+var ErrInsufficient = errors.New("insufficient coins")
+
+// Wallet is a wallet's MySQL row.
+type Wallet struct {
+	UserID         int64 `db:"user_id"`
+	Balance        int64 `db:"balance"`
+	Earnings       int64 `db:"earnings"`
+	TotalRecharged int64 `db:"total_recharged"`
+	TotalSpent     int64 `db:"total_spent"`
+	TotalEarned    int64 `db:"total_earned"`
+	TotalWithdrawn int64 `db:"total_withdrawn"`
+}
+
+// Wallets combines the MySQL and Redis sides.
+type Wallets struct {
+	Redis *store.Store
+	DB    *sqlx.DB
+}
+
+// Get returns the user's MySQL wallet; a user without one has an empty wallet.
+func (w Wallets) Get(ctx context.Context, userID int64) (Wallet, error) {
+	var wl Wallet
+	err := w.DB.GetContext(ctx, &wl, "SELECT user_id, balance, earnings, total_recharged, total_spent, total_earned, total_withdrawn FROM wallets WHERE user_id = ?", userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Wallet{UserID: userID}, nil
+	}
+	return wl, err
+}
+
+// creditWindow is how far back a load looks for credits it must mark as
+// included; credits are applied to Redis within moments of their commit.
+const creditWindow = time.Hour
+
+// CreditRef is the Redis reference of a ledger credit.
+func CreditRef(kind, ref string) string { return kind + ":" + ref }
+
+// HotBalance returns the user's spendable balance from Redis, loading it
+// from MySQL on first use.
+func (w Wallets) HotBalance(ctx context.Context, userID int64) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		bal, ok, err := w.Redis.HotBalance(ctx, userID)
+		if err != nil || ok {
+			return bal, err
+		}
+		started, err := w.Redis.BeginWalletLoad(ctx, userID, 5*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		if !started {
+			// Someone else is loading it: wait for them.
+			if attempt > 100 {
+				return 0, fmt.Errorf("wallet %d: load did not finish", userID)
+			}
+			select {
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		return w.load(ctx, userID)
+	}
+}
+
+// load reads the balance and the recent credits in one snapshot and installs
+// them in Redis.
+func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
+	tx, err := w.DB.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var bal int64
+	err = tx.GetContext(ctx, &bal, "SELECT balance FROM wallets WHERE user_id = ?", userID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, err
+	}
+	var refs []struct {
+		Kind string `db:"kind"`
+		Ref  string `db:"ref"`
+	}
+	err = tx.SelectContext(ctx, &refs, `SELECT kind, ref FROM ledger
+		WHERE user_id = ? AND account = 'balance' AND amount > 0 AND created_at > NOW(3) - INTERVAL ? SECOND`,
+		userID, int(creditWindow/time.Second))
+	if err != nil {
+		return 0, err
+	}
+	tx.Rollback()
+	credited := make([]string, len(refs))
+	for i, r := range refs {
+		credited[i] = CreditRef(r.Kind, r.Ref)
+	}
+	return w.Redis.FinishWalletLoad(ctx, userID, bal, credited)
+}
+
+// CreditHot applies a credit that MySQL committed to the hot balance, once
+// per reference; when the balance is not loaded the next load reads MySQL.
+func (w Wallets) CreditHot(ctx context.Context, userID, coins int64, kind, ref string) error {
+	for attempt := 0; ; attempt++ {
+		st, err := w.Redis.CreditWallet(ctx, userID, coins, CreditRef(kind, ref))
+		if err != nil || st != store.CreditLoading {
+			return err
+		}
+		if attempt > 200 {
+			return fmt.Errorf("wallet %d: credit waited too long for a load", userID)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Change is one ledger entry to apply inside a transaction.
+type Change struct {
+	UserID  int64
+	Account string // AccountBalance or AccountEarnings
+	Kind    string
+	Ref     string
+	Amount  int64 // signed
+}
+
+// Apply changes one wallet account inside tx: a guarded update (the account
+// never goes below zero), the matching totals, and one ledger row, unique per
+// (kind, ref). It returns ErrInsufficient when the guard refuses and a
+// duplicate-key error when the (kind, ref) was applied before.
+func Apply(ctx context.Context, tx *sqlx.Tx, c Change) (after int64, err error) {
+	if _, err := tx.ExecContext(ctx, "INSERT IGNORE INTO wallets (user_id) VALUES (?)", c.UserID); err != nil {
+		return 0, err
+	}
+	var total string
+	switch {
+	case c.Kind == KindRecharge:
+		total = ", total_recharged = total_recharged + ?"
+	case c.Kind == KindGiftSent:
+		total = ", total_spent = total_spent - ?"
+	case c.Kind == KindGiftReceived:
+		total = ", total_earned = total_earned + ?"
+	case c.Kind == KindWithdrawal || c.Kind == KindWithdrawalRefund:
+		total = ", total_withdrawn = total_withdrawn - ?"
+	default:
+		return 0, fmt.Errorf("unknown ledger kind %q", c.Kind)
+	}
+	col := "balance"
+	if c.Account == AccountEarnings {
+		col = "earnings"
+	}
+	res, err := tx.ExecContext(ctx, "UPDATE wallets SET "+col+" = "+col+" + ?"+total+" WHERE user_id = ? AND "+col+" + ? >= 0",
+		c.Amount, c.Amount, c.UserID, c.Amount)
+	if err != nil {
+		return 0, err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return 0, ErrInsufficient
+	}
+	if err := tx.GetContext(ctx, &after, "SELECT "+col+" FROM wallets WHERE user_id = ?", c.UserID); err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO ledger (user_id, account, kind, ref, amount, balance_after) VALUES (?, ?, ?, ?, ?, ?)",
+		c.UserID, c.Account, c.Kind, c.Ref, c.Amount, after); err != nil {
+		return 0, err
+	}
+	return after, nil
+}

@@ -1,0 +1,28 @@
+-- gift_undo: give back a hold whose gift never reached Kafka (the produce
+-- failed), so a 503 charges nothing, and forget the idempotency answer. If the
+-- worker already claimed it, the gift did reach Kafka and nothing is undone.
+--
+-- KEYS[1] {u:N}:bal
+-- KEYS[2] {u:N}:holds
+-- KEYS[3] {u:N}:idem:<key> ({u:N}:idem: when none)
+-- ARGV[1] ticket
+--
+-- Returns 1 when undone (or nothing was held), 0 when too late.
+local h = redis.call('HGET', KEYS[2], ARGV[1])
+if not h then
+  return 1
+end
+if string.sub(h, 1, 2) ~= 'p:' then
+  return 0
+end
+local coins = tonumber(string.match(h, '^p:(%d+)'))
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBY', KEYS[1], coins)
+end
+-- Kept as "a", so that a message delivered late after all is dropped.
+redis.call('HSET', KEYS[2], ARGV[1], 'a')
+local prev = redis.call('GET', KEYS[3])
+if prev and string.sub(prev, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
+  redis.call('DEL', KEYS[3])
+end
+return 1

@@ -1,0 +1,24 @@
+-- wallet_credit: add coins to the hot balance after MySQL committed them
+-- (a recharge, a refund), exactly once per reference.
+--
+-- KEYS[1] {u:N}:bal
+-- KEYS[2] {u:N}:loading
+-- KEYS[3] {u:N}:credited
+-- ARGV[1] coins
+-- ARGV[2] reference (e.g. "recharge:<order id>")
+-- ARGV[3] TTL of the credited set, seconds
+--
+-- Returns 1 when credited or nothing to do (not loaded: the next load reads
+-- MySQL), 0 when this reference was credited before, -1 when a load is
+-- reading MySQL right now (call again shortly).
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
+if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+end
+return 1
