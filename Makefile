@@ -6,8 +6,12 @@ GO ?= go
 BIN := bin/flashgate
 # Extra `go test` arguments for test and bench, e.g. ARGS='-run TestX ./internal/...'
 ARGS ?=
-# Fuzz targets as package:FuzzName, e.g. ./internal/auth:FuzzVerify
-FUZZ_TARGETS ?=
+# Fuzz targets as package:FuzzName: every decoder of client input and the
+# router. make test runs each for FUZZ_SMOKE; make fuzz for FUZZTIME.
+FUZZ_TARGETS ?= ./gateway:FuzzRouter ./gateway:FuzzDecode ./gateway:FuzzRequest \
+	./internal/auth:FuzzVerify ./internal/store:FuzzParseTicket ./ws:FuzzParseFrame
+FUZZ_SMOKE ?= 3s
+export FUZZ_TARGETS FUZZ_SMOKE
 FUZZTIME ?= 30s
 
 .PHONY: help build run test bench fuzz clean clean-data

@@ -49,8 +49,12 @@ type Server struct {
 	kafka    *kgo.Client
 	events   eventCache
 	limiter  Limiter
+	ipLimit  *ipLimiter    // nil: no per-IP limit
+	inflight chan struct{} // one token per request being worked on
 	ready    obs.Readiness
 	payments sandboxPayments
+	pay      payState  // recharge and withdrawals: see pay.go
+	gifts    giftState // live-room gifts and wallet: see gifts.go
 	now      func() time.Time
 
 	bg sync.WaitGroup
@@ -58,17 +62,19 @@ type Server struct {
 
 // New connects the gateway's dependencies and loads the events.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateGateway(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, signer: auth.NewSigner(cfg.TokenSecret), limiter: cfg.Limiter, now: time.Now}
-	if s.limiter == nil {
-		s.limiter = allowAll{}
-	}
+	s := &Server{cfg: cfg, log: log, signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil), limiter: cfg.Limiter, now: time.Now}
 	var err error
 	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
 		return nil, err
 	}
+	if s.limiter == nil {
+		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
+	}
+	s.ipLimit = newIPLimiter(cfg.RateIP)
+	s.inflight = make(chan struct{}, max(cfg.MaxInflight, 1))
 	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()
 		return nil, err
@@ -89,6 +95,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := s.refreshEvents(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("cannot load events: %w", err)
+	}
+	if err := s.refreshGifts(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("cannot load the gift catalog: %w", err)
 	}
 	s.ready.Check = func(ctx context.Context) error {
 		if err := s.redis.Ping(ctx); err != nil {
@@ -131,6 +141,8 @@ func Run(ctx context.Context, cfg Config) error {
 	bgctx, stopBg := context.WithCancel(context.Background())
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.refreshLoop(bgctx) }()
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.giftRefreshLoop(bgctx) }()
 
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)

@@ -1,10 +1,453 @@
 package gateway
 
-import "github.com/flashgate/flashgate/internal/apierr"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
-// Live-room gifts and wallet: being built (issue 3).
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/rueidis"
 
-func (s *Server) listGifts(rc *reqCtx) *apierr.Error   { return apierr.NotFound }
-func (s *Server) getWallet(rc *reqCtx) *apierr.Error   { return apierr.NotFound }
-func (s *Server) sendGift(rc *reqCtx) *apierr.Error    { return apierr.NotFound }
-func (s *Server) leaderboard(rc *reqCtx) *apierr.Error { return apierr.NotFound }
+	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/db"
+	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/store"
+	"github.com/flashgate/flashgate/internal/wallet"
+)
+
+// Live-room gifts and the wallet. A gift takes its coins from the sender's
+// hot balance in Redis with one Lua call (gift_hold), goes to Kafka, and is
+// answered 202 once the broker has it; the worker commits it to MySQL and
+// tells the room. The catalog and the leaderboards are served from memory.
+
+var (
+	giftsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gifts_total",
+		Help: "Gift requests by result: accepted, or the reason they were rejected.",
+	}, []string{"result"})
+	giftHoldSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gift_hold_seconds",
+		Help:    "Latency of the gift hold script.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+	})
+)
+
+// Gift request limits (API.md).
+const (
+	maxGiftCount = 9999
+	// boardTop is how many senders a leaderboard lists.
+	boardTop = 20
+	// boardTTL is how long a room's leaderboard is served from memory: one
+	// query per room per second however many viewers poll it.
+	boardTTL = time.Second
+	// boardRooms bounds the leaderboard cache; past it, stale rooms are dropped.
+	boardRooms = 10_000
+	// walletLoadTimeout bounds loading a wallet from MySQL into Redis, which
+	// a user's first gift (or GET /wallet) does once.
+	walletLoadTimeout = 2 * time.Second
+	// defaultGiftCatalogTTL applies when the configured TTL is zero.
+	defaultGiftCatalogTTL = 5 * time.Second
+)
+
+// giftState is the gateway's in-memory gift state.
+type giftState struct {
+	catalog atomic.Pointer[giftCatalog] // swapped whole on every refresh
+	boards  boardCache
+}
+
+// catalogGift is one active gift of the catalog.
+type catalogGift struct {
+	ID        int64  `db:"id" json:"id"`
+	Name      string `db:"name" json:"name"`
+	Price     int64  `db:"price" json:"price"`
+	EffectURL string `db:"effect_url" json:"effect_url"`
+}
+
+// giftCatalog is one snapshot of the active gifts.
+type giftCatalog struct {
+	byID map[int64]*catalogGift
+	body []byte // the GET /gifts answer, encoded once per refresh
+}
+
+// refreshGifts reloads the active gifts from MySQL.
+func (s *Server) refreshGifts(ctx context.Context) error {
+	var gifts []catalogGift
+	// The CHECK on price makes "price > 0" redundant, unless someone dropped
+	// it; a free gift would let anyone flood a room without coins.
+	if err := s.sql.SelectContext(ctx, &gifts,
+		"SELECT id, name, price, effect_url FROM gifts WHERE active = 1 AND price > 0 ORDER BY price, id"); err != nil {
+		return err
+	}
+	c := &giftCatalog{byID: make(map[int64]*catalogGift, len(gifts))}
+	for i := range gifts {
+		c.byID[gifts[i].ID] = &gifts[i]
+	}
+	if gifts == nil {
+		gifts = []catalogGift{}
+	}
+	b, err := json.Marshal(struct {
+		Gifts []catalogGift `json:"gifts"`
+	}{gifts})
+	if err != nil {
+		return err
+	}
+	c.body = b
+	s.gifts.catalog.Store(c)
+	return nil
+}
+
+func (s *Server) giftRefreshLoop(ctx context.Context) {
+	d := s.cfg.GiftCatalogTTL
+	if d <= 0 {
+		d = defaultGiftCatalogTTL
+	}
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.refreshGifts(rctx); err != nil && ctx.Err() == nil {
+			// Keep serving the last catalog; MySQL being down must not stop gifts.
+			s.log.Warn("cannot refresh the gift catalog", "err", err)
+		}
+		cancel()
+	}
+}
+
+func (s *Server) listGifts(rc *reqCtx) *apierr.Error {
+	c := s.gifts.catalog.Load()
+	if c == nil {
+		return apierr.Unavailable
+	}
+	rc.SetStatusCode(200)
+	rc.SetContentType("application/json")
+	rc.SetBody(c.body)
+	return nil
+}
+
+func (s *Server) wallets() wallet.Wallets { return wallet.Wallets{Redis: s.redis, DB: s.sql} }
+
+// getWallet answers the spendable balance from Redis (it already excludes
+// coins held by gifts in flight, so it is what the next gift can spend) and
+// the earnings from MySQL, which is the only place they live.
+func (s *Server) getWallet(rc *reqCtx) *apierr.Error {
+	ctx, cancel := context.WithTimeout(context.Background(), walletLoadTimeout)
+	defer cancel()
+	uid := rc.claims.UserID
+	bal, err := s.wallets().HotBalance(ctx, uid)
+	if err != nil {
+		s.log.Warn("cannot read the hot balance", "user", uid, "err", err)
+		return apierr.Unavailable
+	}
+	w, err := s.wallets().Get(ctx, uid)
+	if err != nil {
+		s.log.Warn("cannot read the wallet", "user", uid, "err", err)
+		return apierr.Unavailable
+	}
+	rc.SetStatusCode(200)
+	rc.SetContentType("application/json")
+	b := make([]byte, 0, 96)
+	b = append(b, `{"user_id":`...)
+	b = strconv.AppendInt(b, uid, 10)
+	b = append(b, `,"balance":`...)
+	b = strconv.AppendInt(b, bal, 10)
+	b = append(b, `,"earnings":`...)
+	b = strconv.AppendInt(b, w.Earnings, 10)
+	b = append(b, '}')
+	rc.SetBody(b)
+	return nil
+}
+
+// GiftRequest is one gift a user asks to send, as plain values.
+type GiftRequest struct {
+	SenderID   int64
+	RoomID     int64
+	ReceiverID int64
+	GiftID     int64
+	Count      int64
+}
+
+// GiftAccepted is the answer to an accepted gift.
+type GiftAccepted struct {
+	Ticket  string
+	Balance int64 // the sender's hot balance right after this gift's hold
+}
+
+// SendGift is the gift path: memory checks, one Lua call, one produce (plus,
+// once per wallet, loading the balance from MySQL). Every error it returns
+// left no coins held; a repeat of idemKey returns the first answer.
+func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (GiftAccepted, *apierr.Error) {
+	switch {
+	case g.GiftID <= 0:
+		giftsTotal.WithLabelValues("invalid").Inc()
+		return GiftAccepted{}, apierr.InvalidRequest.With("gift_id must be a positive integer")
+	case g.ReceiverID <= 0:
+		giftsTotal.WithLabelValues("invalid").Inc()
+		return GiftAccepted{}, apierr.InvalidRequest.With("receiver_id must be a positive integer")
+	case g.Count < 1 || g.Count > maxGiftCount:
+		giftsTotal.WithLabelValues("invalid").Inc()
+		return GiftAccepted{}, apierr.InvalidRequest.With("count must be an integer from 1 to 9999")
+	case g.ReceiverID == g.SenderID:
+		giftsTotal.WithLabelValues("self_gift").Inc()
+		return GiftAccepted{}, apierr.SelfGift
+	}
+	cat := s.gifts.catalog.Load()
+	if cat == nil {
+		giftsTotal.WithLabelValues("no_catalog").Inc()
+		return GiftAccepted{}, apierr.Unavailable
+	}
+	gift := cat.byID[g.GiftID]
+	if gift == nil {
+		giftsTotal.WithLabelValues("not_found").Inc()
+		return GiftAccepted{}, apierr.NotFound.With("no such gift")
+	}
+	if gift.Price > math.MaxInt64/g.Count {
+		giftsTotal.WithLabelValues("invalid").Inc()
+		return GiftAccepted{}, apierr.InvalidRequest.With("that many of this gift cost more coins than a wallet can hold")
+	}
+	coins := gift.Price * g.Count
+
+	ticket := store.NewGiftTicket(g.SenderID)
+	now := s.now()
+	res, err := s.holdGift(ctx, g.SenderID, ticket, coins, idemKey, now)
+	if err == nil && res.Status == store.HoldNotLoaded {
+		// Redis has no copy of this wallet yet (first gift, or Redis lost
+		// it): load it from MySQL, once, and try again.
+		lctx, cancel := context.WithTimeout(ctx, walletLoadTimeout)
+		_, lerr := s.wallets().HotBalance(lctx, g.SenderID)
+		cancel()
+		if lerr != nil {
+			s.log.Warn("cannot load the sender's wallet", "user", g.SenderID, "err", lerr)
+			giftsTotal.WithLabelValues("wallet_load_error").Inc()
+			return GiftAccepted{}, apierr.Unavailable
+		}
+		res, err = s.holdGift(ctx, g.SenderID, ticket, coins, idemKey, now)
+	}
+	if err != nil {
+		// The script may still have run (a timeout after Redis got it): undo
+		// whatever it did, so a 503 leaves nothing held.
+		if _, uerr := s.undoGift(g.SenderID, ticket, idemKey); uerr != nil {
+			s.log.Error("gift hold failed and could not be undone", "ticket", ticket, "err", uerr)
+		}
+		s.log.Warn("gift hold failed", "user", g.SenderID, "err", err)
+		giftsTotal.WithLabelValues("redis_error").Inc()
+		return GiftAccepted{}, apierr.Unavailable
+	}
+	switch res.Status {
+	case store.HoldReplay:
+		giftsTotal.WithLabelValues("replay").Inc()
+		return GiftAccepted{Ticket: res.Ticket, Balance: res.Balance}, nil
+	case store.HoldInsufficient:
+		giftsTotal.WithLabelValues("insufficient_balance").Inc()
+		return GiftAccepted{}, apierr.InsufficientBalance
+	case store.HoldNotLoaded:
+		// Evicted again between the load and the retry.
+		giftsTotal.WithLabelValues("not_loaded").Inc()
+		return GiftAccepted{}, apierr.Unavailable.With("the wallet is being loaded, try again in a moment")
+	}
+
+	if err := s.produce(ctx, bus.GiftRecord(s.cfg.GiftsTopic(), bus.Gift{
+		Ticket: ticket, RoomID: g.RoomID, SenderID: g.SenderID, ReceiverID: g.ReceiverID, GiftID: gift.ID,
+		Count: g.Count, Coins: coins, EffectURL: gift.EffectURL, HeldAt: now.UnixMilli(),
+	})); err != nil {
+		undone, uerr := s.undoGift(g.SenderID, ticket, idemKey)
+		switch {
+		case uerr != nil:
+			s.log.Error("produce failed and the gift hold could not be undone", "ticket", ticket, "produce_err", err, "err", uerr)
+		case !undone:
+			// The worker already claimed it: the gift did reach Kafka.
+			giftsTotal.WithLabelValues("accepted_late").Inc()
+			return GiftAccepted{Ticket: ticket, Balance: res.Balance}, nil
+		}
+		s.log.Warn("produce failed; gift hold undone", "ticket", ticket, "err", err)
+		giftsTotal.WithLabelValues("kafka_error").Inc()
+		return GiftAccepted{}, apierr.Unavailable
+	}
+	giftsTotal.WithLabelValues("accepted").Inc()
+	return GiftAccepted{Ticket: ticket, Balance: res.Balance}, nil
+}
+
+func (s *Server) holdGift(ctx context.Context, sender int64, ticket string, coins int64, idemKey string, now time.Time) (store.HoldResult, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := s.redis.HoldGift(rctx, sender, ticket, coins, idemKey, now)
+	giftHoldSeconds.Observe(time.Since(start).Seconds())
+	return res, err
+}
+
+// undoGift runs the undo script with its own deadline: the request's may be spent.
+func (s *Server) undoGift(sender int64, ticket, idemKey string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	defer cancel()
+	return s.redis.UndoGift(ctx, sender, ticket, idemKey)
+}
+
+// giftBody is the body of POST /rooms/{room_id}/gifts. Zero means missing:
+// every field must be positive anyway.
+type giftBody struct {
+	GiftID     int64 `json:"gift_id"`
+	ReceiverID int64 `json:"receiver_id"`
+	Count      int64 `json:"count"`
+}
+
+func (s *Server) sendGift(rc *reqCtx) *apierr.Error {
+	roomID, e := pathID(rc.params[0])
+	if e != nil {
+		return e
+	}
+	var body giftBody
+	if e := rc.decode(&body, false); e != nil {
+		return e
+	}
+	key, e := rc.idemKey()
+	if e != nil {
+		return e
+	}
+	res, e := s.SendGift(context.Background(), GiftRequest{
+		SenderID: rc.claims.UserID, RoomID: roomID, ReceiverID: body.ReceiverID, GiftID: body.GiftID, Count: body.Count,
+	}, key)
+	if e != nil {
+		return e
+	}
+	rc.SetStatusCode(202)
+	rc.SetContentType("application/json")
+	var buf [128]byte
+	b := append(buf[:0], `{"ticket":"`...)
+	b = append(b, res.Ticket...)
+	b = append(b, `","status":"pending","balance":`...)
+	b = strconv.AppendInt(b, res.Balance, 10)
+	b = append(b, '}')
+	rc.SetBody(b)
+	return nil
+}
+
+// getGiftTicket answers GET /tickets/{ticket} for a gift ticket. Its outcome
+// is in MySQL once decided; until then the sender's holds hash in Redis
+// knows it. Redis is read first: the worker commits MySQL before it drops
+// the hold, so "no hold" read before "no row" means the ticket is unknown,
+// never that it was decided in between.
+func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Error {
+	if senderID != rc.claims.UserID {
+		return apierr.NotFound.With("no such ticket")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hold, herr := s.redis.C.Do(ctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
+	if rueidis.IsRedisNil(herr) {
+		hold, herr = "", nil
+	}
+	out := ticketJSON{Ticket: t, Kind: "gift"}
+	dt, derr := s.db.Ticket(ctx, t)
+	switch {
+	case derr == nil:
+		if dt.UserID != rc.claims.UserID || dt.Kind != "gift" {
+			return apierr.NotFound.With("no such ticket")
+		}
+		out.Status, out.Reason, out.CreatedAt = dt.Status, dt.Reason.String, ts(dt.CreatedAt)
+		return rc.writeJSON(200, out)
+	case !errors.Is(derr, db.ErrNotFound):
+		return apierr.Unavailable
+	case herr != nil:
+		s.log.Warn("cannot read a gift hold from Redis", "err", herr)
+		return apierr.Unavailable
+	}
+	// A hold is "p:<coins>:<ms>" (pending) or "c:<coins>:<ms>" (claimed by
+	// the worker); "a" means the gateway undid it and answered 503, so, as
+	// for orders, the ticket does not exist for the client.
+	kind, rest, _ := strings.Cut(hold, ":")
+	_, ms, _ := strings.Cut(rest, ":")
+	held, err := strconv.ParseInt(ms, 10, 64)
+	if (kind != "p" && kind != "c") || err != nil {
+		return apierr.NotFound.With("no such ticket")
+	}
+	out.Status, out.CreatedAt = "pending", ts(time.UnixMilli(held))
+	return rc.writeJSON(200, out)
+}
+
+// boardCache keeps each room's leaderboard answer for boardTTL.
+type boardCache struct {
+	mu    sync.Mutex
+	rooms map[int64]*board
+}
+
+type board struct {
+	// mu is held by the request that reloads the board; the others for that
+	// room wait for it and share its answer instead of querying too.
+	mu    sync.Mutex
+	body  []byte
+	until atomic.Int64 // unix nanoseconds; body is served until then
+}
+
+func (c *boardCache) room(id int64, now time.Time) *board {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.rooms == nil {
+		c.rooms = make(map[int64]*board)
+	}
+	b := c.rooms[id]
+	if b == nil {
+		if len(c.rooms) >= boardRooms {
+			for k, v := range c.rooms {
+				if v.until.Load() < now.UnixNano() {
+					delete(c.rooms, k)
+				}
+			}
+		}
+		b = &board{}
+		c.rooms[id] = b
+	}
+	return b
+}
+
+// boardEntry is one line of a leaderboard.
+type boardEntry struct {
+	UserID int64 `db:"user_id" json:"user_id"`
+	Coins  int64 `db:"coins" json:"coins"`
+}
+
+func (s *Server) leaderboard(rc *reqCtx) *apierr.Error {
+	roomID, e := pathID(rc.params[0])
+	if e != nil {
+		return e
+	}
+	b := s.gifts.boards.room(roomID, s.now())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.now().UnixNano() >= b.until.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		top := make([]boardEntry, 0, boardTop)
+		if err := s.sql.SelectContext(ctx, &top,
+			"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
+			roomID, boardTop); err != nil {
+			s.log.Warn("cannot read a leaderboard", "room", roomID, "err", err)
+			return apierr.Unavailable
+		}
+		body, err := json.Marshal(struct {
+			RoomID int64        `json:"room_id"`
+			Top    []boardEntry `json:"top"`
+		}{roomID, top})
+		if err != nil {
+			return apierr.Unavailable
+		}
+		b.body = body
+		b.until.Store(s.now().Add(boardTTL).UnixNano())
+	}
+	rc.SetStatusCode(200)
+	rc.SetContentType("application/json")
+	rc.SetBody(b.body)
+	return nil
+}

@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +27,10 @@ var (
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "requests_total",
 		Help: "HTTP requests answered, by route pattern and answer code (ok or the API error code).",
 	}, []string{"route", "code"})
+	shedTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "gateway", Name: "shed_total",
+		Help: "Requests answered 503 at once because the gateway was at FLASHGATE_MAX_INFLIGHT.",
+	})
 	metricsHandler = fasthttpadaptor.NewFastHTTPHandler(promhttp.Handler())
 )
 
@@ -49,35 +57,113 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		metricsHandler(ctx)
 		return
 	}
+	if !s.admit() {
+		shedTotal.Inc()
+		s.fail(ctx, "", apierr.Unavailable.With("the gateway is at capacity, try again shortly"))
+		return
+	}
+	defer func() { <-s.inflight }()
 	rc := reqCtx{RequestCtx: ctx}
+	began := time.Now()
+	rid := requestID(ctx)
+	ctx.Response.Header.Set("X-Request-Id", rid)
 	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params)
-	if r == nil {
-		if wrongMethod {
-			s.fail(ctx, "", apierr.MethodNotAllowed)
-		} else {
-			s.fail(ctx, "", apierr.NotFound)
+	pattern := "unmatched"
+	var e *apierr.Error
+	switch {
+	case r == nil && wrongMethod:
+		e = apierr.MethodNotAllowed
+	case r == nil:
+		e = apierr.NotFound
+	default:
+		pattern = r.pattern
+		if e = s.authorize(&rc, r); e == nil {
+			e = r.handle(s, &rc)
 		}
-		return
 	}
-	if e := s.authorize(&rc, r); e != nil {
-		s.fail(ctx, r.pattern, e)
-		return
+	if e != nil {
+		s.fail(ctx, pattern, e)
+		ctx.Response.Header.Set("X-Request-Id", rid)
+	} else {
+		requestsTotal.WithLabelValues(pattern, "ok").Inc()
 	}
-	if e := r.handle(s, &rc); e != nil {
-		s.fail(ctx, r.pattern, e)
-		return
+	// One line per request at debug, and every 5xx at warn. The route
+	// pattern, never the path or headers: no tokens or signatures in logs.
+	level := slog.LevelDebug
+	if ctx.Response.StatusCode() >= 500 {
+		level = slog.LevelWarn
 	}
-	requestsTotal.WithLabelValues(r.pattern, "ok").Inc()
+	if s.log.Enabled(context.Background(), level) {
+		s.log.Log(context.Background(), level, "request", "request_id", rid, "method", string(ctx.Method()), "route", pattern,
+			"status", ctx.Response.StatusCode(), "user", rc.claims.UserID, "took", time.Since(began))
+	}
+}
+
+var (
+	ridPrefix = func() string {
+		var b [4]byte
+		rand.Read(b[:])
+		return hex.EncodeToString(b[:]) + "-"
+	}()
+	ridSeq atomic.Uint64
+)
+
+// requestID returns the client's X-Request-Id when it is a sane token, or a
+// new one: a per-process prefix and a counter, cheap and unique enough to
+// find one request in the logs of all replicas.
+func requestID(ctx *fasthttp.RequestCtx) string {
+	if h := ctx.Request.Header.Peek("X-Request-Id"); len(h) > 0 && len(h) <= 64 && validKey(h) {
+		return string(h)
+	}
+	return ridPrefix + strconv.FormatUint(ridSeq.Add(1), 36)
+}
+
+func validKey(k []byte) bool {
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// admit takes an in-flight slot, waiting at most InflightWait: past its
+// capacity the gateway sheds load at once instead of queueing.
+func (s *Server) admit() bool {
+	select {
+	case s.inflight <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(s.cfg.InflightWait)
+	defer t.Stop()
+	select {
+	case s.inflight <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// retryAfter is the 429 for a wait, in whole seconds of at least one.
+func retryAfter(wait time.Duration) *apierr.Error {
+	e := *apierr.RateLimited
+	e.RetryAfter = max(1, int((wait+time.Second-1)/time.Second))
+	return &e
 }
 
 // authorize applies the route's access rule and the caller's rate limit.
 func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 	switch r.access {
-	case public:
-		return nil
-	case dev:
-		if !s.cfg.Dev {
+	case public, dev:
+		if r.access == dev && !s.cfg.Dev {
 			return apierr.NotFound
+		}
+		if s.ipLimit != nil {
+			if wait := s.ipLimit.allow(string(rc.RemoteIP().To16()), time.Now().UnixNano()); wait > 0 {
+				rateLimited.WithLabelValues(r.class.String(), "ip").Inc()
+				return retryAfter(wait)
+			}
 		}
 		return nil
 	}
@@ -101,9 +187,7 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 		return nil
 	}
 	if wait > 0 {
-		e := *apierr.RateLimited
-		e.RetryAfter = int((wait + time.Second - 1) / time.Second)
-		return &e
+		return retryAfter(wait)
 	}
 	return nil
 }
@@ -191,13 +275,8 @@ func (rc *reqCtx) idemKey() (string, *apierr.Error) {
 	if k == nil {
 		return "", nil
 	}
-	if len(k) == 0 || len(k) > 64 {
+	if len(k) == 0 || len(k) > 64 || !validKey(k) {
 		return "", apierr.InvalidRequest.With("Idempotency-Key must be 1 to 64 characters of A-Z a-z 0-9 _ -")
-	}
-	for _, c := range k {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return "", apierr.InvalidRequest.With("Idempotency-Key must be 1 to 64 characters of A-Z a-z 0-9 _ -")
-		}
 	}
 	return string(k), nil
 }

@@ -176,6 +176,9 @@ type ticketJSON struct {
 
 func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
 	t := rc.params[0]
+	if kind, senderID, ok := store.ParseTicket(t); ok && kind == "gift" {
+		return s.getGiftTicket(rc, t, senderID)
+	}
 	eventID, ok := store.ParseOrderTicket(t)
 	if !ok {
 		return apierr.NotFound.With("no such ticket")

@@ -24,6 +24,8 @@ var (
 	warmSrc string
 	//go:embed addstock.lua
 	addStockSrc string
+	//go:embed ratelimit.lua
+	rateLimitSrc string
 	//go:embed wallet_load.lua
 	walletLoadSrc string
 	//go:embed wallet_credit.lua
@@ -47,6 +49,8 @@ var (
 	Release    = rueidis.NewLuaScript(releaseSrc)
 	Warm       = rueidis.NewLuaScript(warmSrc)
 	AddStock   = rueidis.NewLuaScript(addStockSrc)
+
+	RateLimit = rueidis.NewLuaScript(rateLimitSrc)
 
 	WalletLoad   = rueidis.NewLuaScript(walletLoadSrc)
 	WalletCredit = rueidis.NewLuaScript(walletCreditSrc)

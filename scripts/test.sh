@@ -84,4 +84,14 @@ fi
 echo "test.sh: ${cmd[*]}"
 status=0
 "${cmd[@]}" || status=$?
+
+# A full test run also runs every fuzz target briefly (FUZZ_SMOKE each), so a
+# decoder that learned to panic fails the run; `make fuzz` runs them longer.
+if [[ $mode == test && $status == 0 && ${#args[@]} == 1 && ${args[0]} == ./... ]]; then
+	for target in ${FUZZ_TARGETS:-}; do
+		pkg=${target%%:*} name=${target#*:}
+		echo "test.sh: fuzz $name in $pkg for ${FUZZ_SMOKE:-3s}"
+		go test -run '^$' -fuzz "^$name\$" -fuzztime "${FUZZ_SMOKE:-3s}" "$pkg" || { status=$?; break; }
+	done
+fi
 exit "$status"

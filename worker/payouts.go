@@ -1,6 +1,400 @@
 package worker
 
-import "context"
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
-// runPayouts relays the withdrawal outbox and pays withdrawals out: being built (issue 3).
-func (w *Worker) runPayouts(ctx context.Context) error { <-ctx.Done(); return nil }
+	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/sandbox"
+	"github.com/flashgate/flashgate/internal/wallet"
+)
+
+// Withdrawals are paid out in two steps, each at least once and together
+// exactly once. The gateway commits the withdrawal, the earnings deduction
+// and an outbox row in one transaction; the relay here copies outbox rows to
+// Kafka; the payout consumer calls the provider with an idempotency key
+// derived from the withdrawal id and records the outcome. A message seen
+// twice finds the withdrawal decided; a payout repeated after a crash is
+// de-duplicated by the provider.
+
+var (
+	outboxRelayed = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "outbox_relayed_total",
+		Help: "Outbox messages produced to Kafka.",
+	})
+	payoutCalls = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "payout_calls_total",
+		Help: "Calls to the payout provider, by result (ok or error).",
+	}, []string{"result"})
+	withdrawalsDecided = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "withdrawals_total",
+		Help: "Withdrawals decided, by status (succeeded, or failed and refunded).",
+	}, []string{"status"})
+)
+
+// PayoutProvider pays money out to a user's external account. Payout must
+// pay at most once per idempotency key: a repeat returns the first payout's
+// transaction. The worker relies on that to stay exactly-once across crashes.
+type PayoutProvider interface {
+	Payout(ctx context.Context, idempotencyKey string, userID, amount int64) (txn string, err error)
+}
+
+// PayoutChecker is implemented by providers that can say whether a payout
+// was made. Before a withdrawal is failed and refunded the worker asks, since
+// a call that returned an error (a timeout, say) may still have paid.
+type PayoutChecker interface {
+	PayoutStatus(ctx context.Context, idempotencyKey string) (txn string, paid bool, err error)
+}
+
+var (
+	_ PayoutProvider = (*sandbox.Payouts)(nil)
+	_ PayoutChecker  = (*sandbox.Payouts)(nil)
+)
+
+// PayoutGroupName is the consumer group of the payout consumers.
+func PayoutGroupName(cfg config.Config) string { return cfg.TopicPrefix + ".payouts" }
+
+// PayoutKey is the provider idempotency key of a withdrawal.
+func PayoutKey(withdrawalID int64) string { return "withdrawal-" + strconv.FormatInt(withdrawalID, 10) }
+
+// withdrawalMsg is the outbox payload the gateway writes for an accepted
+// withdrawal (gateway/pay.go writes the same shape). The withdrawals row is
+// the truth; the message only says which one to look at.
+type withdrawalMsg struct {
+	WithdrawalID int64 `json:"withdrawal_id"`
+	UserID       int64 `json:"user_id"`
+	Amount       int64 `json:"amount"`
+}
+
+const (
+	// outboxBatch is the most outbox rows relayed in one transaction.
+	outboxBatch = 500
+	// outboxKeep is how long relayed outbox rows are kept, for inspection.
+	outboxKeep = 24 * time.Hour
+	// maxPayoutBackoff caps the wait between payout calls.
+	maxPayoutBackoff = 5 * time.Second
+)
+
+// runPayouts relays the outbox and pays withdrawals out until ctx is done.
+// It has Kafka clients of its own: a producer for the relay and a consumer
+// in the payouts group.
+func (w *Worker) runPayouts(ctx context.Context) error {
+	provider := w.cfg.PayoutProvider
+	if provider == nil {
+		provider = &sandbox.Payouts{DB: w.sql}
+	}
+	producer, err := bus.NewClient(w.cfg.Config, w.log, kgo.ProducerLinger(time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	consumer, err := bus.NewClient(w.cfg.Config, w.log,
+		kgo.ConsumerGroup(PayoutGroupName(w.cfg.Config)),
+		kgo.ConsumeTopics(w.cfg.WithdrawalsTopic()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)
+	if err != nil {
+		return err
+	}
+	defer consumer.Close()
+
+	interval := w.cfg.OutboxInterval
+	if interval <= 0 {
+		interval = 200 * time.Millisecond
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var cleaned time.Time
+		w.every(gctx, interval, "outbox relay", func(ctx context.Context) error {
+			if err := w.RelayOutbox(ctx, producer); err != nil {
+				return err
+			}
+			if time.Since(cleaned) > time.Minute {
+				cleaned = time.Now()
+				return w.cleanOutbox(ctx)
+			}
+			return nil
+		})
+		return nil
+	})
+	g.Go(func() error { return w.consumePayouts(gctx, consumer, provider) })
+	return g.Wait()
+}
+
+// RelayOutbox produces every unsent outbox row to Kafka, oldest first, and
+// marks it sent. A crash between the produce and the mark sends it again:
+// consumers must (and do) tolerate duplicates. SKIP LOCKED lets several
+// workers relay at once without waiting on each other's rows.
+func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
+	for {
+		n, err := w.relayBatch(ctx, cl)
+		if err != nil || n < outboxBatch {
+			return err
+		}
+	}
+}
+
+func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
+	tx, err := w.sql.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var rows []struct {
+		ID      int64  `db:"id"`
+		Topic   string `db:"topic"`
+		Key     string `db:"msg_key"`
+		Payload []byte `db:"payload"`
+	}
+	if err := tx.SelectContext(ctx, &rows, `SELECT id, topic, msg_key, payload FROM outbox
+		WHERE sent_at IS NULL ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`, outboxBatch); err != nil {
+		return 0, fmt.Errorf("cannot read the outbox: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	recs := make([]*kgo.Record, len(rows))
+	ids := make([]int64, len(rows))
+	for i, r := range rows {
+		recs[i] = &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload}
+		ids[i] = r.ID
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return 0, fmt.Errorf("cannot produce outbox messages: %w", err)
+	}
+	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3) WHERE id IN (?)", ids)
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return 0, fmt.Errorf("cannot mark outbox messages sent: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	outboxRelayed.Add(float64(len(rows)))
+	return len(rows), nil
+}
+
+// cleanOutbox deletes rows relayed long ago, a bounded batch at a time.
+func (w *Worker) cleanOutbox(ctx context.Context) error {
+	_, err := w.sql.ExecContext(ctx, "DELETE FROM outbox WHERE sent_at < NOW(3) - INTERVAL ? SECOND LIMIT 1000", int(outboxKeep/time.Second))
+	return err
+}
+
+// consumePayouts pays out the withdrawals on the withdrawals topic and
+// commits offsets only once each one's outcome is in MySQL.
+func (w *Worker) consumePayouts(ctx context.Context, cl *kgo.Client, p PayoutProvider) error {
+	for {
+		fetches := cl.PollRecords(ctx, 100)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(t string, part int32, err error) {
+			w.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
+		})
+		recs := fetches.Records()
+		for _, r := range recs {
+			if err := w.payWithdrawal(ctx, p, r.Value); err != nil {
+				// Only a shutdown stops us; the uncommitted records come
+				// back to whoever consumes next, and decided ones are skipped.
+				cl.AllowRebalance()
+				return nil
+			}
+		}
+		if len(recs) > 0 {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := cl.CommitRecords(cctx, recs...); err != nil {
+				w.log.Warn("payout offset commit failed; decided withdrawals will be skipped when redelivered", "err", err)
+			}
+			cancel()
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// withdrawalRow is what the payout needs of a withdrawals row.
+type withdrawalRow struct {
+	ID       int64  `db:"id"`
+	UserID   int64  `db:"user_id"`
+	Amount   int64  `db:"amount"`
+	Status   string `db:"status"`
+	Attempts int    `db:"attempts"`
+}
+
+// payWithdrawal pays one withdrawal out, retrying the provider with backoff
+// up to the attempt budget (counted in MySQL, so across restarts too), and
+// records the outcome. It returns an error only when ctx ends first.
+func (w *Worker) payWithdrawal(ctx context.Context, p PayoutProvider, value []byte) error {
+	var m withdrawalMsg
+	if err := json.Unmarshal(value, &m); err != nil || m.WithdrawalID <= 0 {
+		// Nothing to pay: the gateway never writes such a message.
+		w.log.Error("undecodable withdrawal message; skipped", "err", err, "value", string(value))
+		return nil
+	}
+	var wd withdrawalRow
+	var missing bool
+	err := w.retry(ctx, "read a withdrawal", 0, func() error {
+		err := w.sql.GetContext(ctx, &wd, "SELECT id, user_id, amount, status, attempts FROM withdrawals WHERE id = ?", m.WithdrawalID)
+		missing = errors.Is(err, sql.ErrNoRows)
+		if missing {
+			return nil
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return err
+	case missing:
+		w.log.Error("withdrawal message for an unknown withdrawal; skipped", "withdrawal", m.WithdrawalID)
+		return nil
+	case wd.Status != "pending":
+		return nil // decided already: a relay duplicate or a redelivery
+	}
+
+	budget := w.cfg.PayoutAttempts
+	if budget <= 0 {
+		budget = 8
+	}
+	backoff := w.cfg.PayoutBackoff
+	if backoff <= 0 {
+		backoff = 100 * time.Millisecond
+	}
+	key := PayoutKey(wd.ID)
+	lastErr := "no payout attempt left"
+	for attempts := wd.Attempts; ; {
+		if attempts >= budget {
+			return w.failWithdrawal(ctx, p, wd, attempts, lastErr)
+		}
+		txn, err := p.Payout(ctx, key, wd.UserID, wd.Amount)
+		if ctx.Err() != nil {
+			// Shutting down (or, in tests, "crashing"): whatever the call
+			// did, the redelivered message repeats it under the same key.
+			return ctx.Err()
+		}
+		attempts++
+		if err == nil {
+			payoutCalls.WithLabelValues("ok").Inc()
+			return w.succeedWithdrawal(ctx, wd, attempts, txn)
+		}
+		payoutCalls.WithLabelValues("error").Inc()
+		lastErr = truncate(err.Error(), 255)
+		w.log.Warn("payout failed", "withdrawal", wd.ID, "attempt", attempts, "of", budget, "err", err)
+		err = w.retry(ctx, "record a payout attempt", 0, func() error {
+			_, err := w.sql.ExecContext(ctx, "UPDATE withdrawals SET attempts = ?, last_error = ? WHERE id = ? AND status = 'pending'", attempts, lastErr, wd.ID)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if attempts >= budget {
+			continue // no point waiting before giving up
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxPayoutBackoff)
+	}
+}
+
+func (w *Worker) succeedWithdrawal(ctx context.Context, wd withdrawalRow, attempts int, txn string) error {
+	var n int64
+	err := w.retry(ctx, "record a payout", 0, func() error {
+		res, err := w.sql.ExecContext(ctx, `UPDATE withdrawals SET status = 'succeeded', payout_txn = ?, attempts = ?
+			WHERE id = ? AND status = 'pending'`, txn, attempts, wd.ID)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 1 {
+		withdrawalsDecided.WithLabelValues("succeeded").Inc()
+		w.log.Info("withdrawal paid out", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "txn", txn)
+	}
+	return nil
+}
+
+// failWithdrawal gives up on a withdrawal: it fails it and refunds the
+// earnings in one transaction, unless the provider says the payout was made
+// after all (a call whose answer was lost), in which case it succeeded.
+func (w *Worker) failWithdrawal(ctx context.Context, p PayoutProvider, wd withdrawalRow, attempts int, lastErr string) error {
+	if c, ok := p.(PayoutChecker); ok {
+		var txn string
+		var paid bool
+		// An unknown outcome must not be refunded: ask until the provider answers.
+		err := w.retry(ctx, "ask the payout provider", 0, func() (err error) {
+			txn, paid, err = c.PayoutStatus(ctx, PayoutKey(wd.ID))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if paid {
+			return w.succeedWithdrawal(ctx, wd, attempts, txn)
+		}
+	}
+	var refunded bool
+	err := w.retry(ctx, "fail a withdrawal", 0, func() error {
+		tx, err := w.sql.BeginTxx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = 'failed', attempts = ?, last_error = ?
+			WHERE id = ? AND status = 'pending'`, attempts, lastErr, wd.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			refunded = false
+			return nil // decided elsewhere meanwhile
+		}
+		// Lock the wallet row first: wallet.Apply's shared-then-exclusive
+		// locking deadlocks against a concurrent withdrawal of the same user.
+		if _, err := tx.ExecContext(ctx, "INSERT INTO wallets (user_id) VALUES (?) ON DUPLICATE KEY UPDATE user_id = user_id", wd.UserID); err != nil {
+			return err
+		}
+		if _, err := wallet.Apply(ctx, tx, wallet.Change{
+			UserID: wd.UserID, Account: wallet.AccountEarnings, Kind: wallet.KindWithdrawalRefund,
+			Ref: strconv.FormatInt(wd.ID, 10), Amount: wd.Amount,
+		}); err != nil {
+			return err
+		}
+		refunded = true
+		return tx.Commit()
+	})
+	if err != nil {
+		return err
+	}
+	if refunded {
+		withdrawalsDecided.WithLabelValues("failed").Inc()
+		w.log.Warn("withdrawal failed; earnings refunded", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "attempts", attempts, "last_error", lastErr)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}

@@ -30,6 +30,9 @@ type Config struct {
 	config.Config
 	// Listener, if set, serves health and metrics instead of WorkerAddr.
 	Listener net.Listener
+	// PayoutProvider pays withdrawals out; nil means the built-in sandbox
+	// provider (internal/sandbox), which records payouts in MySQL.
+	PayoutProvider PayoutProvider
 }
 
 // Worker holds the worker's dependencies.

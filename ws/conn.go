@@ -10,6 +10,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashgate/flashgate/internal/config"
 )
 
 // Timings of API.md: ping every 25 s, and a client that has not answered
@@ -49,6 +51,11 @@ type conn struct {
 
 	send chan outbound
 
+	// Inbound flood limit, a token bucket touched only by readLoop.
+	msgRate   config.Rate
+	msgTokens float64
+	msgAt     time.Time
+
 	once       sync.Once
 	done       chan struct{} // closed by shutdown
 	code       int           // close code to send, 0 for none; written before done is closed
@@ -60,8 +67,11 @@ type conn struct {
 	events map[int64]struct{}
 }
 
-func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, log *slog.Logger) *conn {
+func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, rate config.Rate, log *slog.Logger) *conn {
 	return &conn{
+		msgRate:    rate,
+		msgTokens:  float64(rate.Burst),
+		msgAt:      time.Now(),
 		ws:         ws,
 		userID:     userID,
 		hub:        h,
@@ -178,6 +188,12 @@ func (c *conn) readLoop() {
 			c.shutdown(readDropReason(err), 0, "")
 			return
 		}
+		if !c.allowMessage(time.Now()) {
+			// Close code 1008 (policy violation): the client sends faster
+			// than any real client would, and each frame costs the hub a lock.
+			c.shutdown(dropFlood, websocket.ClosePolicyViolation, "message rate exceeded")
+			return
+		}
 		if typ != websocket.TextMessage {
 			continue
 		}
@@ -192,6 +208,20 @@ func (c *conn) readLoop() {
 			c.hub.unwatch(c, id)
 		}
 	}
+}
+
+// allowMessage takes one token from the connection's inbound bucket.
+func (c *conn) allowMessage(now time.Time) bool {
+	if c.msgRate.Off() {
+		return true
+	}
+	c.msgTokens = min(float64(c.msgRate.Burst), c.msgTokens+now.Sub(c.msgAt).Seconds()*c.msgRate.PerSecond)
+	c.msgAt = now
+	if c.msgTokens < 1 {
+		return false
+	}
+	c.msgTokens--
+	return true
 }
 
 // readDropReason says whether a read error was the client's fault. A close

@@ -14,6 +14,7 @@ const (
 	dropPongTimeout = "pong_timeout" // no pong (or anything) within the read deadline
 	dropTooLarge    = "too_large"    // it sent a frame over maxFrameSize
 	dropWriteFailed = "write_failed" // a write to it failed or timed out
+	dropFlood       = "flood"        // it sent messages faster than FLASHGATE_WS_MSG_RATE
 )
 
 var (

@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,9 +111,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	s := &server{
 		log:       log,
-		signer:    auth.NewSigner(cfg.TokenSecret),
+		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
 		hub:       newHub(),
 		sendQueue: cfg.WSSendQueue,
+		msgRate:   cfg.WSMsgRate,
 		ready:     &obs.Readiness{Check: cl.Ping},
 	}
 	s.upgrader = websocket.Upgrader{
@@ -173,11 +176,30 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// checkOrigin is the seam for FLASHGATE_WS_ORIGINS (a later issue). For now
-// any origin may connect: the token is never a cookie, so a foreign page
-// cannot ride on a user's browser session to open an authenticated socket.
-func checkOrigin(config.Config) func(*http.Request) bool {
-	return func(*http.Request) bool { return true }
+// checkOrigin applies FLASHGATE_WS_ORIGINS. Clients that send no Origin
+// (anything but a browser) are let through: the token, never a cookie, is
+// what authenticates them. Browsers are held to the list, so a foreign page
+// cannot use a token it obtained to hold sockets open from visitors' browsers.
+func checkOrigin(cfg config.Config) func(*http.Request) bool {
+	allowed := map[string]bool{}
+	for _, o := range strings.Split(cfg.WSOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			allowed[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+		}
+	}
+	anyOrigin := allowed["*"] || (len(allowed) == 0 && cfg.Dev)
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" || anyOrigin {
+			return true
+		}
+		if allowed[strings.ToLower(origin)] {
+			return true
+		}
+		// With no list, a page served by the ws host itself may connect.
+		u, err := url.Parse(origin)
+		return len(allowed) == 0 && err == nil && strings.EqualFold(u.Host, r.Host)
+	}
 }
 
 // server serves GET /ws.
@@ -187,6 +209,7 @@ type server struct {
 	hub       *hub
 	upgrader  websocket.Upgrader
 	sendQueue int
+	msgRate   config.Rate
 	ready     *obs.Readiness
 }
 
@@ -213,7 +236,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
 		return
 	}
-	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.log)
+	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.msgRate, s.log)
 	if !s.hub.add(c) {
 		ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),

@@ -645,3 +645,67 @@ func FuzzParseFrame(f *testing.F) {
 		}
 	})
 }
+
+// An oversized frame and a message flood each end that connection only.
+func TestAbuseEndsOnlyThatConnection(t *testing.T) {
+	e := startWS(t, func(c *config.Config) { c.WSMsgRate = config.Rate{PerSecond: 5, Burst: 10} })
+	viewer := e.dial(30)
+	viewer.send(`{"type":"join","room_id":7}`)
+	viewer.sync()
+
+	big := e.dial(31)
+	big.send(`{"type":"join","room_id":7,"pad":"` + strings.Repeat("x", maxFrameSize) + `"}`)
+	if err := big.closed(); !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+		t.Fatalf("oversized frame: %v, want close 1009", err)
+	}
+
+	flooder := e.dial(32)
+	for i := 0; i < 100; i++ {
+		if err := flooder.conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"watch","event_id":1}`)); err != nil {
+			break // the server already closed it
+		}
+	}
+	if err := flooder.closed(); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+		t.Fatalf("flood: %v, want close 1008", err)
+	}
+
+	rec, want := giftRec(t, 7, "G-after-abuse")
+	e.produce(rec)
+	viewer.expect(want)
+}
+
+// FLASHGATE_WS_ORIGINS: browsers from other origins are refused before the
+// upgrade; listed origins and clients without an Origin header connect.
+func TestOrigins(t *testing.T) {
+	e := startWS(t, func(c *config.Config) { c.WSOrigins = "https://live.example.com, https://m.example.com" })
+	u := e.wsURL + "?token=" + url.QueryEscape(e.token(40))
+	for origin, ok := range map[string]bool{
+		"https://live.example.com": true,
+		"https://M.example.com":    true,
+		"":                         true,
+		"https://evil.example.net": false,
+		"null":                     false,
+	} {
+		hdr := http.Header{}
+		if origin != "" {
+			hdr.Set("Origin", origin)
+		}
+		conn, resp, err := e.dialer().Dial(u, hdr)
+		if ok {
+			if err != nil {
+				t.Errorf("origin %q refused: %v", origin, err)
+				continue
+			}
+			conn.Close()
+			continue
+		}
+		if err == nil {
+			conn.Close()
+			t.Errorf("origin %q accepted", origin)
+			continue
+		}
+		if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %q: response %v, want 403", origin, resp)
+		}
+	}
+}

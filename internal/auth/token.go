@@ -41,10 +41,14 @@ type Claims struct {
 // IsAdmin reports whether the bearer has the admin role.
 func (c Claims) IsAdmin() bool { return c.Role == RoleAdmin }
 
-// Signer signs and verifies tokens with one secret. It is safe for concurrent use.
+// Signer signs tokens with one secret and verifies them with it or, during a
+// key rotation, with the previous one. It is safe for concurrent use.
 type Signer struct {
 	pool sync.Pool // of hash.Hash keyed with the secret
 	now  func() time.Time
+
+	prev      *Signer   // nil outside a rotation
+	prevUntil time.Time // tokens of prev are refused from then on
 }
 
 // NewSigner returns a Signer for secret.
@@ -54,6 +58,24 @@ func NewSigner(secret string) *Signer {
 		pool: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }},
 		now:  time.Now,
 	}
+}
+
+// DefaultRotationWindow is how long a previous secret is accepted when no end
+// is configured: the longest token lifetime the dev tools hand out.
+const DefaultRotationWindow = 24 * time.Hour
+
+// NewRotatingSigner returns a Signer for secret that also accepts tokens
+// signed with previous (if not empty) until the time until (zero: for
+// DefaultRotationWindow from now).
+func NewRotatingSigner(secret, previous string, until time.Time) *Signer {
+	s := NewSigner(secret)
+	if previous != "" {
+		if until.IsZero() {
+			until = time.Now().Add(DefaultRotationWindow)
+		}
+		s.prev, s.prevUntil = NewSigner(previous), until
+	}
+	return s
 }
 
 var enc = base64.RawURLEncoding
@@ -89,7 +111,9 @@ func (s *Signer) Verify(token string) (Claims, error) {
 		return Claims{}, ErrMalformed
 	}
 	if !hmac.Equal(sigBuf[:], s.mac([]byte(p))) {
-		return Claims{}, ErrSignature
+		if s.prev == nil || !s.now().Before(s.prevUntil) || !hmac.Equal(sigBuf[:], s.prev.mac([]byte(p))) {
+			return Claims{}, ErrSignature
+		}
 	}
 	raw, err := enc.DecodeString(p)
 	if err != nil {

@@ -35,7 +35,17 @@ type Config struct {
 
 	Dev         bool   // FLASHGATE_DEV
 	TokenSecret string // FLASHGATE_TOKEN_SECRET
-	PaySecret   string // FLASHGATE_PAY_SECRET
+	// TokenSecretPrevious verifies (never signs) tokens during a key
+	// rotation, until TokenPreviousUntil.
+	TokenSecretPrevious string    // FLASHGATE_TOKEN_SECRET_PREVIOUS
+	TokenPreviousUntil  time.Time // FLASHGATE_TOKEN_PREVIOUS_UNTIL
+	PaySecret           string    // FLASHGATE_PAY_SECRET
+
+	// Recharge and withdrawals (gateway/pay.go, worker/payouts.go).
+	PayNotifyURL   string        // FLASHGATE_PAY_NOTIFY_URL
+	OutboxInterval time.Duration // FLASHGATE_OUTBOX_INTERVAL
+	PayoutAttempts int           // FLASHGATE_PAYOUT_ATTEMPTS
+	PayoutBackoff  time.Duration // FLASHGATE_PAYOUT_BACKOFF
 
 	OrderTTL        time.Duration // FLASHGATE_ORDER_TTL
 	ProduceTimeout  time.Duration // FLASHGATE_PRODUCE_TIMEOUT
@@ -48,7 +58,17 @@ type Config struct {
 	ReconcileEvery  time.Duration // FLASHGATE_RECONCILE_INTERVAL
 	ShutdownTimeout time.Duration // FLASHGATE_SHUTDOWN_TIMEOUT
 	WorkerBatch     int           // FLASHGATE_WORKER_BATCH
+	GiftCatalogTTL  time.Duration // FLASHGATE_GIFT_CATALOG_TTL
 	WSSendQueue     int           // FLASHGATE_WS_SEND_QUEUE
+	WSOrigins       string        // FLASHGATE_WS_ORIGINS
+	WSMsgRate       Rate          // FLASHGATE_WS_MSG_RATE
+	RateOrder       Rate          // FLASHGATE_RATE_ORDER
+	RateGift        Rate          // FLASHGATE_RATE_GIFT
+	RatePay         Rate          // FLASHGATE_RATE_PAY
+	RateOther       Rate          // FLASHGATE_RATE_OTHER
+	RateIP          Rate          // FLASHGATE_RATE_IP
+	MaxInflight     int           // FLASHGATE_MAX_INFLIGHT
+	InflightWait    time.Duration // FLASHGATE_INFLIGHT_WAIT
 	LogFormat       string        // FLASHGATE_LOG_FORMAT
 	LogLevel        string        // FLASHGATE_LOG_LEVEL
 	RunDir          string        // FLASHGATE_RUN_DIR
@@ -80,6 +100,33 @@ func intVar(name, def, help string, f func(c *Config) *int) Var {
 			return fmt.Errorf("%s=%q: want a positive integer", name, v)
 		}
 		*f(c) = n
+		return nil
+	}}
+}
+
+// Rate is a rate limit: PerSecond requests a second on average, Burst at
+// once. A zero PerSecond means no limit.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+// Off reports whether the limit is turned off.
+func (r Rate) Off() bool { return r.PerSecond <= 0 }
+
+func rateVar(name, def, help string, f func(c *Config) *Rate) Var {
+	return Var{name, def, help, func(c *Config, v string) error {
+		if v == "0" {
+			*f(c) = Rate{}
+			return nil
+		}
+		ps, b, ok := strings.Cut(v, ":")
+		per, err1 := strconv.ParseFloat(ps, 64)
+		burst, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil || per <= 0 || burst < 1 {
+			return fmt.Errorf("%s=%q: want <requests per second>:<burst>, such as 5:10, or 0 for no limit", name, v)
+		}
+		*f(c) = Rate{PerSecond: per, Burst: burst}
 		return nil
 	}}
 }
@@ -118,7 +165,20 @@ var Vars = []Var{
 		return nil
 	}},
 	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode)", func(c *Config) *string { return &c.TokenSecret }),
+	strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious }),
+	{"FLASHGATE_TOKEN_PREVIOUS_UNTIL", "", "end of the rotation window, RFC 3339 (empty: 24h after the service starts)", func(c *Config, v string) error {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return fmt.Errorf("FLASHGATE_TOKEN_PREVIOUS_UNTIL=%q: want an RFC 3339 time such as 2026-12-01T00:00:00Z", v)
+		}
+		c.TokenPreviousUntil = t
+		return nil
+	}},
 	strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required outside dev mode)", func(c *Config) *string { return &c.PaySecret }),
+	strVar("FLASHGATE_PAY_NOTIFY_URL", "", "where the dev sandbox payment provider sends its signed notifies (empty: this gateway's /api/v1/pay/notify at the address the request came in on)", func(c *Config) *string { return &c.PayNotifyURL }),
+	durVar("FLASHGATE_OUTBOX_INTERVAL", "200ms", "how often the worker relays new outbox messages (accepted withdrawals) to Kafka", func(c *Config) *time.Duration { return &c.OutboxInterval }),
+	intVar("FLASHGATE_PAYOUT_ATTEMPTS", "8", "payout calls made for one withdrawal before it fails and its earnings are refunded", func(c *Config) *int { return &c.PayoutAttempts }),
+	durVar("FLASHGATE_PAYOUT_BACKOFF", "100ms", "wait after a failed payout call; doubles after each failure, up to 5s", func(c *Config) *time.Duration { return &c.PayoutBackoff }),
 	durVar("FLASHGATE_ORDER_TTL", "15m", "an unpaid order expires after this and its unit goes back on sale", func(c *Config) *time.Duration { return &c.OrderTTL }),
 	durVar("FLASHGATE_PRODUCE_TIMEOUT", "2s", "how long the gateway waits for Kafka to acknowledge before answering 503", func(c *Config) *time.Duration { return &c.ProduceTimeout }),
 	durVar("FLASHGATE_REDIS_TIMEOUT", "500ms", "timeout of one Redis call on the request path", func(c *Config) *time.Duration { return &c.RedisTimeout }),
@@ -130,7 +190,17 @@ var Vars = []Var{
 	durVar("FLASHGATE_RECONCILE_INTERVAL", "10s", "how often the worker reconciles Redis against MySQL", func(c *Config) *time.Duration { return &c.ReconcileEvery }),
 	durVar("FLASHGATE_SHUTDOWN_TIMEOUT", "10s", "how long a service drains in-flight work on shutdown", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	intVar("FLASHGATE_WORKER_BATCH", "500", "most records the worker writes to MySQL in one batch", func(c *Config) *int { return &c.WorkerBatch }),
+	durVar("FLASHGATE_GIFT_CATALOG_TTL", "5s", "how often the gateway reloads the gift catalog from MySQL (a change is served within this long)", func(c *Config) *time.Duration { return &c.GiftCatalogTTL }),
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
+	strVar("FLASHGATE_WS_ORIGINS", "", "comma-separated origins (scheme://host[:port]) allowed to open WebSockets, or * for any; empty: any in dev mode, else only the ws host itself and clients that send no Origin", func(c *Config) *string { return &c.WSOrigins }),
+	rateVar("FLASHGATE_WS_MSG_RATE", "10:20", "messages a WebSocket client may send: <per second>:<burst>; past it the connection is closed (1008)", func(c *Config) *Rate { return &c.WSMsgRate }),
+	rateVar("FLASHGATE_RATE_ORDER", "5:10", "per-user limit of order requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOrder }),
+	rateVar("FLASHGATE_RATE_GIFT", "20:40", "per-user limit of gift requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateGift }),
+	rateVar("FLASHGATE_RATE_PAY", "2:5", "per-user limit of payment and withdrawal requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RatePay }),
+	rateVar("FLASHGATE_RATE_OTHER", "20:50", "per-user limit of all other authenticated requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOther }),
+	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client-IP limit of unauthenticated requests (public reads, dev token, pay notify), kept in each gateway's memory; 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
+	intVar("FLASHGATE_MAX_INFLIGHT", "2048", "requests a gateway works on at once; past it new requests get 503 at once", func(c *Config) *int { return &c.MaxInflight }),
+	durVar("FLASHGATE_INFLIGHT_WAIT", "5ms", "how long a request waits for a free in-flight slot before the 503", func(c *Config) *time.Duration { return &c.InflightWait }),
 	strVar("FLASHGATE_LOG_FORMAT", "", "json or text (default: text in dev mode, json otherwise)", func(c *Config) *string { return &c.LogFormat }),
 	strVar("FLASHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 	strVar("FLASHGATE_RUN_DIR", ".run", "where flashgate dev keeps Redis, MariaDB and Kafka data", func(c *Config) *string { return &c.RunDir }),
@@ -191,6 +261,21 @@ func (c *Config) Validate() error {
 	}
 	if len(c.TokenSecret) < 16 {
 		return fmt.Errorf("FLASHGATE_TOKEN_SECRET is too short (%d characters): use at least 16", len(c.TokenSecret))
+	}
+	if p := c.TokenSecretPrevious; p != "" && (len(p) < 16 || p == c.TokenSecret) {
+		return fmt.Errorf("FLASHGATE_TOKEN_SECRET_PREVIOUS must be the old secret (16+ characters), different from FLASHGATE_TOKEN_SECRET")
+	}
+	return nil
+}
+
+// ValidateGateway is Validate plus what only the gateway needs: the secret
+// that payment callbacks are signed with.
+func (c *Config) ValidateGateway() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if !c.Dev && c.PaySecret == "" {
+		return fmt.Errorf("FLASHGATE_PAY_SECRET is empty: set the secret your payment provider signs callbacks with, or FLASHGATE_DEV=1 for local use")
 	}
 	return nil
 }

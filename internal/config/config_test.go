@@ -36,32 +36,52 @@ func TestVarsAreWellFormed(t *testing.T) {
 
 func TestDefault(t *testing.T) {
 	c := Default()
-	want := Config{
-		GatewayAddr:     "127.0.0.1:8080",
-		WSAddr:          "127.0.0.1:8081",
-		WorkerAddr:      "127.0.0.1:8082",
-		RedisAddr:       "127.0.0.1:16379",
-		MySQLDSN:        "root@tcp(127.0.0.1:13306)/flashgate",
-		KafkaBrokers:    []string{"127.0.0.1:19092"},
-		KafkaPartitions: 8,
-		TopicPrefix:     "flashgate",
-		OrderTTL:        15 * time.Minute,
-		ProduceTimeout:  2 * time.Second,
-		RedisTimeout:    500 * time.Millisecond,
-		EventRefresh:    time.Second,
-		WarmInterval:    time.Second,
-		WarmAhead:       10 * time.Minute,
-		ExpireInterval:  time.Second,
-		PendingTimeout:  45 * time.Second,
-		ReconcileEvery:  10 * time.Second,
-		ShutdownTimeout: 10 * time.Second,
-		WorkerBatch:     500,
-		WSSendQueue:     256,
-		LogLevel:        "info",
-		RunDir:          ".run",
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"GatewayAddr", c.GatewayAddr, "127.0.0.1:8080"},
+		{"WSAddr", c.WSAddr, "127.0.0.1:8081"},
+		{"WorkerAddr", c.WorkerAddr, "127.0.0.1:8082"},
+		{"RedisAddr", c.RedisAddr, "127.0.0.1:16379"},
+		{"MySQLDSN", c.MySQLDSN, "root@tcp(127.0.0.1:13306)/flashgate"},
+		{"KafkaBrokers", c.KafkaBrokers, []string{"127.0.0.1:19092"}},
+		{"KafkaPartitions", c.KafkaPartitions, 8},
+		{"TopicPrefix", c.TopicPrefix, "flashgate"},
+		{"Dev", c.Dev, false},
+		{"TokenSecret", c.TokenSecret, ""},
+		{"OrderTTL", c.OrderTTL, 15 * time.Minute},
+		{"ProduceTimeout", c.ProduceTimeout, 2 * time.Second},
+		{"RedisTimeout", c.RedisTimeout, 500 * time.Millisecond},
+		{"WarmAhead", c.WarmAhead, 10 * time.Minute},
+		{"PendingTimeout", c.PendingTimeout, 45 * time.Second},
+		{"WorkerBatch", c.WorkerBatch, 500},
+		{"WSSendQueue", c.WSSendQueue, 256},
+		{"RateOrder", c.RateOrder, Rate{PerSecond: 5, Burst: 10}},
+		{"RateIP", c.RateIP, Rate{PerSecond: 50, Burst: 100}},
+		{"MaxInflight", c.MaxInflight, 2048},
+		{"InflightWait", c.InflightWait, 5 * time.Millisecond},
+		{"LogLevel", c.LogLevel, "info"},
+		{"RunDir", c.RunDir, ".run"},
 	}
-	if !reflect.DeepEqual(c, want) {
-		t.Errorf("Default() =\n%+v\nwant\n%+v", c, want)
+	for _, ch := range checks {
+		if !reflect.DeepEqual(ch.got, ch.want) {
+			t.Errorf("Default().%s = %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+}
+
+func TestRateVar(t *testing.T) {
+	for in, want := range map[string]Rate{"5:10": {5, 10}, "0.5:1": {0.5, 1}, "0": {}} {
+		c, err := fromLookup(env(map[string]string{"FLASHGATE_RATE_ORDER": in}))
+		if err != nil || c.RateOrder != want {
+			t.Errorf("FLASHGATE_RATE_ORDER=%s: %+v, %v", in, c.RateOrder, err)
+		}
+	}
+	for _, bad := range []string{"5", "x:1", "5:0", "-1:3", "5:x"} {
+		if _, err := fromLookup(env(map[string]string{"FLASHGATE_RATE_ORDER": bad})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_RATE_ORDER") {
+			t.Errorf("FLASHGATE_RATE_ORDER=%s: err %v", bad, err)
+		}
 	}
 }
 
@@ -140,6 +160,13 @@ func TestFromLookupOverrides(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate() with a real secret outside dev mode: %v", err)
+	}
+	if err := c.ValidateGateway(); err == nil || !strings.Contains(err.Error(), "FLASHGATE_PAY_SECRET") {
+		t.Errorf("ValidateGateway() without a payment secret outside dev mode: %v", err)
+	}
+	c.PaySecret = "a-payment-provider-secret"
+	if err := c.ValidateGateway(); err != nil {
+		t.Errorf("ValidateGateway() with real secrets outside dev mode: %v", err)
 	}
 }
 
@@ -252,6 +279,7 @@ func TestValidate(t *testing.T) {
 			c := Default()
 			c.Dev = tt.dev
 			c.TokenSecret = tt.secret
+			c.PaySecret = "a-payment-provider-secret"
 			c.ApplyDevDefaults()
 			err := c.Validate()
 			if (err != nil) != tt.wantErr {

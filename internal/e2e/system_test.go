@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashgate/flashgate/gateway"
 	"github.com/flashgate/flashgate/internal/auth"
@@ -34,6 +35,7 @@ type system struct {
 	ws      string // ws://host:port
 	redis   *store.Store
 	db      *sqlx.DB
+	kafka   *kfake.Cluster
 	signer  *auth.Signer
 	client  *http.Client
 
@@ -51,11 +53,11 @@ type options struct {
 
 func start(t *testing.T, opts options) *system {
 	t.Helper()
-	cfg := testenv.Config(t)
+	cfg, kc := testenv.ConfigKafka(t)
 	if opts.mutate != nil {
 		opts.mutate(&cfg)
 	}
-	s := &system{t: t, cfg: cfg, signer: auth.NewSigner(cfg.TokenSecret)}
+	s := &system{t: t, cfg: cfg, kafka: kc, signer: auth.NewSigner(cfg.TokenSecret)}
 	var err error
 	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
 		t.Fatal(err)

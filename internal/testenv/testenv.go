@@ -136,6 +136,14 @@ func Kafka(t testing.TB, cfg config.Config) *kfake.Cluster {
 // Listen addresses are left to the caller (use listeners on 127.0.0.1:0).
 func Config(t testing.TB) config.Config {
 	t.Helper()
+	cfg, _ := ConfigKafka(t)
+	return cfg
+}
+
+// ConfigKafka is Config that also returns the kfake cluster, for tests that
+// inject broker faults.
+func ConfigKafka(t testing.TB) (config.Config, *kfake.Cluster) {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Dev = true
 	cfg.ApplyDevDefaults()
@@ -148,7 +156,8 @@ func Config(t testing.TB) config.Config {
 	cfg.TopicPrefix = "fgtest"
 	cfg.RedisAddr = Redis(t)
 	cfg.MySQLDSN = MySQL(t)
-	cfg.KafkaBrokers = Kafka(t, cfg).ListenAddrs()
+	kc := Kafka(t, cfg)
+	cfg.KafkaBrokers = kc.ListenAddrs()
 	cfg.EventRefresh = 100 * time.Millisecond
 	cfg.WarmInterval = 100 * time.Millisecond
 	cfg.ExpireInterval = 100 * time.Millisecond
@@ -159,7 +168,11 @@ func Config(t testing.TB) config.Config {
 	// or more. Tests assert outcomes, not latency, so wait longer.
 	cfg.ProduceTimeout = 15 * time.Second
 	cfg.RedisTimeout = 5 * time.Second
-	return cfg
+	// Crowds in tests come from one IP and hammer one user on purpose; the
+	// tests of the limits themselves turn them back on.
+	cfg.RateOrder, cfg.RateGift, cfg.RatePay, cfg.RateOther, cfg.RateIP = config.Rate{}, config.Rate{}, config.Rate{}, config.Rate{}, config.Rate{}
+	cfg.MaxInflight = 100_000
+	return cfg, kc
 }
 
 // Listener returns a listener on a free loopback port.

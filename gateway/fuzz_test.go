@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/config"
+)
+
+// FuzzRouter: match never panics, and a match hands the handler exactly the
+// pattern's parameters, none empty or spanning segments.
+func FuzzRouter(f *testing.F) {
+	for _, r := range routes {
+		f.Add(r.method, strings.NewReplacer("{id}", "17", "{ticket}", "o1-00112233aabbccdd", "{order_no}", "FG00", "{room_id}", "3",
+			"{order_id}", "P1", "{withdrawal_id}", "9").Replace(r.pattern))
+	}
+	f.Add("GET", "/api/v1/events/")
+	f.Add("POST", "//api//v1")
+	f.Add("DELETE", "/api/v1/events/1/orders/2/3/4/5/6/7/8/9")
+	f.Add("GET", "")
+	f.Fuzz(func(t *testing.T, method, path string) {
+		var params [4]string
+		r, n, _ := match(method, []byte(path), &params)
+		if r == nil {
+			return
+		}
+		if r.method != method {
+			t.Fatalf("%s %s matched %s %s", method, path, r.method, r.pattern)
+		}
+		if want := strings.Count(r.pattern, "{"); n != want {
+			t.Fatalf("%s: %d params, pattern has %d", path, n, want)
+		}
+		for _, p := range params[:n] {
+			if p == "" || strings.Contains(p, "/") {
+				t.Fatalf("%s: bad param %q", path, p)
+			}
+		}
+	})
+}
+
+// requestTypes are the typed bodies the gateway decodes.
+func requestTypes() []func() any {
+	return []func() any{
+		func() any { return &struct{}{} },
+		func() any { return &createEventReq{} },
+		func() any {
+			return &struct {
+				Delta *int64 `json:"delta"`
+			}{}
+		},
+		func() any {
+			return &struct {
+				UserID *int64 `json:"user_id"`
+				Admin  bool   `json:"admin"`
+			}{}
+		},
+	}
+}
+
+// FuzzDecode: decoding a body never panics; it either accepts one JSON
+// object or refuses with 400 invalid_request and the API's error body.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{}`, `{"name":"x","price":1,"stock":2,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2030-01-02T00:00:00Z"}`,
+		`{"delta":5}`, `{"user_id":42,"admin":true}`, `[]`, `{"a":1}{}`, `{"price":"1"}`, `{"delta":1e400}`, "\x00", `{"user_id":-1}`, ` {} `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, mk := range requestTypes() {
+			e := decodeJSON(body, mk())
+			if e == nil {
+				if b := trimSpace(body); len(b) == 0 || b[0] != '{' || !json.Valid(b) {
+					t.Fatalf("accepted %q", body)
+				}
+				continue
+			}
+			checkErrorShape(t, e.HTTPStatus, e.Body())
+			if e.HTTPStatus != 400 || e.Code != "invalid_request" {
+				t.Fatalf("%q: %d %s", body, e.HTTPStatus, e.Code)
+			}
+		}
+	})
+}
+
+func checkErrorShape(t *testing.T, status int, body []byte) {
+	t.Helper()
+	var b struct {
+		Error *struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil || b.Error == nil || b.Error.Code == "" || b.Error.Message == "" {
+		t.Fatalf("%d with body %s: not the API error shape", status, body)
+	}
+}
+
+// FuzzRequest drives the real handler with arbitrary method, path, headers
+// and body, for requests that never reach Redis or MySQL: unknown routes,
+// wrong methods and every route without a valid token. The answer is never a
+// 5xx and always the JSON error shape; the handler never panics.
+func FuzzRequest(f *testing.F) {
+	cfg := config.Default()
+	cfg.Dev = false
+	cfg.TokenSecret = "fuzz-secret-0123456789"
+	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
+		limiter: allowAll{}, inflight: make(chan struct{}, 8), now: time.Now}
+	good := s.signer.Sign(1, auth.RoleUser, time.Hour)
+	f.Add("POST", "/api/v1/events/1/orders", "", "{}", "")
+	f.Add("POST", "/api/v1/admin/events", "Bearer "+good[:len(good)-2]+"xx", "{}", "k")
+	f.Add("GET", "/api/v1/nope", "", "", "")
+	f.Add("PUT", "/api/v1/events", "", "[]", "")
+	f.Add("POST", "/api/v1/dev/token", "", `{"user_id":1}`, "")
+	f.Add("GET", "/api/v1/tickets/o1-0011223344556677", "Bearer x.y", "", "bad key!")
+	f.Fuzz(func(t *testing.T, method, path, authz, body, idem string) {
+		if len(method) == 0 || len(method) > 16 || strings.ContainsAny(method, " \r\n") || len(path) > 2048 {
+			return
+		}
+		var params [4]string
+		r, _, _ := match(method, []byte(path), &params)
+		if r != nil {
+			// Only requests the gateway must refuse before any I/O.
+			if r.access == public || (r.access == dev && s.cfg.Dev) {
+				return
+			}
+			if _, err := s.signer.Verify(auth.FromHeader(authz)); err == nil {
+				return
+			}
+		}
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(method)
+		ctx.Request.SetRequestURI(path)
+		if authz != "" {
+			ctx.Request.Header.Set("Authorization", authz)
+		}
+		if idem != "" {
+			ctx.Request.Header.Set("Idempotency-Key", idem)
+		}
+		ctx.Request.SetBodyString(body)
+		s.Handler(&ctx)
+		status := ctx.Response.StatusCode()
+		if status >= 500 || status < 400 {
+			t.Fatalf("%s %q: status %d %s", method, path, status, ctx.Response.Body())
+		}
+		if ct := string(ctx.Response.Header.ContentType()); ct != "application/json" {
+			t.Fatalf("%s %q: Content-Type %q", method, path, ct)
+		}
+		checkErrorShape(t, status, ctx.Response.Body())
+	})
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

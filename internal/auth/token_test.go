@@ -1,0 +1,108 @@
+package auth
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func at(t time.Time) func() time.Time { return func() time.Time { return t } }
+
+func TestSignVerify(t *testing.T) {
+	s := NewSigner("0123456789abcdef-secret")
+	tok := s.Sign(42, RoleAdmin, time.Hour)
+	c, err := s.Verify(tok)
+	if err != nil || c.UserID != 42 || !c.IsAdmin() {
+		t.Fatalf("Verify(own token) = %+v, %v", c, err)
+	}
+	if c, err := s.Verify(s.Sign(7, RoleUser, time.Hour)); err != nil || c.IsAdmin() {
+		t.Fatalf("user token: %+v, %v", c, err)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	s := NewSigner("0123456789abcdef-secret")
+	good := s.Sign(42, RoleUser, time.Hour)
+	other := NewSigner("another-secret-of-16+").Sign(42, RoleUser, time.Hour)
+	flip := func(tok string, i int) string {
+		b := []byte(tok)
+		b[i] ^= 0x01
+		return string(b)
+	}
+	payload, sig, _ := strings.Cut(good, ".")
+	adminPayload, _, _ := strings.Cut(s.Sign(42, RoleAdmin, time.Hour), ".")
+	cases := []struct {
+		name string
+		tok  string
+		want error
+	}{
+		{"empty", "", ErrMalformed},
+		{"no dot", "abc", ErrMalformed},
+		{"trailing dot", payload + ".", ErrMalformed},
+		{"short signature", payload + ".abc", ErrMalformed},
+		{"signature flipped", flip(good, len(good)-5), ErrSignature},
+		{"payload flipped", flip(good, 2), ErrSignature},
+		{"other secret", other, ErrSignature},
+		{"payload swapped for admin", adminPayload + "." + sig, ErrSignature},
+		{"huge", strings.Repeat("a", 600) + "." + sig, ErrMalformed},
+		{"expired", func() string { s2 := NewSigner("0123456789abcdef-secret"); return s2.Sign(1, RoleUser, -time.Second) }(), ErrExpired},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := s.Verify(c.tok); !errors.Is(err, c.want) {
+				t.Fatalf("Verify = %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+func TestRotation(t *testing.T) {
+	old := NewSigner("the-old-secret-0123")
+	tok := old.Sign(9, RoleUser, 48*time.Hour)
+	now := time.Now()
+	until := now.Add(time.Hour)
+	s := NewRotatingSigner("the-new-secret-4567", "the-old-secret-0123", until)
+
+	if _, err := s.Verify(tok); err != nil {
+		t.Fatalf("old token during the window: %v", err)
+	}
+	if _, err := s.Verify(s.Sign(9, RoleUser, time.Hour)); err != nil {
+		t.Fatalf("new token: %v", err)
+	}
+	// New tokens are signed with the new secret only.
+	if _, err := old.Verify(s.Sign(9, RoleUser, time.Hour)); !errors.Is(err, ErrSignature) {
+		t.Fatalf("new token under the old secret: %v", err)
+	}
+	s.now = at(until.Add(time.Second))
+	if _, err := s.Verify(tok); !errors.Is(err, ErrSignature) {
+		t.Fatalf("old token after the window: %v, want ErrSignature", err)
+	}
+	if NewRotatingSigner("the-new-secret-4567", "", time.Time{}).prev != nil {
+		t.Fatal("no previous secret, yet a rotation")
+	}
+}
+
+func TestFromHeader(t *testing.T) {
+	for h, want := range map[string]string{"Bearer abc": "abc", "bearer  abc ": "abc", "Basic abc": "", "Bearer": "", "": ""} {
+		if got := FromHeader(h); got != want {
+			t.Errorf("FromHeader(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// FuzzVerify: Verify never panics and accepts only what the key signed.
+func FuzzVerify(f *testing.F) {
+	s := NewSigner("0123456789abcdef-secret")
+	f.Add(s.Sign(1, RoleUser, time.Hour))
+	f.Add(s.Sign(1<<62, RoleAdmin, time.Hour))
+	f.Add("")
+	f.Add("a.b")
+	f.Add("MS51c2VyLjE3OTUzNjg5OTI.fBpMamTh7ZGQTjFRVeOmUJghiasqoYtAGfk6Fa12kho")
+	f.Fuzz(func(t *testing.T, tok string) {
+		c, err := s.Verify(tok)
+		if err == nil && (c.UserID <= 0 || (c.Role != RoleUser && c.Role != RoleAdmin)) {
+			t.Fatalf("accepted %q with claims %+v", tok, c)
+		}
+	})
+}

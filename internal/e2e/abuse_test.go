@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/config"
+)
+
+// TestRateLimitedUser: one user floods the order endpoint in bursts of 50 and
+// gets 429s with Retry-After ≥ 1, never a 5xx, while other users buying at
+// the same time are all served.
+func TestRateLimitedUser(t *testing.T) {
+	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
+		c.RateOrder = config.Rate{PerSecond: 5, Burst: 10}
+		c.RateOther = config.Rate{PerSecond: 20, Burst: 50}
+	}})
+	ev := s.liveEvent(1000)
+	path := fmt.Sprintf("/api/v1/events/%d/orders", ev)
+	flooder := s.token(1)
+
+	var mu sync.Mutex
+	counts := map[int]int{}
+	var others sync.WaitGroup
+	othersOK := 0
+	began := time.Now()
+	for burst := 0; burst < 6; burst++ {
+		// Other users buy during the flood.
+		for i := 0; i < 10; i++ {
+			uid := int64(100 + burst*10 + i)
+			others.Add(1)
+			go func() {
+				defer others.Done()
+				if a := s.order(ev, uid); a.Status == 202 {
+					mu.Lock()
+					othersOK++
+					mu.Unlock()
+				} else {
+					t.Errorf("user %d during the flood: %d %s", uid, a.Status, a.Raw)
+				}
+			}()
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := s.try("POST", path, flooder, "{}")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				counts[a.Status]++
+				mu.Unlock()
+				switch a.Status {
+				case 202:
+				case 409:
+					if a.errCode() != "already_purchased" {
+						t.Errorf("409 %s", a.Raw)
+					}
+				case 429:
+					ra, err := strconv.Atoi(a.Header.Get("Retry-After"))
+					if a.errCode() != "rate_limited" || err != nil || ra < 1 {
+						t.Errorf("429 with Retry-After %q: %s", a.Header.Get("Retry-After"), a.Raw)
+					}
+				default:
+					t.Errorf("flooder got %d %s", a.Status, a.Raw)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	elapsed := time.Since(began)
+	others.Wait()
+	t.Logf("flooder answers %v in %v; %d of 60 other buyers served", counts, elapsed, othersOK)
+	if othersOK != 60 {
+		t.Errorf("%d of 60 other buyers served", othersOK)
+	}
+	// GCRA: at most the burst plus what the rate refilled meanwhile.
+	let := counts[202] + counts[409]
+	if max := 10 + int(5*elapsed.Seconds()) + 1; let > max || counts[429] == 0 {
+		t.Errorf("%d of 300 flood requests let through in %v (at most %d allowed), %d refused", let, elapsed, max, counts[429])
+	}
+	if counts[202] != 1 {
+		t.Errorf("flooder has %d accepted orders, want 1", counts[202])
+	}
+}
+
+// TestLoadShedding: with the in-flight limit at 4 and Kafka slow, a burst of
+// 40 gets fast 503s beyond the limit, and the requests inside it complete.
+func TestLoadShedding(t *testing.T) {
+	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
+		c.MaxInflight = 4
+		c.InflightWait = 5 * time.Millisecond
+	}})
+	ev := s.liveEvent(100)
+	s.kafka.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		s.kafka.KeepControl()
+		// Hold each produce long enough for the burst to pile up.
+		s.kafka.SleepControl(func() { time.Sleep(400 * time.Millisecond) })
+		return nil, nil, false
+	})
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var shedTook []time.Duration
+	var wg sync.WaitGroup
+	for uid := int64(1); uid <= 40; uid++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			began := time.Now()
+			a := s.order(ev, uid)
+			took := time.Since(began)
+			mu.Lock()
+			defer mu.Unlock()
+			codes[a.Status]++
+			switch {
+			case a.Status == 202:
+			case a.Status == 503 && a.errCode() == "unavailable" && a.Header.Get("Retry-After") != "":
+				shedTook = append(shedTook, took)
+			default:
+				t.Errorf("user %d: %d %s", uid, a.Status, a.Raw)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("answers %v", codes)
+	if codes[503] == 0 || codes[202] < 4 {
+		t.Fatalf("answers %v: want some shed and every admitted request served", codes)
+	}
+	// Accepted orders were really reserved, and only they.
+	s.waitFor("accepted orders written", func() bool {
+		return s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev) == codes[202]
+	})
+	if st, _ := s.redisStock(ev); st != int64(100-codes[202]) {
+		t.Errorf("Redis stock %d, want %d", st, 100-codes[202])
+	}
+}
+
+// TestTokens: a flipped byte, an expired token, a user token on an admin
+// route, and a key rotation seen from both sides of its window.
+func TestTokens(t *testing.T) {
+	const oldSecret = "the-old-secret-0123456789"
+	until := time.Now().Add(2 * time.Second)
+	s := start(t, options{noWS: true, noWorker: true, mutate: func(c *config.Config) {
+		c.TokenSecretPrevious = oldSecret
+		c.TokenPreviousUntil = until
+	}})
+	good := s.token(5)
+	flipped := []byte(good)
+	flipped[len(flipped)/2] ^= 0x04
+	oldTok := auth.NewSigner(oldSecret).Sign(5, auth.RoleUser, time.Hour)
+	get := func(tok string) answer { return s.do("GET", "/api/v1/orders", tok, "") }
+
+	if a := get(good); a.Status != 200 {
+		t.Fatalf("good token: %d %s", a.Status, a.Raw)
+	}
+	for name, tok := range map[string]string{
+		"flipped byte": string(flipped),
+		"expired":      s.signer.Sign(5, auth.RoleUser, -time.Second),
+		"unsigned":     "NS51c2VyLjk5OTk5OTk5OTk.",
+		"other secret": auth.NewSigner("some-random-secret-xyz").Sign(5, auth.RoleUser, time.Hour),
+	} {
+		if a := get(tok); a.Status != 401 || a.errCode() != "unauthorized" {
+			t.Errorf("%s: %d %s", name, a.Status, a.Raw)
+		}
+	}
+	if a := s.do("POST", "/api/v1/admin/events", good, `{}`); a.Status != 403 || a.errCode() != "forbidden" {
+		t.Errorf("user token on an admin route: %d %s", a.Status, a.Raw)
+	}
+	if a := get(oldTok); a.Status != 200 {
+		t.Errorf("previous secret during the rotation window: %d %s", a.Status, a.Raw)
+	}
+	time.Sleep(time.Until(until) + 100*time.Millisecond)
+	if a := get(oldTok); a.Status != 401 {
+		t.Errorf("previous secret after the rotation window: %d %s", a.Status, a.Raw)
+	}
+	if a := get(good); a.Status != 200 {
+		t.Errorf("current secret after the window: %d %s", a.Status, a.Raw)
+	}
+}
