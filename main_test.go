@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestCommandLine(t *testing.T) {
 		{name: "no args lists commands", code: 0, stdout: "dev "},
 		{name: "help", args: []string{"help"}, code: 0, stdout: "migrate "},
 		{name: "help of a command", args: []string{"help", "token"}, code: 0, stdout: "FLASHGATE_TOKEN_SECRET"},
-		{name: "command --help lists env with defaults", args: []string{"dev", "--help"}, code: 0, stdout: "FLASHGATE_RUN_DIR             .run"},
+		{name: "command --help lists env with defaults", args: []string{"dev", "--help"}, code: 0, stdout: "FLASHGATE_RUN_DIR"},
 		{name: "unknown command", args: []string{"bogus"}, code: 2, stderr: `unknown command "bogus"`, noStdout: true},
 		{name: "unknown flag", args: []string{"migrate", "--bogus"}, code: 2, stderr: "flag provided but not defined", noStdout: true},
 		{name: "stray argument", args: []string{"worker", "now"}, code: 2, stderr: `unexpected argument "now"`},
@@ -123,5 +124,15 @@ func TestKafkaExplicit(t *testing.T) {
 		if got := kafkaExplicit(fs); got != tc.want {
 			t.Errorf("env %q args %q: kafkaExplicit = %v, want %v", tc.env, tc.args, got, tc.want)
 		}
+	}
+}
+
+// --help shows each variable with its default on one line, whatever the
+// width of the longest name.
+func TestHelpShowsDefaults(t *testing.T) {
+	clearEnv(t)
+	out, _ := capture(t, func() { run([]string{"worker", "--help"}) })
+	if !regexp.MustCompile(`(?m)^\s+FLASHGATE_RUN_DIR\s+\.run\s`).MatchString(out) {
+		t.Errorf("no FLASHGATE_RUN_DIR line with its default .run:\n%s", out)
 	}
 }

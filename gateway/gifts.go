@@ -33,6 +33,16 @@ var (
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gifts_total",
 		Help: "Gift requests by result: accepted, or the reason they were rejected.",
 	}, []string{"result"})
+	// giftResults are the giftsTotal children, resolved once: WithLabelValues
+	// on every request would allocate on the gift path.
+	giftResults = func() map[string]prometheus.Counter {
+		m := map[string]prometheus.Counter{}
+		for _, r := range []string{"accepted", "accepted_late", "replay", "insufficient_balance", "invalid", "self_gift",
+			"not_found", "no_catalog", "wallet_load_error", "not_loaded", "redis_error", "kafka_error"} {
+			m[r] = giftsTotal.WithLabelValues(r)
+		}
+		return m
+	}()
 	giftHoldSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gift_hold_seconds",
 		Help:    "Latency of the gift hold script.",
@@ -191,30 +201,30 @@ type GiftAccepted struct {
 func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (GiftAccepted, *apierr.Error) {
 	switch {
 	case g.GiftID <= 0:
-		giftsTotal.WithLabelValues("invalid").Inc()
+		giftResults["invalid"].Inc()
 		return GiftAccepted{}, apierr.InvalidRequest.With("gift_id must be a positive integer")
 	case g.ReceiverID <= 0:
-		giftsTotal.WithLabelValues("invalid").Inc()
+		giftResults["invalid"].Inc()
 		return GiftAccepted{}, apierr.InvalidRequest.With("receiver_id must be a positive integer")
 	case g.Count < 1 || g.Count > maxGiftCount:
-		giftsTotal.WithLabelValues("invalid").Inc()
+		giftResults["invalid"].Inc()
 		return GiftAccepted{}, apierr.InvalidRequest.With("count must be an integer from 1 to 9999")
 	case g.ReceiverID == g.SenderID:
-		giftsTotal.WithLabelValues("self_gift").Inc()
+		giftResults["self_gift"].Inc()
 		return GiftAccepted{}, apierr.SelfGift
 	}
 	cat := s.gifts.catalog.Load()
 	if cat == nil {
-		giftsTotal.WithLabelValues("no_catalog").Inc()
+		giftResults["no_catalog"].Inc()
 		return GiftAccepted{}, apierr.Unavailable
 	}
 	gift := cat.byID[g.GiftID]
 	if gift == nil {
-		giftsTotal.WithLabelValues("not_found").Inc()
+		giftResults["not_found"].Inc()
 		return GiftAccepted{}, apierr.NotFound.With("no such gift")
 	}
 	if gift.Price > math.MaxInt64/g.Count {
-		giftsTotal.WithLabelValues("invalid").Inc()
+		giftResults["invalid"].Inc()
 		return GiftAccepted{}, apierr.InvalidRequest.With("that many of this gift cost more coins than a wallet can hold")
 	}
 	coins := gift.Price * g.Count
@@ -230,7 +240,7 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 		cancel()
 		if lerr != nil {
 			s.log.Warn("cannot load the sender's wallet", "user", g.SenderID, "err", lerr)
-			giftsTotal.WithLabelValues("wallet_load_error").Inc()
+			giftResults["wallet_load_error"].Inc()
 			return GiftAccepted{}, apierr.Unavailable
 		}
 		res, err = s.holdGift(ctx, g.SenderID, ticket, coins, idemKey, now)
@@ -242,19 +252,19 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 			s.log.Error("gift hold failed and could not be undone", "ticket", ticket, "err", uerr)
 		}
 		s.log.Warn("gift hold failed", "user", g.SenderID, "err", err)
-		giftsTotal.WithLabelValues("redis_error").Inc()
+		giftResults["redis_error"].Inc()
 		return GiftAccepted{}, apierr.Unavailable
 	}
 	switch res.Status {
 	case store.HoldReplay:
-		giftsTotal.WithLabelValues("replay").Inc()
+		giftResults["replay"].Inc()
 		return GiftAccepted{Ticket: res.Ticket, Balance: res.Balance}, nil
 	case store.HoldInsufficient:
-		giftsTotal.WithLabelValues("insufficient_balance").Inc()
+		giftResults["insufficient_balance"].Inc()
 		return GiftAccepted{}, apierr.InsufficientBalance
 	case store.HoldNotLoaded:
 		// Evicted again between the load and the retry.
-		giftsTotal.WithLabelValues("not_loaded").Inc()
+		giftResults["not_loaded"].Inc()
 		return GiftAccepted{}, apierr.Unavailable.With("the wallet is being loaded, try again in a moment")
 	}
 
@@ -268,14 +278,14 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 			s.log.Error("produce failed and the gift hold could not be undone", "ticket", ticket, "produce_err", err, "err", uerr)
 		case !undone:
 			// The worker already claimed it: the gift did reach Kafka.
-			giftsTotal.WithLabelValues("accepted_late").Inc()
+			giftResults["accepted_late"].Inc()
 			return GiftAccepted{Ticket: ticket, Balance: res.Balance}, nil
 		}
 		s.log.Warn("produce failed; gift hold undone", "ticket", ticket, "err", err)
-		giftsTotal.WithLabelValues("kafka_error").Inc()
+		giftResults["kafka_error"].Inc()
 		return GiftAccepted{}, apierr.Unavailable
 	}
-	giftsTotal.WithLabelValues("accepted").Inc()
+	giftResults["accepted"].Inc()
 	return GiftAccepted{Ticket: ticket, Balance: res.Balance}, nil
 }
 

@@ -338,7 +338,7 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 	}
 
 	won, err := s.markPaid(ctx, o, *n.ProviderTxn)
-	if db.IsDuplicate(err) {
+	if errors.Is(err, errTxnReused) {
 		notifiesTotal.WithLabelValues("txn_reused").Inc()
 		s.log.Warn("pay notify reuses another order's provider_txn", "order", o.OrderID, "provider_txn", *n.ProviderTxn)
 		return apierr.InvalidRequest.With("provider_txn already belongs to another order")
@@ -382,16 +382,16 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 // It reports false, changing nothing, when the order was paid before.
 func (s *Server) markPaid(ctx context.Context, o payOrder, txn string) (won bool, err error) {
 	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE pay_orders SET status = 'paid', paid_at = NOW(3), provider_txn = ? WHERE order_id = ?", txn, o.OrderID)
+		res, err := tx.ExecContext(ctx, "UPDATE pay_orders SET status = 'paid', paid_at = NOW(3), provider_txn = ? WHERE order_id = ? AND status = 'paying'", txn, o.OrderID)
+		if db.IsDuplicate(err) {
+			return errTxnReused
+		}
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n != 1 {
 			won = false
 			return errNothingToDo
-		}
-		if err := lockWallet(ctx, tx, o.UserID); err != nil {
-			return err
 		}
 		if _, err := wallet.Apply(ctx, tx, wallet.Change{
 			UserID: o.UserID, Account: wallet.AccountBalance, Kind: wallet.KindRecharge, Ref: o.OrderID, Amount: o.Coins,
@@ -407,22 +407,16 @@ func (s *Server) markPaid(ctx context.Context, o payOrder, txn string) (won bool
 	return won, err
 }
 
-// lockWallet takes the user's wallet row for update (creating it if need
-// be) before wallet.Apply. Apply starts with INSERT IGNORE, which holds a
-// shared lock on an existing row and then upgrades it in its UPDATE: two
-// such transactions of one user deadlock. An exclusive lock first makes
-// them queue instead.
-func lockWallet(ctx context.Context, tx *sqlx.Tx, userID int64) error {
-	_, err := tx.ExecContext(ctx, "INSERT INTO wallets (user_id) VALUES (?) ON DUPLICATE KEY UPDATE user_id = user_id", userID)
-	return err
-}
-
-// errNothingToDo rolls back a transaction that found nothing to change.
-var errNothingToDo = errors.New("nothing to do")
+var (
+	// errNothingToDo rolls back a transaction that found nothing to change.
+	errNothingToDo = errors.New("nothing to do")
+	// errTxnReused: a notify names a provider transaction that paid another order.
+	errTxnReused = errors.New("provider transaction already used")
+)
 
 // inTx runs f in a transaction and commits it unless f fails. A deadlock
-// runs it again, since MySQL rolled the victim back whole; lockWallet makes
-// them rare, a change by other code (a gift) can still cause one.
+// runs it again, since MySQL rolled the victim back whole; wallet.Apply
+// locks the wallet row first, so they are rare.
 func (s *Server) inTx(ctx context.Context, f func(tx *sqlx.Tx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := func() error {
@@ -519,9 +513,6 @@ func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
 			return err
 		}
 		if id, err = res.LastInsertId(); err != nil {
-			return err
-		}
-		if err := lockWallet(ctx, tx, uid); err != nil {
 			return err
 		}
 		if _, err := wallet.Apply(ctx, tx, wallet.Change{

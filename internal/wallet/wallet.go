@@ -159,7 +159,10 @@ type Change struct {
 // (kind, ref). It returns ErrInsufficient when the guard refuses and a
 // duplicate-key error when the (kind, ref) was applied before.
 func Apply(ctx context.Context, tx *sqlx.Tx, c Change) (after int64, err error) {
-	if _, err := tx.ExecContext(ctx, "INSERT IGNORE INTO wallets (user_id) VALUES (?)", c.UserID); err != nil {
+	// Create the row if need be and take it exclusively at once: INSERT
+	// IGNORE would leave a shared lock that the UPDATE below upgrades, and
+	// two transactions of one user doing that deadlock.
+	if _, err := tx.ExecContext(ctx, "INSERT INTO wallets (user_id) VALUES (?) ON DUPLICATE KEY UPDATE user_id = user_id", c.UserID); err != nil {
 		return 0, err
 	}
 	var total string
