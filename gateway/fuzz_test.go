@@ -61,6 +61,15 @@ func requestTypes() []func() any {
 				Admin  bool   `json:"admin"`
 			}{}
 		},
+		func() any { return &giftBody{} },
+		func() any {
+			return &struct {
+				OrderID     *string `json:"order_id"`
+				Status      *string `json:"status"`
+				Amount      *int64  `json:"amount"`
+				ProviderTxn *string `json:"provider_txn"`
+			}{}
+		},
 	}
 }
 
@@ -68,7 +77,8 @@ func requestTypes() []func() any {
 // object or refuses with 400 invalid_request and the API's error body.
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{`{}`, `{"name":"x","price":1,"stock":2,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2030-01-02T00:00:00Z"}`,
-		`{"delta":5}`, `{"user_id":42,"admin":true}`, `[]`, `{"a":1}{}`, `{"price":"1"}`, `{"delta":1e400}`, "\x00", `{"user_id":-1}`, ` {} `} {
+		`{"delta":5}`, `{"user_id":42,"admin":true}`, `{"gift_id":1,"receiver_id":7,"count":1}`,
+		`{"order_id":"P1","status":"success","amount":600,"provider_txn":"t"}`, `{"amount":"\u0000"}`, `[]`, `{"a":1}{}`, `{"price":"1"}`, `{"delta":1e400}`, "\x00", `{"user_id":-1}`, ` {} `} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {

@@ -29,6 +29,12 @@ import (
 // MaxBodySize is the largest request body accepted (API.md: 413 above it).
 const MaxBodySize = 8 << 10
 
+// readBodySize is the largest body the server reads before answering. Bodies
+// between MaxBodySize and this are read and refused with a clean 413; a
+// server that stops reading early and closes makes the kernel reset the
+// connection, and the client may see the reset instead of the 413.
+const readBodySize = 256 << 10
+
 // Config configures the gateway.
 type Config struct {
 	config.Config
@@ -183,7 +189,7 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 		Name:                  "flashgate",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
-		MaxRequestBodySize:    MaxBodySize,
+		MaxRequestBodySize:    readBodySize,
 		ReadTimeout:           10 * time.Second,
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,

@@ -275,6 +275,8 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 		undone, uerr := s.undoGift(g.SenderID, ticket, idemKey)
 		switch {
 		case uerr != nil:
+			// The coins stay held; the worker's ReconcileGiftHolds gives
+			// them back after FLASHGATE_PENDING_TIMEOUT.
 			s.log.Error("produce failed and the gift hold could not be undone", "ticket", ticket, "produce_err", err, "err", uerr)
 		case !undone:
 			// The worker already claimed it: the gift did reach Kafka.

@@ -63,6 +63,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer func() { <-s.inflight }()
+	if len(ctx.Request.Body()) > MaxBodySize {
+		s.fail(ctx, "", apierr.BodyTooLarge)
+		return
+	}
 	rc := reqCtx{RequestCtx: ctx}
 	began := time.Now()
 	rid := requestID(ctx)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/sandbox"
@@ -471,14 +472,6 @@ func (s *Server) devCompletePayOrder(rc *reqCtx) *apierr.Error {
 	return rc.writeJSON(200, o.json())
 }
 
-// withdrawalMsg is the outbox payload that hands a withdrawal to the
-// worker's payout consumer (worker/payouts.go reads the same shape).
-type withdrawalMsg struct {
-	WithdrawalID int64 `json:"withdrawal_id"`
-	UserID       int64 `json:"user_id"`
-	Amount       int64 `json:"amount"`
-}
-
 func withdrawalAccepted(id int64) map[string]any {
 	return map[string]any{"withdrawal_id": id, "status": "pending"}
 }
@@ -520,7 +513,7 @@ func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
 		}); err != nil {
 			return err
 		}
-		payload, _ := json.Marshal(withdrawalMsg{WithdrawalID: id, UserID: uid, Amount: amount})
+		payload, _ := json.Marshal(bus.Withdrawal{WithdrawalID: id, UserID: uid, Amount: amount})
 		_, err = tx.ExecContext(ctx, "INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)",
 			s.cfg.WithdrawalsTopic(), strconv.FormatInt(uid, 10), payload)
 		return err

@@ -90,8 +90,8 @@ status=0
 if [[ $mode == test && $status == 0 && ${#args[@]} == 1 && ${args[0]} == ./... ]]; then
 	for target in ${FUZZ_TARGETS:-}; do
 		pkg=${target%%:*} name=${target#*:}
-		echo "test.sh: fuzz $name in $pkg for ${FUZZ_SMOKE:-3s}"
-		go test -run '^$' -fuzz "^$name\$" -fuzztime "${FUZZ_SMOKE:-3s}" "$pkg" || { status=$?; break; }
+		echo "test.sh: fuzz $name in $pkg for ${FUZZ_SMOKE:-10000x}"
+		go test -run '^$' -fuzz "^$name\$" -fuzztime "${FUZZ_SMOKE:-10000x}" "$pkg" || { status=$?; break; }
 	done
 fi
 exit "$status"

@@ -71,15 +71,6 @@ func PayoutGroupName(cfg config.Config) string { return cfg.TopicPrefix + ".payo
 // PayoutKey is the provider idempotency key of a withdrawal.
 func PayoutKey(withdrawalID int64) string { return "withdrawal-" + strconv.FormatInt(withdrawalID, 10) }
 
-// withdrawalMsg is the outbox payload the gateway writes for an accepted
-// withdrawal (gateway/pay.go writes the same shape). The withdrawals row is
-// the truth; the message only says which one to look at.
-type withdrawalMsg struct {
-	WithdrawalID int64 `json:"withdrawal_id"`
-	UserID       int64 `json:"user_id"`
-	Amount       int64 `json:"amount"`
-}
-
 const (
 	// outboxBatch is the most outbox rows relayed in one transaction.
 	outboxBatch = 500
@@ -240,7 +231,7 @@ type withdrawalRow struct {
 // up to the attempt budget (counted in MySQL, so across restarts too), and
 // records the outcome. It returns an error only when ctx ends first.
 func (w *Worker) payWithdrawal(ctx context.Context, p PayoutProvider, value []byte) error {
-	var m withdrawalMsg
+	var m bus.Withdrawal
 	if err := json.Unmarshal(value, &m); err != nil || m.WithdrawalID <= 0 {
 		// Nothing to pay: the gateway never writes such a message.
 		w.log.Error("undecodable withdrawal message; skipped", "err", err, "value", string(value))

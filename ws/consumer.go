@@ -10,8 +10,8 @@ import (
 	"github.com/flashgate/flashgate/internal/bus"
 )
 
-// Result types this service delivers. Gift results have no producer yet;
-// the string is the contract with the one that will come.
+// Result types this service delivers: tickets and stock from the order
+// worker, gifts from the gift worker.
 const (
 	resultTicket = bus.ResultTicket
 	resultStock  = bus.ResultStock

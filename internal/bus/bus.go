@@ -30,6 +30,15 @@ type Order struct {
 	ReservedAt int64  `json:"reserved_at"` // unix milliseconds
 }
 
+// Withdrawal is the outbox payload, relayed to the withdrawals topic, that
+// hands an accepted withdrawal to the payout consumer. The withdrawals row is
+// the truth; the message only says which one to look at.
+type Withdrawal struct {
+	WithdrawalID int64 `json:"withdrawal_id"`
+	UserID       int64 `json:"user_id"`
+	Amount       int64 `json:"amount"`
+}
+
 // Result types.
 const (
 	ResultTicket = "ticket" // a ticket reached succeeded or failed; for its owner

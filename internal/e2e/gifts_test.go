@@ -803,3 +803,38 @@ func TestGiftHoldReconciled(t *testing.T) {
 		t.Errorf("MySQL balance %d, want 100 (nothing was debited there)", bal)
 	}
 }
+
+// TestGiftKafkaUnreachable: when the broker cannot be reached the sender
+// gets 503 with Retry-After, no coins stay held, and the same
+// Idempotency-Key is free to be tried again.
+func TestGiftKafkaUnreachable(t *testing.T) {
+	s := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
+		ln := testenv.Listener(t) // a port that accepts nothing once closed
+		c.KafkaBrokers = []string{ln.Addr().String()}
+		ln.Close()
+		c.ProduceTimeout = 500 * time.Millisecond
+	}})
+	const sender = 95
+	s.giftSeedWallet(sender, 100)
+	for range 3 {
+		a := s.gift(4, sender, 96, giftHeart, 2, "Idempotency-Key", "retry-me")
+		if a.Status != 503 || a.errCode() != "unavailable" || a.Header.Get("Retry-After") == "" {
+			t.Fatalf("gift with Kafka down: %d %s (Retry-After %q)", a.Status, a.Raw, a.Header.Get("Retry-After"))
+		}
+	}
+	if got := s.giftHot(sender); got != 100 {
+		t.Errorf("hot balance %d after failed produces, want 100", got)
+	}
+	holds, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hgetall().Key(store.HoldsKey(sender)).Build()).AsStrMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tk, h := range holds {
+		if h != "a" { // "a" marks an undone hold, so a late message is dropped
+			t.Errorf("hold %s = %q left behind", tk, h)
+		}
+	}
+	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Status != 200 || w.Body["balance"] != float64(100) {
+		t.Errorf("wallet: %d %s", w.Status, w.Raw)
+	}
+}
