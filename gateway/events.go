@@ -96,8 +96,11 @@ func (s *Server) refreshEvents(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) refreshLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.EventRefresh)
+// refreshEvery runs refresh every d until ctx is done. A failed refresh is
+// logged and the gateway keeps serving what it had: MySQL being down must
+// not stop the sale or the gifts.
+func (s *Server) refreshEvery(ctx context.Context, d time.Duration, what string, refresh func(context.Context) error) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -106,8 +109,8 @@ func (s *Server) refreshLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := s.refreshEvents(rctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("cannot refresh events", "err", err)
+		if err := refresh(rctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("cannot refresh "+what, "err", err)
 		}
 		cancel()
 	}

@@ -146,9 +146,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	bgctx, stopBg := context.WithCancel(context.Background())
 	s.bg.Add(1)
-	go func() { defer s.bg.Done(); s.refreshLoop(bgctx) }()
+	go func() { defer s.bg.Done(); s.refreshEvery(bgctx, cfg.EventRefresh, "events", s.refreshEvents) }()
 	s.bg.Add(1)
-	go func() { defer s.bg.Done(); s.giftRefreshLoop(bgctx) }()
+	go func() {
+		defer s.bg.Done()
+		ttl := cfg.GiftCatalogTTL
+		if ttl <= 0 {
+			ttl = defaultGiftCatalogTTL
+		}
+		s.refreshEvery(bgctx, ttl, "the gift catalog", s.refreshGifts)
+	}()
 
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)

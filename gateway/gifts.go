@@ -114,28 +114,6 @@ func (s *Server) refreshGifts(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) giftRefreshLoop(ctx context.Context) {
-	d := s.cfg.GiftCatalogTTL
-	if d <= 0 {
-		d = defaultGiftCatalogTTL
-	}
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := s.refreshGifts(rctx); err != nil && ctx.Err() == nil {
-			// Keep serving the last catalog; MySQL being down must not stop gifts.
-			s.log.Warn("cannot refresh the gift catalog", "err", err)
-		}
-		cancel()
-	}
-}
-
 func (s *Server) listGifts(rc *reqCtx) *apierr.Error {
 	c := s.gifts.catalog.Load()
 	if c == nil {

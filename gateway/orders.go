@@ -279,18 +279,28 @@ func (s *Server) getOrder(rc *reqCtx) *apierr.Error {
 	return rc.writeJSON(200, orderOut(o))
 }
 
-func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
+// unpaidOrder loads the caller's order named in the path for pay or cancel
+// (an empty body or {}), refusing one that is no longer unpaid.
+func (s *Server) unpaidOrder(ctx context.Context, rc *reqCtx) (db.Order, *apierr.Error) {
 	if e := rc.decode(&struct{}{}, true); e != nil {
-		return e
+		return db.Order{}, e
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	o, e := s.ownOrder(ctx, rc)
 	if e != nil {
-		return e
+		return o, e
 	}
 	if o.Status != db.OrderUnpaid {
-		return apierr.InvalidState.With("the order is " + o.Status)
+		return o, apierr.InvalidState.With("the order is " + o.Status)
+	}
+	return o, nil
+}
+
+func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	o, e := s.unpaidOrder(ctx, rc)
+	if e != nil {
+		return e
 	}
 	txn := s.payments.charge(o.OrderNo, o.Price)
 	paid, err := s.db.PayOrder(ctx, o.OrderNo, o.UserID, txn)
@@ -306,17 +316,11 @@ func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
 }
 
 func (s *Server) cancelOrder(rc *reqCtx) *apierr.Error {
-	if e := rc.decode(&struct{}{}, true); e != nil {
-		return e
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	o, e := s.ownOrder(ctx, rc)
+	o, e := s.unpaidOrder(ctx, rc)
 	if e != nil {
 		return e
-	}
-	if o.Status != db.OrderUnpaid {
-		return apierr.InvalidState.With("the order is " + o.Status)
 	}
 	err := s.db.ReleaseOrder(ctx, o.ID, db.OrderCancelled)
 	if errors.Is(err, db.ErrInvalidState) {

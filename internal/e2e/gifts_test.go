@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/store"
@@ -298,23 +297,9 @@ func TestGiftRedelivery(t *testing.T) {
 		}
 	}
 
-	// Read the records without a group, as a worker that never commits would.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.cfg.KafkaBrokers...), kgo.ConsumeTopics(s.cfg.GiftsTopic()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
+	recs := s.readTopic(s.cfg.GiftsTopic(), n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for len(recs) < n {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d gift records", len(recs), n)
-		}
-		recs = append(recs, f.Records()...)
-	}
 
 	w, err := worker.New(ctx, worker.Config{Config: s.cfg}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -330,7 +315,7 @@ func TestGiftRedelivery(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.ConsumeGifts(wctx) }()
 	s.waitFor("gift group consumed and committed", func() bool {
-		return committedRecords(t, cl, worker.GiftGroupName(s.cfg), s.cfg.GiftsTopic()) >= n
+		return s.committed(worker.GiftGroupName(s.cfg), s.cfg.GiftsTopic()) >= int64(n)
 	})
 	wcancel()
 	<-done

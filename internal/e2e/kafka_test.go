@@ -2,15 +2,24 @@ package e2e
 
 import (
 	"context"
-	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// committed sums a group's committed offsets on a topic.
+func (s *system) committed(group, topic string) int64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.cfg.KafkaBrokers...))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer cl.Close()
+	return committedRecords(cl, group, topic)
+}
+
 // committedRecords sums a group's committed offsets on a topic.
-func committedRecords(t *testing.T, cl *kgo.Client, group, topic string) int64 {
+func committedRecords(cl *kgo.Client, group, topic string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
@@ -24,4 +33,27 @@ func committedRecords(t *testing.T, cl *kgo.Client, group, topic string) int64 {
 		}
 	})
 	return sum
+}
+
+// readTopic reads the first n records of a topic without a consumer group,
+// as a worker that never commits would see them.
+func (s *system) readTopic(topic string, n int) []*kgo.Record {
+	s.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.cfg.KafkaBrokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for len(recs) < n {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			s.t.Fatalf("read %d of %d records of %s", len(recs), n, topic)
+		}
+		recs = append(recs, f.Records()...)
+	}
+	return recs
 }

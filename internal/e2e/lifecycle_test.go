@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/worker"
 )
@@ -29,23 +27,9 @@ func TestRedelivery(t *testing.T) {
 		tickets[a.str("ticket")] = uid
 	}
 
-	// Read the records without a group, as a worker that never commits would.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(s.cfg.KafkaBrokers...), kgo.ConsumeTopics(s.cfg.OrdersTopic()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
+	recs := s.readTopic(s.cfg.OrdersTopic(), n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for len(recs) < n {
-		f := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d order records", len(recs), n)
-		}
-		recs = append(recs, f.Records()...)
-	}
 
 	w, err := worker.New(ctx, worker.Config{Config: s.cfg}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -62,7 +46,7 @@ func TestRedelivery(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.ConsumeOrders(wctx) }()
 	s.waitFor("group consumed and committed", func() bool {
-		return groupCommitted(t, s.cfg, n)
+		return s.committed(worker.GroupName(s.cfg), s.cfg.OrdersTopic()) >= int64(n)
 	})
 	wcancel()
 	<-done
@@ -84,17 +68,6 @@ func TestRedelivery(t *testing.T) {
 			t.Errorf("ticket %s: %s", ticket, a.Raw)
 		}
 	}
-}
-
-// groupCommitted reports whether the order writers' group committed offsets
-// covering n records.
-func groupCommitted(t *testing.T, cfg config.Config, n int) bool {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.KafkaBrokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	return committedRecords(t, cl, worker.GroupName(cfg), cfg.OrdersTopic()) >= int64(n)
 }
 
 // TestExpiry: an unpaid order with a 1 s TTL expires, its unit is back on

@@ -58,12 +58,16 @@ func TicketKey(id int64, t string) string { return evTag(id) + ":t:" + t }
 
 // NewOrderTicket returns a fresh ticket for an order on event id:
 // "o<event id>-<16 hex digits>".
-func NewOrderTicket(eventID int64) string {
+func NewOrderTicket(eventID int64) string { return newTicket('o', eventID) }
+
+// newTicket returns "<kind><id>-<16 random hex digits>": the id names the
+// Redis slot of the ticket's keys, the random part makes it unguessable.
+func newTicket(kind byte, id int64) string {
 	var b [8]byte
 	rand.Read(b[:])
 	buf := make([]byte, 0, 40)
-	buf = append(buf, 'o')
-	buf = strconv.AppendInt(buf, eventID, 10)
+	buf = append(buf, kind)
+	buf = strconv.AppendInt(buf, id, 10)
 	buf = append(buf, '-')
 	buf = hex.AppendEncode(buf, b[:])
 	return string(buf)

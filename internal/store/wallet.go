@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,16 +29,7 @@ const IdemTTL = 24 * time.Hour
 
 // NewGiftTicket returns a fresh ticket for a gift from the sender:
 // "g<sender id>-<16 hex digits>".
-func NewGiftTicket(senderID int64) string {
-	var b [8]byte
-	rand.Read(b[:])
-	buf := make([]byte, 0, 40)
-	buf = append(buf, 'g')
-	buf = strconv.AppendInt(buf, senderID, 10)
-	buf = append(buf, '-')
-	buf = hex.AppendEncode(buf, b[:])
-	return string(buf)
-}
+func NewGiftTicket(senderID int64) string { return newTicket('g', senderID) }
 
 // ParseTicket returns a ticket's kind ("order" or "gift") and the id it is
 // keyed by: the event id of an order, the sender id of a gift.
