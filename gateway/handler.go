@@ -179,10 +179,10 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 	if err != nil {
 		return apierr.Unauthorized.With("invalid token: " + err.Error())
 	}
+	rc.claims = c
 	if r.access == admin && !c.IsAdmin() {
 		return apierr.Forbidden.With("this route needs the admin role")
 	}
-	rc.claims = c
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	defer cancel()
 	wait, err := s.limiter.Allow(ctx, c.UserID, r.class)
