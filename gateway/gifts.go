@@ -355,7 +355,7 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 		return apierr.Unavailable
 	}
 	// A hold is "p:<coins>:<ms>" (pending) or "c:<coins>:<ms>" (claimed by
-	// the worker); "a" means the gateway undid it and answered 503, so, as
+	// the worker); "a:<ms>" means the gateway undid it and answered 503, so, as
 	// for orders, the ticket does not exist for the client.
 	kind, rest, _ := strings.Cut(hold, ":")
 	_, ms, _ := strings.Cut(rest, ":")

@@ -7,7 +7,7 @@
 -- Returns 0 when the gateway already undid the hold (drop the gift), 1
 -- otherwise (also when the hold is gone, e.g. after a Redis flush).
 local h = redis.call('HGET', KEYS[1], ARGV[1])
-if h == 'a' then
+if h and string.sub(h, 1, 1) == 'a' then
   return 0
 end
 if h and string.sub(h, 1, 2) == 'p:' then

@@ -2,7 +2,7 @@
 -- hold them until the worker commits the gift. Runs once per accepted gift.
 --
 -- KEYS[1] {u:N}:bal      hot balance (absent = not loaded)
--- KEYS[2] {u:N}:holds    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed, "a" aborted
+-- KEYS[2] {u:N}:holds    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed, "a:<ms>" aborted
 -- KEYS[3] {u:N}:idem:<key>  the answer to an Idempotency-Key ({u:N}:idem: when none)
 -- ARGV[1] ticket
 -- ARGV[2] coins

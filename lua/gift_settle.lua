@@ -13,7 +13,7 @@ if not h then
   return 0
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-if ARGV[2] == '1' or h == 'a' then
+if ARGV[2] == '1' or string.sub(h, 1, 1) == 'a' then
   return 0
 end
 local coins = tonumber(string.match(h, '^%a:(%d+)'))

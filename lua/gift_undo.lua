@@ -19,8 +19,10 @@ local coins = tonumber(string.match(h, '^p:(%d+)'))
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('INCRBY', KEYS[1], coins)
 end
--- Kept as "a", so that a message delivered late after all is dropped.
-redis.call('HSET', KEYS[2], ARGV[1], 'a')
+-- Kept as "a:<ms>", so that a message delivered late after all is dropped;
+-- the hold reconciler deletes it once no message can still arrive.
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], ARGV[1], string.format('a:%d', t[1] * 1000 + math.floor(t[2] / 1000)))
 local prev = redis.call('GET', KEYS[3])
 if prev and string.sub(prev, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   redis.call('DEL', KEYS[3])

@@ -558,16 +558,29 @@ func (w *Worker) reconcileHolds(ctx context.Context, key string, cutoff int64) e
 		heldAt  int64
 	}
 	var stale []staleHold
-	var tickets []string
+	var tickets, gone []string
 	for t, v := range holds {
 		state, rest, _ := strings.Cut(v, ":")
+		if state == "a" {
+			// Undone by the gateway: the marker only has to outlive any
+			// late delivery of its message.
+			if at, err := strconv.ParseInt(rest, 10, 64); err != nil || at < cutoff {
+				gone = append(gone, t)
+			}
+			continue
+		}
 		_, ms, _ := strings.Cut(rest, ":")
 		at, err := strconv.ParseInt(ms, 10, 64)
 		if (state != "p" && state != "c") || err != nil || at >= cutoff {
-			continue // aborted ("a"), or young enough to be in flight
+			continue // young enough to be in flight
 		}
 		stale = append(stale, staleHold{t, state == "p", at})
 		tickets = append(tickets, t)
+	}
+	if len(gone) > 0 {
+		if err := w.redis.C.Do(ctx, w.redis.C.B().Hdel().Key(key).Field(gone...).Build()).Error(); err != nil {
+			return fmt.Errorf("cannot drop undone gift holds of user %d: %w", userID, err)
+		}
 	}
 	if len(stale) == 0 {
 		return nil
