@@ -30,6 +30,8 @@ var (
 	walletLoadSrc string
 	//go:embed wallet_credit.lua
 	walletCreditSrc string
+	//go:embed wallet_resync.lua
+	walletResyncSrc string
 	//go:embed gift_hold.lua
 	giftHoldSrc string
 	//go:embed gift_undo.lua
@@ -54,6 +56,7 @@ var (
 
 	WalletLoad   = rueidis.NewLuaScript(walletLoadSrc)
 	WalletCredit = rueidis.NewLuaScript(walletCreditSrc)
+	WalletResync = rueidis.NewLuaScript(walletResyncSrc)
 	GiftHold     = rueidis.NewLuaScript(giftHoldSrc)
 	GiftUndo     = rueidis.NewLuaScript(giftUndoSrc)
 	GiftClaim    = rueidis.NewLuaScript(giftClaimSrc)

@@ -9,9 +9,10 @@
 -- ARGV[3] TTL of the credited set, seconds
 --
 -- Returns 1 when credited or nothing to do (not loaded: the next load reads
--- MySQL), 0 when this reference was credited before, -1 when a load is
--- reading MySQL right now (call again shortly).
-if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+-- MySQL), 0 when this reference was credited before, -1 when a load or a
+-- resync is reading MySQL right now (call again shortly): it may or may not
+-- see this credit, and marks the ones it saw.
+if redis.call('EXISTS', KEYS[2]) == 1 then
   return -1
 end
 if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then

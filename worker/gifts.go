@@ -497,6 +497,19 @@ func (w *Worker) publishGifts(ctx context.Context, outs []giftOutcome) error {
 	if err := w.redis.SettleGifts(sctx, sets); err != nil {
 		w.log.Warn("cannot settle gift holds in Redis", "gifts", len(sets), "err", err)
 	}
+	// A gift MySQL refused for lack of coins means the hot balance let it
+	// through: it is above MySQL's (e.g. reloaded after a Redis flush while
+	// gifts were in flight). Giving the coins back would keep it there, so
+	// make it agree with MySQL again.
+	resynced := map[int64]bool{}
+	for _, o := range outs {
+		if o.reason == ReasonInsufficientBalance && !resynced[o.SenderID] {
+			resynced[o.SenderID] = true
+			if _, err := (wallet.Wallets{Redis: w.redis, DB: w.sql}).Resync(sctx, o.SenderID); err != nil {
+				w.log.Warn("cannot resync a hot balance with MySQL", "user", o.SenderID, "err", err)
+			}
+		}
+	}
 	cancel()
 	return w.retry(ctx, "produce gift results", 0, func() error {
 		return w.kafka.ProduceSync(ctx, recs...).FirstErr()

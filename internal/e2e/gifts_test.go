@@ -694,7 +694,8 @@ func TestLeaderboard(t *testing.T) {
 // TestGiftFailsInWorker: a gift Redis accepted but MySQL's guard refuses
 // (the MySQL balance was lowered behind Redis's back) fails with
 // insufficient_balance for the sender, over WebSocket and on GET /tickets;
-// its coins come back to the hot balance and the room hears nothing.
+// the hot balance is made to agree with MySQL (minus nothing held), the next
+// such gift gets 402 at once, and the room hears nothing.
 func TestGiftFailsInWorker(t *testing.T) {
 	s := start(t, options{})
 	const room, sender, receiver, prober = 81, 801, 802, 890
@@ -721,9 +722,14 @@ func TestGiftFailsInWorker(t *testing.T) {
 	if tk.str("status") != "failed" || tk.str("reason") != "insufficient_balance" || tk.str("kind") != "gift" {
 		t.Errorf("ticket: %s", tk.Raw)
 	}
-	s.waitFor("coins back in the hot balance", func() bool { return s.giftHot(sender) == 100 })
+	// The hot balance let through a gift MySQL could not pay: it is made to
+	// agree with MySQL again, so the next such gift is refused at once.
+	s.waitFor("hot balance resynced with MySQL", func() bool { return s.giftHot(sender) == 5 })
 	if h := s.giftHolds(sender); h != 0 {
 		t.Errorf("%d holds left", h)
+	}
+	if again := s.gift(room, sender, receiver, giftHeart, 1); again.Status != 402 || again.errCode() != "insufficient_balance" {
+		t.Errorf("a second gift beyond MySQL's balance: %d %s", again.Status, again.Raw)
 	}
 	if bal, _ := s.giftMySQLBalance(sender); bal != 5 {
 		t.Errorf("MySQL balance %d, want 5", bal)

@@ -236,3 +236,15 @@ func (s *Store) CreditWallet(ctx context.Context, userID, coins int64, ref strin
 	}
 	return CreditLoading, nil
 }
+
+// ResyncWallet replaces the hot balance by balance (read from MySQL after
+// BeginWalletLoad) minus the coins still held, and marks the credit
+// references that read included. It returns the new hot balance.
+func (s *Store) ResyncWallet(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
+	args := append([]string{strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
+	n, err := lua.WalletResync.Exec(ctx, s.C, []string{BalanceKey(userID), HoldsKey(userID), LoadingKey(userID), CreditedKey(userID)}, args).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("cannot resync wallet %d: %w", userID, err)
+	}
+	return n, nil
+}

@@ -95,18 +95,47 @@ func (w Wallets) HotBalance(ctx context.Context, userID int64) (int64, error) {
 	}
 }
 
+// Resync makes the hot balance agree with MySQL again: MySQL's balance minus
+// the coins still held by gifts in flight. The worker calls it when it had
+// to refuse a gift the hot balance allowed. It reports false when a load or
+// another resync of the wallet is under way (that one reads MySQL anyway).
+func (w Wallets) Resync(ctx context.Context, userID int64) (bool, error) {
+	started, err := w.Redis.BeginWalletLoad(ctx, userID, 5*time.Second)
+	if err != nil || !started {
+		return false, err
+	}
+	bal, credited, err := w.snapshot(ctx, userID)
+	if err != nil {
+		w.Redis.C.Do(ctx, w.Redis.C.B().Del().Key(store.LoadingKey(userID)).Build())
+		return false, err
+	}
+	_, err = w.Redis.ResyncWallet(ctx, userID, bal, credited)
+	return err == nil, err
+}
+
 // load reads the balance and the recent credits in one snapshot and installs
 // them in Redis.
 func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
+	bal, credited, err := w.snapshot(ctx, userID)
+	if err != nil {
+		w.Redis.C.Do(ctx, w.Redis.C.B().Del().Key(store.LoadingKey(userID)).Build())
+		return 0, err
+	}
+	return w.Redis.FinishWalletLoad(ctx, userID, bal, credited)
+}
+
+// snapshot reads the MySQL balance and the references of the credits it
+// includes, in one consistent read.
+func (w Wallets) snapshot(ctx context.Context, userID int64) (int64, []string, error) {
 	tx, err := w.DB.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer tx.Rollback()
 	var bal int64
 	err = tx.GetContext(ctx, &bal, "SELECT balance FROM wallets WHERE user_id = ?", userID)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, err
+		return 0, nil, err
 	}
 	var refs []struct {
 		Kind string `db:"kind"`
@@ -116,14 +145,13 @@ func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
 		WHERE user_id = ? AND account = 'balance' AND amount > 0 AND created_at > NOW(3) - INTERVAL ? SECOND`,
 		userID, int(creditWindow/time.Second))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	tx.Rollback()
 	credited := make([]string, len(refs))
 	for i, r := range refs {
 		credited[i] = CreditRef(r.Kind, r.Ref)
 	}
-	return w.Redis.FinishWalletLoad(ctx, userID, bal, credited)
+	return bal, credited, nil
 }
 
 // CreditHot applies a credit that MySQL committed to the hot balance, once
