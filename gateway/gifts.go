@@ -355,9 +355,16 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 		return apierr.Unavailable
 	}
 	// A hold is "p:<coins>:<ms>" (pending) or "c:<coins>:<ms>" (claimed by
-	// the worker); "a:<ms>" means the gateway undid it and answered 503, so, as
-	// for orders, the ticket does not exist for the client.
+	// the worker); "a:<ms>" means the gateway undid it after a failed
+	// produce: the first request got 503, but a concurrent repeat with its
+	// Idempotency-Key may have been answered 202 with this ticket, and a 202
+	// ticket must end failed or succeeded.
 	kind, rest, _ := strings.Cut(hold, ":")
+	if kind == "a" {
+		at, _ := strconv.ParseInt(rest, 10, 64)
+		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(time.UnixMilli(at))
+		return rc.writeJSON(200, out)
+	}
 	_, ms, _ := strings.Cut(rest, ":")
 	held, err := strconv.ParseInt(ms, 10, 64)
 	if (kind != "p" && kind != "c") || err != nil {

@@ -191,8 +191,14 @@ func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
 	case err == nil && st.UserID == rc.claims.UserID && (st.Status == "succeeded" || st.Status == "failed"):
 		out.Status, out.Reason, out.OrderNo, out.CreatedAt = st.Status, st.Reason, st.OrderNo, ts(st.CreatedAt)
 		return rc.writeJSON(200, out)
-	case err == nil && st.UserID != rc.claims.UserID, err == nil && st.Status == "aborted":
+	case err == nil && st.UserID != rc.claims.UserID:
 		return apierr.NotFound.With("no such ticket")
+	case err == nil && st.Status == "aborted":
+		// Undone after a failed produce. The first request got 503, but a
+		// concurrent repeat with its Idempotency-Key may have been answered
+		// 202 with this ticket, and a 202 ticket must end failed or succeeded.
+		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(st.CreatedAt)
+		return rc.writeJSON(200, out)
 	case err != nil && !errors.Is(err, store.ErrNoTicket):
 		s.log.Warn("cannot read ticket from Redis", "err", err)
 	}

@@ -785,7 +785,7 @@ func TestGiftHoldReconciled(t *testing.T) {
 	if ok, err := s.redis.UndoGift(ctx, sender, undone, ""); err != nil || !ok {
 		t.Fatalf("undo: %v %v", ok, err)
 	}
-	if a := s.do("GET", "/api/v1/tickets/"+undone, s.token(sender), ""); a.Status != 404 {
+	if a := s.do("GET", "/api/v1/tickets/"+undone, s.token(sender), ""); a.str("status") != "failed" || a.str("reason") != "aborted" {
 		t.Errorf("undone ticket: %d %s", a.Status, a.Raw)
 	}
 	if a := s.do("GET", "/api/v1/tickets/"+lost, s.token(sender), ""); a.str("status") != "pending" {

@@ -146,4 +146,17 @@ func TestKafkaUnreachable(t *testing.T) {
 	if n, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64(); n != 0 {
 		t.Errorf("%d pending reservations left behind", n)
 	}
+	// A concurrent repeat with the same Idempotency-Key may have been told
+	// 202 with the ticket the failed request then undid: it reads failed.
+	ctx := context.Background()
+	ticket := store.NewOrderTicket(ev)
+	if r, err := s.redis.Reserve(ctx, ev, 43, ticket, "k", time.Now()); err != nil || r.Status != store.Reserved {
+		t.Fatalf("reserve: %+v %v", r, err)
+	}
+	if undone, err := s.redis.Compensate(ctx, ev, 43, ticket); err != nil || !undone {
+		t.Fatalf("compensate: %v %v", undone, err)
+	}
+	if a := s.do("GET", "/api/v1/tickets/"+ticket, s.token(43), ""); a.Status != 200 || a.str("status") != "failed" || a.str("reason") != "aborted" {
+		t.Errorf("undone ticket: %d %s", a.Status, a.Raw)
+	}
 }
