@@ -163,7 +163,7 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 		if r.access == dev && !s.cfg.Dev {
 			return apierr.NotFound
 		}
-		if s.ipLimit != nil && !r.noIPLimit {
+		if s.ipLimit != nil {
 			if wait := s.ipLimit.allow(string(rc.RemoteIP().To16()), time.Now().UnixNano()); wait > 0 {
 				rateLimited.WithLabelValues(r.class.String(), "ip").Inc()
 				return retryAfter(wait)

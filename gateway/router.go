@@ -23,10 +23,8 @@ type route struct {
 	pattern string
 	access  access
 	class   RateClass
-	// noIPLimit exempts an unauthenticated route from the per-IP limit.
-	noIPLimit bool
-	handle    func(s *Server, rc *reqCtx) *apierr.Error
-	segs      []string
+	handle  func(s *Server, rc *reqCtx) *apierr.Error
+	segs    []string
 }
 
 // Route is a documented endpoint: its method and path pattern in OpenAPI form.
@@ -56,9 +54,7 @@ var routes = []*route{
 	{method: "GET", pattern: "/api/v1/pay/products", handle: (*Server).listPayProducts},
 	{method: "POST", pattern: "/api/v1/pay/orders", access: user, class: ClassPay, handle: (*Server).createPayOrder},
 	{method: "GET", pattern: "/api/v1/pay/orders/{order_id}", access: user, handle: (*Server).getPayOrder},
-	// The payment provider retries in bursts from few addresses, and every
-	// notify is signed: no per-IP limit here.
-	{method: "POST", pattern: "/api/v1/pay/notify", handle: (*Server).payNotify, noIPLimit: true},
+	{method: "POST", pattern: "/api/v1/pay/notify", handle: (*Server).payNotify},
 	{method: "POST", pattern: "/api/v1/dev/pay/orders/{order_id}/complete", access: dev, handle: (*Server).devCompletePayOrder},
 	{method: "POST", pattern: "/api/v1/withdrawals", access: user, class: ClassPay, handle: (*Server).createWithdrawal},
 	{method: "GET", pattern: "/api/v1/withdrawals/{withdrawal_id}", access: user, handle: (*Server).getWithdrawal},
