@@ -98,34 +98,10 @@ func (w *Worker) ConsumeGifts(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	for {
-		fetches := cl.PollRecords(ctx, w.cfg.WorkerBatch)
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			cl.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			w.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-		})
-		recs := fetches.Records()
-		if len(recs) == 0 {
-			cl.AllowRebalance()
-			continue
-		}
+	return w.consume(ctx, cl, "gifts", w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
 		giftBatchSize.Observe(float64(len(recs)))
-		if err := w.ProcessGiftRecords(ctx, recs); err != nil {
-			// Only a shutdown stops processing; the batch is redelivered.
-			cl.AllowRebalance()
-			return nil
-		}
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := cl.CommitRecords(cctx, recs...); err != nil {
-			// The writes are idempotent: a redelivery after this is harmless.
-			w.log.Warn("gift offset commit failed; the batch may be redelivered", "err", err)
-		}
-		cancel()
-		cl.AllowRebalance()
-	}
+		return w.ProcessGiftRecords(ctx, recs)
+	})
 }
 
 // ProcessGiftRecords writes a batch of gift records: claims their holds in

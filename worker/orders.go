@@ -52,33 +52,44 @@ const (
 // ConsumeOrders polls the orders topic and writes each batch, committing
 // offsets only after MySQL committed it.
 func (w *Worker) ConsumeOrders(ctx context.Context) error {
+	return w.consume(ctx, w.kafka, "orders", w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
+		batchSize.Observe(float64(len(recs)))
+		return w.ProcessRecords(ctx, recs)
+	})
+}
+
+// consume is the loop of every consumer group of the worker: poll up to max
+// records, process them, and commit their offsets only once process has made
+// them durable. Rebalances wait while a batch is in hand (the clients use
+// BlockRebalanceOnPoll), so no other member gets records this one is
+// writing. process fails only when ctx ends; the batch is then left
+// uncommitted and comes back to whoever consumes next, which the idempotent
+// writes absorb.
+func (w *Worker) consume(ctx context.Context, cl *kgo.Client, name string, max int, process func(context.Context, []*kgo.Record) error) error {
 	for {
-		fetches := w.kafka.PollRecords(ctx, w.cfg.WorkerBatch)
+		fetches := cl.PollRecords(ctx, max)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
-			w.kafka.AllowRebalance()
+			cl.AllowRebalance()
 			return nil
 		}
 		fetches.EachError(func(t string, p int32, err error) {
-			w.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			w.log.Warn("fetch error", "consumer", name, "topic", t, "partition", p, "err", err)
 		})
 		recs := fetches.Records()
 		if len(recs) == 0 {
-			w.kafka.AllowRebalance()
+			cl.AllowRebalance()
 			continue
 		}
-		batchSize.Observe(float64(len(recs)))
-		if err := w.ProcessRecords(ctx, recs); err != nil {
-			// Only a shutdown stops processing; the batch is redelivered.
-			w.kafka.AllowRebalance()
+		if err := process(ctx, recs); err != nil {
+			cl.AllowRebalance()
 			return nil
 		}
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := w.kafka.CommitRecords(cctx, recs...); err != nil {
-			// The writes are idempotent: a redelivery after this is harmless.
-			w.log.Warn("offset commit failed; the batch may be redelivered", "err", err)
+		if err := cl.CommitRecords(cctx, recs...); err != nil {
+			w.log.Warn("offset commit failed; the batch may be redelivered", "consumer", name, "err", err)
 		}
 		cancel()
-		w.kafka.AllowRebalance()
+		cl.AllowRebalance()
 	}
 }
 

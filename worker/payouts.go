@@ -189,33 +189,14 @@ func (w *Worker) cleanOutbox(ctx context.Context) error {
 // consumePayouts pays out the withdrawals on the withdrawals topic and
 // commits offsets only once each one's outcome is in MySQL.
 func (w *Worker) consumePayouts(ctx context.Context, cl *kgo.Client, p PayoutProvider) error {
-	for {
-		fetches := cl.PollRecords(ctx, 100)
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			cl.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(t string, part int32, err error) {
-			w.log.Warn("fetch error", "topic", t, "partition", part, "err", err)
-		})
-		recs := fetches.Records()
+	return w.consume(ctx, cl, "payouts", 100, func(ctx context.Context, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := w.payWithdrawal(ctx, p, r.Value); err != nil {
-				// Only a shutdown stops us; the uncommitted records come
-				// back to whoever consumes next, and decided ones are skipped.
-				cl.AllowRebalance()
-				return nil
+				return err // a shutdown: decided withdrawals are skipped when redelivered
 			}
 		}
-		if len(recs) > 0 {
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := cl.CommitRecords(cctx, recs...); err != nil {
-				w.log.Warn("payout offset commit failed; decided withdrawals will be skipped when redelivered", "err", err)
-			}
-			cancel()
-		}
-		cl.AllowRebalance()
-	}
+		return nil
+	})
 }
 
 // withdrawalRow is what the payout needs of a withdrawals row.
