@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -297,28 +295,7 @@ func TestGiftRedelivery(t *testing.T) {
 		}
 	}
 
-	recs := s.readTopic(s.cfg.GiftsTopic(), n)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	w, err := worker.New(ctx, worker.Config{Config: s.cfg}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	for range 2 {
-		if err := w.ProcessGiftRecords(ctx, recs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wctx, wcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.ConsumeGifts(wctx) }()
-	s.waitFor("gift group consumed and committed", func() bool {
-		return s.committed(worker.GiftGroupName(s.cfg), s.cfg.GiftsTopic()) >= int64(n)
-	})
-	wcancel()
-	<-done
+	s.crashAndRedeliver(s.cfg.GiftsTopic(), worker.GiftGroupName(s.cfg), n, (*worker.Worker).ProcessGiftRecords, (*worker.Worker).ConsumeGifts)
 
 	if got := s.count("SELECT COUNT(*) FROM gift_records WHERE room_id = ?", room); got != n {
 		t.Errorf("%d gift records, want %d", got, n)

@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashgate/flashgate/worker"
 )
 
 // committed sums a group's committed offsets on a topic.
@@ -56,4 +60,33 @@ func (s *system) readTopic(topic string, n int) []*kgo.Record {
 		recs = append(recs, f.Records()...)
 	}
 	return recs
+}
+
+// crashAndRedeliver plays a worker that died before committing offsets: it
+// reads the first n records of topic without a group, has one worker process
+// them twice, then lets that worker's consumer group (which never saw a
+// commit) consume them a third time, until the group's commits cover them.
+func (s *system) crashAndRedeliver(topic, group string, n int,
+	process func(*worker.Worker, context.Context, []*kgo.Record) error,
+	consume func(*worker.Worker, context.Context) error) {
+	s.t.Helper()
+	recs := s.readTopic(topic, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := worker.New(ctx, worker.Config{Config: s.cfg}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer w.Close()
+	for range 2 {
+		if err := process(w, ctx, recs); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	wctx, wcancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- consume(w, wctx) }()
+	s.waitFor(group+" consumed and committed", func() bool { return s.committed(group, topic) >= int64(n) })
+	wcancel()
+	<-done
 }

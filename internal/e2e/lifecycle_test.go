@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -27,29 +24,7 @@ func TestRedelivery(t *testing.T) {
 		tickets[a.str("ticket")] = uid
 	}
 
-	recs := s.readTopic(s.cfg.OrdersTopic(), n)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	w, err := worker.New(ctx, worker.Config{Config: s.cfg}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	for round := 0; round < 2; round++ {
-		if err := w.ProcessRecords(ctx, recs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// And a third time through a real consumer group, which never saw a commit.
-	wctx, wcancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.ConsumeOrders(wctx) }()
-	s.waitFor("group consumed and committed", func() bool {
-		return s.committed(worker.GroupName(s.cfg), s.cfg.OrdersTopic()) >= int64(n)
-	})
-	wcancel()
-	<-done
+	s.crashAndRedeliver(s.cfg.OrdersTopic(), worker.GroupName(s.cfg), n, (*worker.Worker).ProcessRecords, (*worker.Worker).ConsumeOrders)
 
 	if got := s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev); got != n {
 		t.Errorf("%d orders after redelivery, want %d", got, n)
