@@ -165,9 +165,3 @@ func splitStatements(s string) []string {
 	}
 	return out
 }
-
-// IsDuplicate reports whether err is a MySQL unique-key violation.
-func IsDuplicate(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1062
-}

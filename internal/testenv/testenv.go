@@ -37,30 +37,66 @@ func FreePort(t testing.TB) int {
 
 // Redis starts a private redis-server for the test and returns its address.
 // A private server lets a test FLUSHALL or kill Redis without hurting others.
-func Redis(t testing.TB) string {
+func Redis(t testing.TB) string { return NewRedis(t).Addr }
+
+// RedisServer is a private redis-server that a test can restart on the same
+// port, losing everything it held (no persistence), as a crashed Redis does.
+type RedisServer struct {
+	Addr string
+	bin  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// NewRedis starts a private redis-server; it stops with the test.
+func NewRedis(t testing.TB) *RedisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is not installed: run `make test`, which installs and starts the test dependencies")
 	}
 	for attempt := 0; attempt < 5; attempt++ {
-		port := FreePort(t)
-		dir := t.TempDir()
-		cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--protected-mode", "no", "--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
+		r := &RedisServer{bin: bin, port: FreePort(t), dir: t.TempDir()}
+		r.Addr = fmt.Sprintf("127.0.0.1:%d", r.port)
+		if err := r.start(); err != nil {
 			t.Fatalf("cannot start redis-server: %v", err)
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		if waitTCP(addr, 5*time.Second) {
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			return addr
+		if waitTCP(r.Addr, 5*time.Second) {
+			t.Cleanup(r.kill)
+			return r
 		}
-		cmd.Process.Kill()
-		cmd.Wait()
+		r.kill()
 	}
 	t.Fatal("redis-server did not start")
-	return ""
+	return nil
+}
+
+func (r *RedisServer) start() error {
+	r.cmd = exec.Command(r.bin, "--port", fmt.Sprint(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "no", "--logfile", filepath.Join(r.dir, "redis.log"))
+	return r.cmd.Start()
+}
+
+func (r *RedisServer) kill() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		r.cmd.Process.Kill()
+		r.cmd.Wait()
+	}
+}
+
+// Restart kills the server (SIGKILL: no save, every key is lost) and starts
+// it again on the same port after down has passed.
+func (r *RedisServer) Restart(t testing.TB, down time.Duration) {
+	t.Helper()
+	r.kill()
+	time.Sleep(down)
+	if err := r.start(); err != nil {
+		t.Fatalf("cannot restart redis-server: %v", err)
+	}
+	if !waitTCP(r.Addr, 10*time.Second) {
+		t.Fatalf("redis-server did not come back on %s", r.Addr)
+	}
 }
 
 func waitTCP(addr string, d time.Duration) bool {
