@@ -208,8 +208,7 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 	coins := gift.Price * g.Count
 
 	ticket := store.NewGiftTicket(g.SenderID)
-	now := s.now()
-	res, err := s.holdGift(ctx, g.SenderID, ticket, coins, idemKey, now)
+	res, err := s.holdGift(ctx, g.SenderID, ticket, coins, idemKey)
 	if err == nil && res.Status == store.HoldNotLoaded {
 		// Redis has no copy of this wallet yet (first gift, or Redis lost
 		// it): load it from MySQL, once, and try again.
@@ -221,13 +220,15 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 			giftResults["wallet_load_error"].Inc()
 			return GiftAccepted{}, apierr.Unavailable
 		}
-		res, err = s.holdGift(ctx, g.SenderID, ticket, coins, idemKey, now)
+		res, err = s.holdGift(ctx, g.SenderID, ticket, coins, idemKey)
 	}
 	if err != nil {
 		// The script may still have run (a timeout after Redis got it): undo
 		// whatever it did, so a 503 leaves nothing held.
 		if _, uerr := s.undoGift(g.SenderID, ticket, idemKey); uerr != nil {
-			s.log.Error("gift hold failed and could not be undone", "ticket", ticket, "err", uerr)
+			s.undoLater("gift hold "+ticket, func(ctx context.Context) (bool, error) {
+				return s.redis.UndoGift(ctx, g.SenderID, ticket, idemKey)
+			})
 		}
 		s.log.Warn("gift hold failed", "user", g.SenderID, "err", err)
 		giftResults["redis_error"].Inc()
@@ -248,14 +249,18 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 
 	if err := s.produce(ctx, bus.GiftRecord(s.cfg.GiftsTopic(), bus.Gift{
 		Ticket: ticket, RoomID: g.RoomID, SenderID: g.SenderID, ReceiverID: g.ReceiverID, GiftID: gift.ID,
-		Count: g.Count, Coins: coins, EffectURL: gift.EffectURL, HeldAt: now.UnixMilli(),
+		Count: g.Count, Coins: coins, EffectURL: gift.EffectURL, HeldAt: res.HeldAt.UnixMilli(),
+		IdemKey: idemKey, Balance: res.Balance,
 	})); err != nil {
 		undone, uerr := s.undoGift(g.SenderID, ticket, idemKey)
 		switch {
 		case uerr != nil:
-			// The coins stay held; the worker's ReconcileGiftHolds gives
-			// them back after FLASHGATE_PENDING_TIMEOUT.
-			s.log.Error("produce failed and the gift hold could not be undone", "ticket", ticket, "produce_err", err, "err", uerr)
+			// Keep trying in the background: the record may still land,
+			// and only an "a:" hold makes the worker drop it.
+			s.log.Error("produce failed and the gift hold could not be undone yet", "ticket", ticket, "produce_err", err, "err", uerr)
+			s.undoLater("gift hold "+ticket, func(ctx context.Context) (bool, error) {
+				return s.redis.UndoGift(ctx, g.SenderID, ticket, idemKey)
+			})
 		case !undone:
 			// The worker already claimed it: the gift did reach Kafka.
 			giftResults["accepted_late"].Inc()
@@ -269,11 +274,11 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 	return GiftAccepted{Ticket: ticket, Balance: res.Balance}, nil
 }
 
-func (s *Server) holdGift(ctx context.Context, sender int64, ticket string, coins int64, idemKey string, now time.Time) (store.HoldResult, error) {
+func (s *Server) holdGift(ctx context.Context, sender int64, ticket string, coins int64, idemKey string) (store.HoldResult, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := s.redis.HoldGift(rctx, sender, ticket, coins, idemKey, now)
+	res, err := s.redis.HoldGift(rctx, sender, ticket, coins, idemKey)
 	giftHoldSeconds.Observe(time.Since(start).Seconds())
 	return res, err
 }

@@ -23,6 +23,10 @@ var (
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "orders_total",
 		Help: "Order requests by result: accepted, or the reason they were rejected.",
 	}, []string{"result"})
+	undoTooLate = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "gateway", Name: "undo_too_late_total",
+		Help: "Orders and gifts answered 503 whose undo failed and which the worker then committed anyway.",
+	})
 	luaSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "lua_seconds",
 		Help:    "Latency of the reserve script.",
@@ -57,14 +61,16 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 	ticket := store.NewOrderTicket(eventID)
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	start := time.Now()
-	res, err := s.redis.Reserve(rctx, eventID, userID, ticket, idemKey, now)
+	res, err := s.redis.Reserve(rctx, eventID, userID, ticket, idemKey)
 	cancel()
 	luaSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// The script may still have run (a timeout after Redis got it): undo
 		// whatever it did, so a 503 leaves nothing reserved.
 		if _, cerr := s.compensate(eventID, userID, ticket); cerr != nil {
-			s.log.Error("reserve failed and could not be undone; the reconciler will release it", "ticket", ticket, "err", cerr)
+			s.undoLater("reservation "+ticket, func(ctx context.Context) (bool, error) {
+				return s.redis.Compensate(ctx, eventID, userID, ticket)
+			})
 		}
 		s.log.Warn("reserve failed", "event", eventID, "err", err)
 		ordersTotal.WithLabelValues("redis_error").Inc()
@@ -89,13 +95,17 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 	ev.stockLeft.Store(res.StockLeft)
 
 	if err := s.produce(ctx, bus.OrderRecord(s.cfg.OrdersTopic(), bus.Order{
-		Ticket: ticket, EventID: eventID, UserID: userID, Price: ev.Price, ReservedAt: now.UnixMilli(),
+		Ticket: ticket, EventID: eventID, UserID: userID, Price: ev.Price, ReservedAt: res.ReservedAt.UnixMilli(),
 	})); err != nil {
 		undone, cerr := s.compensate(eventID, userID, ticket)
 		switch {
 		case cerr != nil:
-			// The reservation stays pending; the reconciler releases it.
-			s.log.Error("produce failed and the reservation could not be undone", "ticket", ticket, "produce_err", err, "err", cerr)
+			// Keep trying in the background: the record may still land,
+			// and only an "aborted" ticket makes the worker drop it.
+			s.log.Error("produce failed and the reservation could not be undone yet", "ticket", ticket, "produce_err", err, "err", cerr)
+			s.undoLater("reservation "+ticket, func(ctx context.Context) (bool, error) {
+				return s.redis.Compensate(ctx, eventID, userID, ticket)
+			})
 		case !undone:
 			// The worker already claimed it: the order did reach Kafka.
 			ordersTotal.WithLabelValues("accepted_late").Inc()
@@ -110,6 +120,36 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 	}
 	ordersTotal.WithLabelValues("accepted").Inc()
 	return ticket, nil
+}
+
+// undoLater retries an undo (compensate, gift undo) that failed while the
+// client was answered 503, until it runs or PendingTimeout has half passed;
+// past that the reconciler's abort marker fails the ticket anyway. A record
+// the worker claimed in the meantime is committed although its client got
+// a 503: that is logged, as it breaks the 503's promise.
+func (s *Server) undoLater(what string, undo func(context.Context) (bool, error)) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		deadline := time.Now().Add(s.cfg.PendingTimeout / 2)
+		for backoff := 50 * time.Millisecond; time.Now().Before(deadline); backoff = min(2*backoff, time.Second) {
+			time.Sleep(backoff)
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+			undone, err := undo(ctx)
+			cancel()
+			switch {
+			case err != nil:
+				continue
+			case undone:
+				s.log.Info("undone after a retry", "what", what)
+			default:
+				undoTooLate.Inc()
+				s.log.Error("a 503 answer could not be undone in time: the worker took it", "what", what)
+			}
+			return
+		}
+		s.log.Error("could not undo; the reconciler's abort marker will fail it", "what", what)
+	}()
 }
 
 // compensate runs the compensate script with its own deadline: the
@@ -337,9 +377,11 @@ func (s *Server) cancelOrder(rc *reqCtx) *apierr.Error {
 		return apierr.Unavailable
 	}
 	if err := s.redis.Release(ctx, o.EventID, o.UserID, o.Ticket); err != nil {
-		// MySQL has the unit back; the worker's warm-up or reconciler will
-		// bring Redis in line.
+		// MySQL has the unit back and the order marked unreleased: the
+		// worker repeats the release until it sticks.
 		s.log.Warn("cancelled order's unit not returned to Redis yet", "order", o.OrderNo, "err", err)
+	} else if err := s.db.MarkReleased(ctx, o.ID); err != nil {
+		s.log.Warn("cannot record a cancelled order's release; the worker will repeat it", "order", o.OrderNo, "err", err)
 	}
 	cur, err := s.db.Order(ctx, o.OrderNo)
 	if err != nil {

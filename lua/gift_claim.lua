@@ -5,7 +5,8 @@
 -- ARGV[1] ticket
 --
 -- Returns 0 when the gateway already undid the hold (drop the gift), 1
--- otherwise (also when the hold is gone, e.g. after a Redis flush).
+-- otherwise (also when the hold is gone, e.g. after a Redis flush, or already
+-- decided: MySQL's tickets table then has the outcome).
 local h = redis.call('HGET', KEYS[1], ARGV[1])
 if h and string.sub(h, 1, 1) == 'a' then
   return 0

@@ -1,17 +1,20 @@
 -- gift_hold: take the coins of one gift from the sender's hot balance and
 -- hold them until the worker commits the gift. Runs once per accepted gift.
+-- The hold is stamped with Redis's own clock, which the hold reconciler
+-- also reads.
 --
 -- KEYS[1] {u:N}:bal      hot balance (absent = not loaded)
--- KEYS[2] {u:N}:holds    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed, "a:<ms>" aborted
+-- KEYS[2] {u:N}:holds    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed,
+--                        "a:<ms>" aborted, "d:<ms>" decided; "m:<ticket>" -> ms an abort
+--                        marker was sent
 -- KEYS[3] {u:N}:idem:<key>  the answer to an Idempotency-Key ({u:N}:idem: when none)
 -- ARGV[1] ticket
 -- ARGV[2] coins
 -- ARGV[3] "1" when an Idempotency-Key was sent
--- ARGV[4] now, unix ms
--- ARGV[5] idempotency TTL, seconds
+-- ARGV[4] idempotency TTL, seconds
 --
--- Returns {0, balance_after} held; {1, "<ticket>:<balance_after>"} a replay
--- of the key; {2, balance} insufficient balance; {3} wallet not loaded.
+-- Returns {0, balance_after, held_at_ms} held; {1, "<ticket>:<balance_after>"}
+-- a replay of the key; {2, balance} insufficient balance; {3} wallet not loaded.
 if ARGV[3] == '1' then
   local prev = redis.call('GET', KEYS[3])
   if prev then
@@ -27,9 +30,11 @@ local coins = tonumber(ARGV[2])
 if bal < coins then
   return {2, bal}
 end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local after = redis.call('DECRBY', KEYS[1], coins)
-redis.call('HSET', KEYS[2], ARGV[1], 'p:' .. coins .. ':' .. ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], 'p:' .. coins .. ':' .. now)
 if ARGV[3] == '1' then
-  redis.call('SET', KEYS[3], ARGV[1] .. ':' .. after, 'EX', ARGV[5])
+  redis.call('SET', KEYS[3], ARGV[1] .. ':' .. after, 'EX', ARGV[4])
 end
-return {0, after}
+return {0, after, now}

@@ -1,6 +1,8 @@
 -- gift_settle: end a hold after MySQL decided its gift. A committed gift just
--- drops the hold (the coins are spent); a failed one gives the coins back to
--- the hot balance. Idempotent: the hold is removed once.
+-- ends the hold (the coins are spent); a failed one gives the coins back to
+-- the hot balance. Idempotent: the coins of a hold come back once. The hold
+-- becomes "d:<ms>" (decided), so a gateway still waiting for its produce
+-- learns that the gift got in; the hold reconciler drops it later.
 --
 -- KEYS[1] {u:N}:bal
 -- KEYS[2] {u:N}:holds
@@ -9,11 +11,17 @@
 --
 -- Returns the coins given back (0 when committed or already settled).
 local h = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], 'm:' .. ARGV[1])
 if not h then
   return 0
 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if ARGV[2] == '1' or string.sub(h, 1, 1) == 'a' then
+local kind = string.sub(h, 1, 1)
+if kind == 'a' or kind == 'd' then
+  return 0
+end
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[2], ARGV[1], string.format('d:%d', t[1] * 1000 + math.floor(t[2] / 1000)))
+if ARGV[2] == '1' then
   return 0
 end
 local coins = tonumber(string.match(h, '^%a:(%d+)'))

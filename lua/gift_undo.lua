@@ -1,6 +1,7 @@
 -- gift_undo: give back a hold whose gift never reached Kafka (the produce
 -- failed), so a 503 charges nothing, and forget the idempotency answer. If the
--- worker already claimed it, the gift did reach Kafka and nothing is undone.
+-- worker already claimed or decided it, the gift did reach Kafka and nothing
+-- is undone.
 --
 -- KEYS[1] {u:N}:bal
 -- KEYS[2] {u:N}:holds
@@ -9,18 +10,22 @@
 --
 -- Returns 1 when undone (or nothing was held), 0 when too late.
 local h = redis.call('HGET', KEYS[2], ARGV[1])
-if not h then
-  return 1
+if h then
+  local kind = string.sub(h, 1, 2)
+  if kind == 'a:' then
+    return 1
+  end
+  if kind ~= 'p:' then
+    return 0
+  end
+  local coins = tonumber(string.match(h, '^p:(%d+)'))
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('INCRBY', KEYS[1], coins)
+  end
 end
-if string.sub(h, 1, 2) ~= 'p:' then
-  return 0
-end
-local coins = tonumber(string.match(h, '^p:(%d+)'))
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('INCRBY', KEYS[1], coins)
-end
--- Kept as "a:<ms>", so that a message delivered late after all is dropped;
--- the hold reconciler deletes it once no message can still arrive.
+-- Kept as "a:<ms>", also when nothing was held (the hold never ran, or Redis
+-- lost it), so that a message delivered late after all is dropped; the hold
+-- reconciler deletes it a day later.
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[2], ARGV[1], string.format('a:%d', t[1] * 1000 + math.floor(t[2] / 1000)))
 local prev = redis.call('GET', KEYS[3])

@@ -22,6 +22,8 @@ var (
 	releaseSrc string
 	//go:embed warm.lua
 	warmSrc string
+	//go:embed stock_sync.lua
+	stockSyncSrc string
 	//go:embed addstock.lua
 	addStockSrc string
 	//go:embed ratelimit.lua
@@ -50,6 +52,7 @@ var (
 	Settle     = rueidis.NewLuaScript(settleSrc)
 	Release    = rueidis.NewLuaScript(releaseSrc)
 	Warm       = rueidis.NewLuaScript(warmSrc)
+	StockSync  = rueidis.NewLuaScript(stockSyncSrc)
 	AddStock   = rueidis.NewLuaScript(addStockSrc)
 
 	RateLimit = rueidis.NewLuaScript(rateLimitSrc)

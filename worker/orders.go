@@ -2,11 +2,9 @@ package worker
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -33,94 +31,48 @@ var (
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "mysql_commit_seconds",
 		Help: "Time to write one event's batch to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
-	dlqTotal = promauto.NewCounter(prometheus.CounterOpts{
+	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
-		Help: "Order records sent to the dead-letter topic.",
-	})
-)
-
-// Failure reasons recorded on tickets.
-const (
-	ReasonSoldOut          = "sold_out"
-	ReasonAlreadyPurchased = "already_purchased"
-	ReasonAborted          = "aborted" // the gateway answered 503 and undid it
-	ReasonNotFound         = "not_found"
-	ReasonTimeout          = "timeout" // no order arrived in time; reservation released
-	ReasonUnprocessable    = "unprocessable"
+		Help: "Records sent to a dead-letter topic, by topic.",
+	}, []string{"topic"})
 )
 
 // ConsumeOrders polls the orders topic and writes each batch, committing
-// offsets only after MySQL committed it.
+// offsets only after MySQL committed it and the outcomes were published.
 func (w *Worker) ConsumeOrders(ctx context.Context) error {
-	return w.consume(ctx, w.kafka, "orders", w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
+	return w.consume(ctx, w.kafka, w.orders, w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
 		batchSize.Observe(float64(len(recs)))
 		return w.ProcessRecords(ctx, recs)
 	})
 }
 
-// consume is the loop of every consumer group of the worker: poll up to max
-// records, process them, and commit their offsets only once process has made
-// them durable. Rebalances wait while a batch is in hand (the clients use
-// BlockRebalanceOnPoll), so no other member gets records this one is
-// writing. process fails only when ctx ends; the batch is then left
-// uncommitted and comes back to whoever consumes next, which the idempotent
-// writes absorb.
-func (w *Worker) consume(ctx context.Context, cl *kgo.Client, name string, max int, process func(context.Context, []*kgo.Record) error) error {
-	for {
-		fetches := cl.PollRecords(ctx, max)
-		if fetches.IsClientClosed() || ctx.Err() != nil {
-			cl.AllowRebalance()
-			return nil
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			w.log.Warn("fetch error", "consumer", name, "topic", t, "partition", p, "err", err)
-		})
-		recs := fetches.Records()
-		if len(recs) == 0 {
-			cl.AllowRebalance()
-			continue
-		}
-		if err := process(ctx, recs); err != nil {
-			cl.AllowRebalance()
-			return nil
-		}
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := cl.CommitRecords(cctx, recs...); err != nil {
-			w.log.Warn("offset commit failed; the batch may be redelivered", "consumer", name, "err", err)
-		}
-		cancel()
-		cl.AllowRebalance()
-	}
-}
-
-// ProcessRecords writes a batch of order records: grouped by event, one
-// MySQL transaction per event, then Redis and the results topic are told.
-// It returns an error only when ctx ends before the batch is done.
+// ProcessRecords writes a batch of order records and abort markers:
+// grouped by event (one event's messages share a partition, so they keep
+// their log order), one MySQL transaction per event, then Redis and the
+// results topic are told. It returns an error only when ctx ends before the
+// batch is done.
 func (w *Worker) ProcessRecords(ctx context.Context, recs []*kgo.Record) error {
 	byEvent := map[int64][]bus.Order{}
-	var order []int64
+	var events []int64
 	for _, r := range recs {
 		var o bus.Order
-		if err := json.Unmarshal(r.Value, &o); err != nil || o.Ticket == "" || o.EventID <= 0 || o.UserID <= 0 {
-			w.log.Error("undecodable order record; sending it to the dead-letter topic", "offset", r.Offset, "partition", r.Partition, "err", err)
-			if err := w.deadLetter(ctx, r.Value, "undecodable"); err != nil {
-				return err
-			}
-			continue
+		err := json.Unmarshal(r.Value, &o)
+		if err == nil {
+			err = validOrder(o)
 		}
-		if id, ok := store.ParseOrderTicket(o.Ticket); !ok || id != o.EventID {
-			w.log.Error("order record with a foreign ticket; dead-lettered", "ticket", o.Ticket)
-			if err := w.deadLetter(ctx, r.Value, "bad ticket"); err != nil {
+		if err != nil {
+			w.log.Error("undecodable order record; sending it to the dead-letter topic", "offset", r.Offset, "partition", r.Partition, "err", err)
+			if err := w.deadLetter(ctx, w.cfg.DLQTopic(), r.Value, "undecodable: "+err.Error()); err != nil {
 				return err
 			}
 			continue
 		}
 		if _, seen := byEvent[o.EventID]; !seen {
-			order = append(order, o.EventID)
+			events = append(events, o.EventID)
 		}
 		byEvent[o.EventID] = append(byEvent[o.EventID], o)
 	}
-	for _, id := range order {
+	for _, id := range events {
 		if err := w.processEvent(ctx, id, byEvent[id]); err != nil {
 			return err
 		}
@@ -128,279 +80,127 @@ func (w *Worker) ProcessRecords(ctx context.Context, recs []*kgo.Record) error {
 	return nil
 }
 
-// maxAttempts is how often a batch is tried against a reachable MySQL before
-// its records are dead-lettered and their tickets failed.
-const maxAttempts = 5
-
-func (w *Worker) processEvent(ctx context.Context, eventID int64, orders []bus.Order) error {
-	tickets := make([]string, len(orders))
-	for i, o := range orders {
-		tickets[i] = o.Ticket
+// validOrder checks what the writer relies on; the gateway and the
+// reconciler never produce anything else, so a failure here is a foreign
+// or corrupt record.
+func validOrder(o bus.Order) error {
+	id, ok := store.ParseOrderTicket(o.Ticket)
+	switch {
+	case !ok:
+		return fmt.Errorf("bad ticket %q", o.Ticket)
+	case o.EventID <= 0 || id != o.EventID:
+		return fmt.Errorf("ticket %s is not of event %d", o.Ticket, o.EventID)
+	case o.UserID < 0 || (o.UserID == 0 && !o.Abort):
+		return errors.New("user id must be positive")
 	}
+	return nil
+}
+
+func (w *Worker) processEvent(ctx context.Context, eventID int64, msgs []bus.Order) error {
+	tickets := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		tickets = append(tickets, m.Ticket)
+	}
+	// Claim first, so a gateway that gave up on the produce can no longer
+	// undo these (and one it did undo is dropped).
 	var aborted map[string]bool
-	err := w.retry(ctx, "claim tickets in Redis", 0, func() (err error) {
+	err := w.retry(ctx, "claim tickets in Redis", func() (err error) {
 		aborted, err = w.redis.Claim(ctx, eventID, tickets)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	var outs []outcome
-	err = w.retry(ctx, "write orders to MySQL", maxAttempts, func() (err error) {
-		start := time.Now()
-		outs, err = w.commitOrders(ctx, eventID, orders, aborted)
-		commitSeconds.Observe(time.Since(start).Seconds())
-		return err
-	})
-	if errors.Is(err, errPoison) {
-		outs, err = w.failPoison(ctx, eventID, orders)
-	}
+	outs, err := writeBatch(ctx, w, "write orders to MySQL", msgs,
+		func(ctx context.Context, part []bus.Order) ([]outcome, error) {
+			return w.writeOrders(ctx, eventID, part, aborted)
+		},
+		w.poisonOrder)
 	if err != nil {
 		return err
 	}
 	return w.publish(ctx, eventID, outs)
 }
 
-// outcome is one ticket's decision, new or replayed.
-type outcome struct {
-	store.Outcome
-	replay bool
-}
-
-var errPoison = errors.New("batch keeps failing against a reachable MySQL")
-
-// retry runs f until it succeeds, backing off up to 5 s. After attempts
-// failures (0 = unlimited) while MySQL answers pings, it returns errPoison.
-func (w *Worker) retry(ctx context.Context, what string, attempts int, f func() error) error {
-	backoff := 50 * time.Millisecond
-	for n := 1; ; n++ {
-		err := f()
-		if err == nil {
-			return nil
+// writeOrders decides one event's messages under its row lock and writes
+// the decisions in the same transaction.
+func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Order, aborted map[string]bool) ([]outcome, error) {
+	start := time.Now()
+	var plan orderPlan
+	err := db.InTx(ctx, w.sql, nil, func(tx *sqlx.Tx) error {
+		ev, found, err := db.LockEvent(ctx, tx, eventID)
+		if err != nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		tickets := make([]string, len(msgs))
+		users := make([]int64, len(msgs))
+		for i, m := range msgs {
+			tickets[i], users[i] = m.Ticket, m.UserID
 		}
-		if attempts > 0 && n >= attempts && w.sql.PingContext(ctx) == nil {
-			w.log.Error("giving up: "+what, "attempts", n, "err", err)
-			return errPoison
+		st := orderState{found: found, event: ev}
+		if st.decided, err = db.DecidedTickets(ctx, tx, tickets); err != nil {
+			return err
 		}
-		w.log.Warn("cannot "+what+"; retrying", "attempt", n, "backoff", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
+		if found {
+			if st.holders, err = db.ActiveHolders(ctx, tx, eventID, users); err != nil {
+				return err
+			}
 		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
-
-// commitOrders decides and writes one event's orders in one transaction.
-func (w *Worker) commitOrders(ctx context.Context, eventID int64, orders []bus.Order, aborted map[string]bool) ([]outcome, error) {
-	tx, err := w.sql.BeginTxx(ctx, nil)
+		plan = decideOrders(msgs, aborted, st)
+		if err := db.InsertOrders(ctx, tx, eventID, ev.Price, w.cfg.OrderTTL, plan.accepted); err != nil {
+			return err
+		}
+		return db.InsertTickets(ctx, tx, plan.tickets())
+	})
+	commitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
-	defer tx.Rollback()
-
-	var ev db.Event
-	err = tx.GetContext(ctx, &ev, "SELECT id, name, price, stock_total, stock, starts_at, ends_at FROM events WHERE id = ? FOR UPDATE", eventID)
-	missing := errors.Is(err, sql.ErrNoRows)
-	if err != nil && !missing {
-		return nil, err
-	}
-
-	tickets := make([]string, 0, len(orders))
-	users := make([]int64, 0, len(orders))
-	for _, o := range orders {
-		tickets = append(tickets, o.Ticket)
-		users = append(users, o.UserID)
-	}
-	decided := map[string]db.Ticket{}
-	q, args, _ := sqlx.In("SELECT ticket, kind, user_id, ref_id, status, reason, order_no, created_at FROM tickets WHERE ticket IN (?)", tickets)
-	var rows []db.Ticket
-	if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
-		return nil, err
-	}
-	for _, t := range rows {
-		decided[t.Ticket] = t
-	}
-	held := map[int64]string{}
-	if !missing {
-		q, args, _ = sqlx.In("SELECT user_id, ticket FROM orders WHERE event_id = ? AND active = 1 AND user_id IN (?)", eventID, users)
-		var hs []struct {
-			UserID int64  `db:"user_id"`
-			Ticket string `db:"ticket"`
-		}
-		if err := tx.SelectContext(ctx, &hs, q, args...); err != nil {
-			return nil, err
-		}
-		for _, h := range hs {
-			held[h.UserID] = h.Ticket
-		}
-	}
-
-	var outs []outcome
-	var accepted []bus.Order
-	seen := map[string]bool{}
-	for _, o := range orders {
-		if seen[o.Ticket] {
-			continue // the same record twice in one batch
-		}
-		seen[o.Ticket] = true
-		out := outcome{Outcome: store.Outcome{EventID: eventID, UserID: o.UserID, Ticket: o.Ticket}}
-		if d, ok := decided[o.Ticket]; ok {
-			out.replay = true
-			out.Succeeded = d.Status == "succeeded"
-			out.Reason, out.OrderNo = d.Reason.String, d.OrderNo.String
-			if !out.Succeeded {
-				out.HeldTicket = held[o.UserID]
-			}
-			outs = append(outs, out)
-			continue
-		}
-		switch {
-		case aborted[o.Ticket]:
-			out.Reason = ReasonAborted
-		case missing:
-			out.Reason = ReasonNotFound
-		case held[o.UserID] != "":
-			out.Reason, out.HeldTicket, out.ReturnUnit = ReasonAlreadyPurchased, held[o.UserID], true
-		case int64(len(accepted)) >= ev.Stock:
-			// Redis believed there was a unit (e.g. re-warmed while orders
-			// were in flight); MySQL is the truth. No unit to give back.
-			out.Reason = ReasonSoldOut
-		default:
-			out.Succeeded, out.OrderNo = true, store.OrderNo(o.Ticket)
-			held[o.UserID] = o.Ticket
-			accepted = append(accepted, o)
-		}
-		outs = append(outs, out)
-	}
-
-	if len(accepted) > 0 {
-		var sb strings.Builder
-		sb.WriteString("INSERT INTO orders (order_no, ticket, event_id, user_id, price, status, active, created_at, expires_at) VALUES ")
-		vals := make([]any, 0, len(accepted)*6)
-		ttl := w.cfg.OrderTTL.Microseconds()
-		for i, o := range accepted {
-			if i > 0 {
-				sb.WriteString(",")
-			}
-			sb.WriteString("(?, ?, ?, ?, ?, 'unpaid', 1, NOW(3), NOW(3) + INTERVAL ? MICROSECOND)")
-			vals = append(vals, store.OrderNo(o.Ticket), o.Ticket, eventID, o.UserID, ev.Price, ttl)
-		}
-		if _, err := tx.ExecContext(ctx, sb.String(), vals...); err != nil {
-			return nil, fmt.Errorf("cannot insert orders: %w", err)
-		}
-		n := len(accepted)
-		res, err := tx.ExecContext(ctx, "UPDATE events SET stock = stock - ? WHERE id = ? AND stock >= ?", n, eventID, n)
-		if err != nil {
-			return nil, fmt.Errorf("cannot take stock: %w", err)
-		}
-		if k, _ := res.RowsAffected(); k != 1 {
-			return nil, fmt.Errorf("stock guard refused %d units of event %d", n, eventID)
-		}
-	}
-	if err := insertTickets(ctx, tx, orders, outs); err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, err
-	}
-	for _, o := range outs {
+	for _, o := range plan.outs {
 		if !o.replay {
-			status := "failed"
-			if o.Succeeded {
-				status = "succeeded"
-			}
-			ticketsDecided.WithLabelValues(status, o.Reason).Inc()
+			ticketsDecided.WithLabelValues(giftStatus(o.Succeeded), o.Reason).Inc()
 		}
 	}
-	return outs, nil
+	return plan.outs, nil
 }
 
-// insertTickets records the new decisions.
-func insertTickets(ctx context.Context, tx *sqlx.Tx, orders []bus.Order, outs []outcome) error {
-	reserved := map[string]int64{}
-	for _, o := range orders {
-		reserved[o.Ticket] = o.ReservedAt
+// poisonOrder dead-letters an order MySQL keeps refusing, with the reason,
+// and fails its ticket as invalid, so it does not stay pending and its unit
+// comes back. Only a transient error stops it; it waits those out.
+func (w *Worker) poisonOrder(ctx context.Context, m bus.Order, cause error) (outcome, error) {
+	v, _ := json.Marshal(m)
+	if err := w.deadLetter(ctx, w.cfg.DLQTopic(), v, "mysql refused the order: "+cause.Error()); err != nil {
+		return outcome{}, err
 	}
-	var sb strings.Builder
-	var vals []any
-	for _, o := range outs {
-		if o.replay {
-			continue
-		}
-		if len(vals) > 0 {
-			sb.WriteString(",")
-		}
-		sb.WriteString("(?, 'order', ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?)")
-		status := "failed"
-		if o.Succeeded {
-			status = "succeeded"
-		}
-		vals = append(vals, o.Ticket, o.UserID, o.EventID, status, o.Reason, o.OrderNo, time.UnixMilli(reserved[o.Ticket]).UTC())
-	}
-	if len(vals) == 0 {
-		return nil
-	}
-	_, err := tx.ExecContext(ctx, "INSERT INTO tickets (ticket, kind, user_id, ref_id, status, reason, order_no, created_at) VALUES "+sb.String(), vals...)
+	var d db.Ticket
+	var won bool
+	err := w.retry(ctx, "fail a poison order's ticket", func() (err error) {
+		d, won, err = db.DecideFailed(ctx, w.sql, db.NewTicket{Ticket: m.Ticket, Kind: "order", UserID: m.UserID,
+			RefID: m.EventID, Reason: ReasonInvalid, CreatedAt: time.UnixMilli(m.ReservedAt)})
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("cannot record tickets: %w", err)
+		return outcome{}, err
 	}
-	return nil
+	if won {
+		ticketsDecided.WithLabelValues("failed", ReasonInvalid).Inc()
+	}
+	out := outcome{Outcome: store.Outcome{EventID: m.EventID, UserID: m.UserID, Ticket: m.Ticket,
+		Succeeded: d.Status == "succeeded", Reason: d.Reason.String, OrderNo: d.OrderNo.String}, replay: !won}
+	out.ReturnUnit = !out.Succeeded && returnsUnit(out.Reason)
+	return out, nil
 }
 
-// failPoison dead-letters orders that cannot be written and fails their
-// tickets, one by one, so none stays pending.
-func (w *Worker) failPoison(ctx context.Context, eventID int64, orders []bus.Order) ([]outcome, error) {
-	var outs []outcome
-	for _, o := range orders {
-		v, _ := json.Marshal(o)
-		if err := w.deadLetter(ctx, v, "mysql rejected the batch"); err != nil {
-			return nil, err
-		}
-		out := outcome{Outcome: store.Outcome{EventID: eventID, UserID: o.UserID, Ticket: o.Ticket, Reason: ReasonUnprocessable, ReturnUnit: true}}
-		won, err := w.decideFailed(ctx, o.Ticket, o.UserID, eventID, ReasonUnprocessable, o.ReservedAt)
-		if err != nil {
-			return nil, err
-		}
-		if !won {
-			t, err := w.db.Ticket(ctx, o.Ticket)
-			if err != nil {
-				return nil, err
-			}
-			out.Succeeded, out.Reason, out.OrderNo, out.ReturnUnit = t.Status == "succeeded", t.Reason.String, t.OrderNo.String, false
-			out.replay = true
-		}
-		outs = append(outs, out)
-	}
-	return outs, nil
-}
-
-// decideFailed records a failed outcome unless the ticket is decided already;
-// it reports whether this call decided it.
-func (w *Worker) decideFailed(ctx context.Context, ticket string, userID, eventID int64, reason string, reservedAt int64) (bool, error) {
-	res, err := w.sql.ExecContext(ctx, `INSERT IGNORE INTO tickets (ticket, kind, user_id, ref_id, status, reason, created_at)
-		VALUES (?, 'order', ?, ?, 'failed', ?, ?)`, ticket, userID, eventID, reason, time.UnixMilli(reservedAt).UTC())
-	if err != nil {
-		return false, err
-	}
-	n, _ := res.RowsAffected()
-	if n == 1 {
-		ticketsDecided.WithLabelValues("failed", reason).Inc()
-	}
-	return n == 1, nil
-}
-
-func (w *Worker) deadLetter(ctx context.Context, value []byte, why string) error {
-	rec := &kgo.Record{Topic: w.cfg.DLQTopic(), Value: value, Headers: []kgo.RecordHeader{{Key: "reason", Value: []byte(why)}}}
-	err := w.retry(ctx, "produce to the dead-letter topic", 0, func() error {
+// deadLetter produces a record that cannot be written to the topic's
+// dead-letter topic, with the reason in a header, before its offset is
+// committed.
+func (w *Worker) deadLetter(ctx context.Context, topic string, value []byte, why string) error {
+	rec := &kgo.Record{Topic: topic, Value: value, Headers: []kgo.RecordHeader{{Key: "reason", Value: []byte(why)}}}
+	err := w.retry(ctx, "produce to the dead-letter topic", func() error {
 		return w.kafka.ProduceSync(ctx, rec).FirstErr()
 	})
 	if err == nil {
-		dlqTotal.Inc()
+		deadLetters.WithLabelValues(topic).Inc()
 	}
 	return err
 }
@@ -412,27 +212,40 @@ func (w *Worker) publish(ctx context.Context, eventID int64, outs []outcome) err
 	recs := make([]*kgo.Record, 0, len(outs)+1)
 	for i, o := range outs {
 		plain[i] = o.Outcome
-		status := "failed"
-		if o.Succeeded {
-			status = "succeeded"
-		}
 		recs = append(recs, bus.TicketResult(w.cfg.ResultsTopic(), o.UserID, bus.TicketPush{
-			Ticket: o.Ticket, Kind: "order", Status: status, Reason: o.Reason, OrderNo: o.OrderNo,
+			Ticket: o.Ticket, Kind: "order", Status: giftStatus(o.Succeeded), Reason: o.Reason, OrderNo: o.OrderNo,
 		}))
 	}
-	// Settling is best effort: MySQL already has the outcomes, GET /tickets
-	// reads them there, and the reconciler settles what is left pending.
+	// MySQL already has the outcomes and GET /tickets reads them there, so
+	// a settle that keeps failing is left to the reconciler, which settles
+	// decided tickets it finds still pending.
+	w.settle(ctx, func(ctx context.Context) error { return w.redis.Settle(ctx, plain) })
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := w.redis.Settle(sctx, plain); err != nil {
-		w.log.Warn("cannot settle tickets in Redis; the reconciler will", "event", eventID, "err", err)
-	}
 	if rec := w.stockPush(sctx, eventID); rec != nil {
 		recs = append(recs, rec)
 	}
 	cancel()
-	return w.retry(ctx, "produce results", 0, func() error {
+	return w.retry(ctx, "produce results", func() error {
 		return w.kafka.ProduceSync(ctx, recs...).FirstErr()
 	})
+}
+
+// settle runs a Redis settle step, retrying for a few seconds.
+func (w *Worker) settle(ctx context.Context, f func(context.Context) error) {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	backoff := 20 * time.Millisecond
+	for {
+		err := f(sctx)
+		if err == nil {
+			return
+		}
+		if !sleep(sctx, backoff) {
+			w.log.Warn("cannot settle in Redis; the reconciler will", "err", err)
+			return
+		}
+		backoff *= 2
+	}
 }
 
 // stockPush returns a stock message for the event's watchers, at most one

@@ -124,7 +124,9 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 		})
 		return nil
 	})
-	g.Go(func() error { return w.consumePayouts(gctx, consumer, provider) })
+	g.Go(func() error {
+		return w.supervise(gctx, w.payouts, func(ctx context.Context) error { return w.consumePayouts(ctx, consumer, provider) })
+	})
 	return g.Wait()
 }
 
@@ -189,7 +191,7 @@ func (w *Worker) cleanOutbox(ctx context.Context) error {
 // consumePayouts pays out the withdrawals on the withdrawals topic and
 // commits offsets only once each one's outcome is in MySQL.
 func (w *Worker) consumePayouts(ctx context.Context, cl *kgo.Client, p PayoutProvider) error {
-	return w.consume(ctx, cl, "payouts", 100, func(ctx context.Context, recs []*kgo.Record) error {
+	return w.consume(ctx, cl, w.payouts, 100, func(ctx context.Context, recs []*kgo.Record) error {
 		for _, r := range recs {
 			if err := w.payWithdrawal(ctx, p, r.Value); err != nil {
 				return err // a shutdown: decided withdrawals are skipped when redelivered
@@ -220,7 +222,7 @@ func (w *Worker) payWithdrawal(ctx context.Context, p PayoutProvider, value []by
 	}
 	var wd withdrawalRow
 	var missing bool
-	err := w.retry(ctx, "read a withdrawal", 0, func() error {
+	err := w.retry(ctx, "read a withdrawal", func() error {
 		err := w.sql.GetContext(ctx, &wd, "SELECT id, user_id, amount, status, attempts FROM withdrawals WHERE id = ?", m.WithdrawalID)
 		missing = errors.Is(err, sql.ErrNoRows)
 		if missing {
@@ -266,7 +268,7 @@ func (w *Worker) payWithdrawal(ctx context.Context, p PayoutProvider, value []by
 		payoutCalls.WithLabelValues("error").Inc()
 		lastErr = truncate(err.Error(), 255)
 		w.log.Warn("payout failed", "withdrawal", wd.ID, "attempt", attempts, "of", budget, "err", err)
-		err = w.retry(ctx, "record a payout attempt", 0, func() error {
+		err = w.retry(ctx, "record a payout attempt", func() error {
 			_, err := w.sql.ExecContext(ctx, "UPDATE withdrawals SET attempts = ?, last_error = ? WHERE id = ? AND status = 'pending'", attempts, lastErr, wd.ID)
 			return err
 		})
@@ -287,7 +289,7 @@ func (w *Worker) payWithdrawal(ctx context.Context, p PayoutProvider, value []by
 
 func (w *Worker) succeedWithdrawal(ctx context.Context, wd withdrawalRow, attempts int, txn string) error {
 	var n int64
-	err := w.retry(ctx, "record a payout", 0, func() error {
+	err := w.retry(ctx, "record a payout", func() error {
 		res, err := w.sql.ExecContext(ctx, `UPDATE withdrawals SET status = 'succeeded', payout_txn = ?, attempts = ?
 			WHERE id = ? AND status = 'pending'`, txn, attempts, wd.ID)
 		if err == nil {
@@ -313,7 +315,7 @@ func (w *Worker) failWithdrawal(ctx context.Context, p PayoutProvider, wd withdr
 		var txn string
 		var paid bool
 		// An unknown outcome must not be refunded: ask until the provider answers.
-		err := w.retry(ctx, "ask the payout provider", 0, func() (err error) {
+		err := w.retry(ctx, "ask the payout provider", func() (err error) {
 			txn, paid, err = c.PayoutStatus(ctx, PayoutKey(wd.ID))
 			return err
 		})
@@ -325,7 +327,7 @@ func (w *Worker) failWithdrawal(ctx context.Context, p PayoutProvider, wd withdr
 		}
 	}
 	var refunded bool
-	err := w.retry(ctx, "fail a withdrawal", 0, func() error {
+	err := w.retry(ctx, "fail a withdrawal", func() error {
 		tx, err := w.sql.BeginTxx(ctx, nil)
 		if err != nil {
 			return err

@@ -3,17 +3,28 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+
 	"github.com/flashgate/flashgate/internal/db"
-	"github.com/flashgate/flashgate/internal/store"
 )
 
-// keyLife is how long after an event's end its Redis keys are kept.
+// keyLife is how long after an event's end its Redis keys are kept, and how
+// long an undone gift hold's "a:" entry is.
 const keyLife = 24 * time.Hour
 
 // WarmEvents loads into Redis every event that starts within WarmAhead and
-// has not ended, unless it is there already — also after Redis lost it.
+// has not ended, unless it is there already, and then syncs its stock.
+//
+// A live event that Redis lost (a flush, a restart without persistence) is
+// warmed again only once no order of it can still be in flight: after a
+// quiet period as long as a gateway may wait for Kafka (no reservation can
+// be made meanwhile: the event is not in Redis), and once the order writers
+// have caught up with the orders topic. MySQL's stock then accounts for
+// every accepted order, so Redis never offers a unit that an order in
+// flight already took. Until then its buyers get 503.
 func (w *Worker) WarmEvents(ctx context.Context) error {
 	now := time.Now()
 	evs, err := w.db.EventsEndingAfter(ctx, now)
@@ -21,40 +32,95 @@ func (w *Worker) WarmEvents(ctx context.Context) error {
 		return err
 	}
 	var ids []int64
-	byID := map[int64]db.Event{}
 	for _, e := range evs {
 		if !e.StartsAt.After(now.Add(w.cfg.WarmAhead)) {
 			ids = append(ids, e.ID)
-			byID[e.ID] = e
 		}
 	}
 	warm, err := w.redis.Stocks(ctx, ids)
 	if err != nil {
 		return err
 	}
-	for _, id := range ids {
-		if _, ok := warm[id]; ok {
+	quiet := w.cfg.ProduceTimeout + 2*w.cfg.RedisTimeout
+	for _, e := range evs {
+		if _, ok := warm[e.ID]; ok || e.StartsAt.After(now.Add(w.cfg.WarmAhead)) {
 			continue
 		}
-		buyers, err := w.db.ActiveBuyers(ctx, id)
-		if err != nil {
+		if e.StartsAt.Before(now) {
+			w.warmMu.Lock()
+			since, seen := w.coldSince[e.ID]
+			if !seen {
+				since = now
+				w.coldSince[e.ID] = now
+			}
+			w.warmMu.Unlock()
+			if now.Sub(since) < quiet {
+				continue
+			}
+			caught, err := w.ordersCaughtUp(ctx)
+			if err != nil {
+				return err
+			}
+			if !caught {
+				w.log.Info("live event not in Redis; waiting for the order writers to catch up before warming it", "event", e.ID)
+				continue
+			}
+		}
+		if err := w.warm(ctx, e.ID); err != nil {
 			return err
 		}
-		// Read the stock after the buyers: an order committed in between
-		// makes Redis show one unit less, never one more.
-		e, err := w.db.Event(ctx, id)
-		if err != nil {
-			return err
-		}
-		did, err := w.redis.Warm(ctx, id, e.Stock, e.EndsAt.Add(keyLife), buyers)
-		if err != nil {
-			return err
-		}
-		if did {
-			w.log.Info("event warmed into Redis", "event", id, "stock", e.Stock, "buyers", len(buyers))
-		}
+		w.warmMu.Lock()
+		delete(w.coldSince, e.ID)
+		w.warmMu.Unlock()
 	}
 	return nil
+}
+
+func (w *Worker) warm(ctx context.Context, eventID int64) error {
+	buyers, err := w.db.ActiveBuyers(ctx, eventID)
+	if err != nil {
+		return err
+	}
+	// Read the stock after the buyers: an order committed in between makes
+	// Redis show one unit less, never one more; the sync below corrects it.
+	e, err := w.db.Event(ctx, eventID)
+	if err != nil {
+		return err
+	}
+	did, err := w.redis.Warm(ctx, eventID, e.Stock, e.EndsAt.Add(keyLife), buyers)
+	if err != nil {
+		return err
+	}
+	if did {
+		w.log.Info("event warmed into Redis", "event", eventID, "stock", e.Stock, "buyers", len(buyers))
+	}
+	return w.syncStock(ctx, eventID)
+}
+
+// ordersCaughtUp reports whether the order writers' group has committed
+// every record of the orders topic.
+func (w *Worker) ordersCaughtUp(ctx context.Context) (bool, error) {
+	lags, err := kadm.NewClient(w.kafka).Lag(ctx, GroupName(w.cfg.Config))
+	if err != nil {
+		return false, fmt.Errorf("cannot read the order writers' lag: %w", err)
+	}
+	l, ok := lags[GroupName(w.cfg.Config)]
+	if !ok {
+		return false, nil
+	}
+	if err := l.Error(); err != nil {
+		return false, fmt.Errorf("cannot read the order writers' lag: %w", err)
+	}
+	for _, p := range l.Lag[w.cfg.OrdersTopic()] {
+		if p.Err != nil || p.Lag != 0 {
+			// No commit yet counts as caught up only for an empty partition.
+			if p.Commit.At < 0 && p.End.Offset == p.Start.Offset {
+				continue
+			}
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // ExpireOrders expires unpaid orders past their time and puts their units
@@ -72,64 +138,31 @@ func (w *Worker) ExpireOrders(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := w.redis.Release(ctx, o.EventID, o.UserID, o.Ticket); err != nil {
-			w.log.Warn("expired order's unit not returned to Redis", "order", o.OrderNo, "err", err)
-		}
-		w.stockMu.Lock()
-		w.stockDue[o.EventID] = true
-		w.stockMu.Unlock()
 		w.log.Info("order expired", "order", o.OrderNo, "event", o.EventID, "user", o.UserID)
 	}
-	return nil
+	return w.ReleaseInRedis(ctx)
 }
 
-// Reconcile settles reservations that have been pending longer than
-// PendingTimeout: decided ones get their outcome, undecided ones (the gateway
-// died between Lua and produce, or the order was lost) fail with "timeout"
-// and give their unit back. The tickets table decides races with the worker.
-func (w *Worker) Reconcile(ctx context.Context) error {
-	now := time.Now()
-	evs, err := w.db.EventsEndingAfter(ctx, now.Add(-keyLife))
+// ReleaseInRedis gives back in Redis the units of cancelled and expired
+// orders that MySQL already has back: these expiries, and any release
+// whose Redis step failed before (a Redis blip, a crash between the two,
+// a cancel whose gateway could not reach Redis). Release is idempotent, so
+// an order is released until MySQL records that it was.
+func (w *Worker) ReleaseInRedis(ctx context.Context) error {
+	os, err := w.db.UnreleasedOrders(ctx, 500)
 	if err != nil {
 		return err
 	}
-	for _, e := range evs {
-		stale, err := w.redis.PendingOlderThan(ctx, e.ID, now.Add(-w.cfg.PendingTimeout), 500)
-		if err != nil {
-			return err
+	var done []int64
+	for _, o := range os {
+		if err := w.redis.Release(ctx, o.EventID, o.UserID, o.Ticket); err != nil {
+			w.log.Warn("unit not returned to Redis yet; will retry", "order", o.OrderNo, "err", err)
+			break
 		}
-		var outs []outcome
-		for _, t := range stale {
-			st, err := w.redis.Ticket(ctx, e.ID, t)
-			if errors.Is(err, store.ErrNoTicket) {
-				w.log.Warn("pending reservation without a ticket record", "ticket", t)
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			out := outcome{Outcome: store.Outcome{EventID: e.ID, UserID: st.UserID, Ticket: t}}
-			won, err := w.decideFailed(ctx, t, st.UserID, e.ID, ReasonTimeout, st.CreatedAt.UnixMilli())
-			if err != nil {
-				return err
-			}
-			if won {
-				out.Reason, out.ReturnUnit = ReasonTimeout, true
-				w.log.Warn("reservation timed out without an order; released", "ticket", t, "user", st.UserID)
-			} else {
-				d, err := w.db.Ticket(ctx, t)
-				if err != nil {
-					return err
-				}
-				out.Succeeded, out.Reason, out.OrderNo, out.replay = d.Status == "succeeded", d.Reason.String, d.OrderNo.String, true
-			}
-			outs = append(outs, out)
-		}
-		if len(outs) > 0 {
-			if err := w.publish(ctx, e.ID, outs); err != nil {
-				return err
-			}
-		}
+		done = append(done, o.ID)
+		w.stockMu.Lock()
+		w.stockDue[o.EventID] = true
+		w.stockMu.Unlock()
 	}
-	return nil
+	return w.db.MarkReleased(ctx, done...)
 }

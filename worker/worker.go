@@ -1,12 +1,16 @@
-// Package worker turns accepted orders into MySQL rows. It consumes the
-// orders topic in a consumer group, writes each batch in one transaction per
-// event, records every ticket's outcome, tells Redis and the results topic,
-// and only then commits the Kafka offsets. It also runs the timers: warming
-// events into Redis, expiring unpaid orders and reconciling Redis with MySQL.
+// Package worker turns accepted orders and gifts into MySQL rows. It
+// consumes the orders and gifts topics in consumer groups, decides and
+// writes each batch in MySQL transactions, records every ticket's outcome,
+// tells Redis and the results topic, and only then commits the Kafka
+// offsets. It also pays withdrawals out, and runs the timers: warming
+// events into Redis, expiring unpaid orders, and reconciling Redis with
+// MySQL (abort markers for reservations and holds that never reached
+// Kafka, stock that drifted).
 package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -45,17 +49,43 @@ type Worker struct {
 	kafka *kgo.Client
 	ready obs.Readiness
 
+	// work is the context batches and timer runs are processed with. It
+	// outlives the context that stops polling by FLASHGATE_SHUTDOWN_TIMEOUT,
+	// so a shutdown finishes and commits the batch in hand.
+	work context.Context
+
+	consumers []*consumer
+	orders    *consumer
+	gifts     *consumer
+	payouts   *consumer
+
+	warmMu    sync.Mutex
+	coldSince map[int64]time.Time // live events found missing from Redis
+
 	stockMu       sync.Mutex
 	lastStockPush map[int64]time.Time // when each event's last stock message went out
 	stockDue      map[int64]bool      // events whose stock changed since then
 }
+
+// ErrCrash, as the cause of Run's context, stops the worker the way a
+// killed process stops: the batches in hand are abandoned, not finished,
+// and redelivered to whoever consumes next. Tests use it to crash a worker
+// in-process; a plain cancel is a SIGTERM and drains.
+var ErrCrash = errors.New("worker crashed")
 
 // GroupName is the consumer group of the order writers.
 func GroupName(cfg config.Config) string { return cfg.TopicPrefix + ".order-writers" }
 
 // New connects the worker's dependencies.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
-	w := &Worker{cfg: cfg, log: log, lastStockPush: map[int64]time.Time{}, stockDue: map[int64]bool{}}
+	if err := cfg.Config.Validate(); err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, log: log, work: context.Background(), coldSince: map[int64]time.Time{},
+		lastStockPush: map[int64]time.Time{}, stockDue: map[int64]bool{}}
+	w.orders = w.newConsumer("orders", GroupName(cfg.Config))
+	w.gifts = w.newConsumer("gifts", GiftGroupName(cfg.Config))
+	w.payouts = w.newConsumer("payouts", PayoutGroupName(cfg.Config))
 	var err error
 	if w.redis, err = store.New(cfg.RedisAddr); err != nil {
 		return nil, err
@@ -78,6 +108,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 		return nil, err
 	}
 	w.ready.Check = func(ctx context.Context) error {
+		if err := w.notConsuming(); err != nil {
+			return err
+		}
 		if err := w.sql.PingContext(ctx); err != nil {
 			return fmt.Errorf("mysql: %w", err)
 		}
@@ -102,8 +135,10 @@ func (w *Worker) Close() {
 	}
 }
 
-// Run runs the worker until ctx is done. The batch in hand is finished and
-// committed before it returns.
+// Run runs the worker until ctx is done. Then /readyz turns 503, polling
+// stops, and the batches in hand are finished and committed (for at most
+// FLASHGATE_SHUTDOWN_TIMEOUT; past it they are left uncommitted and
+// redelivered to whoever consumes next) before it returns.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "worker")
 	w, err := New(ctx, cfg, log)
@@ -111,6 +146,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer w.Close()
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	w.work = work
+	stop := context.AfterFunc(ctx, func() {
+		w.ready.Drain()
+		if errors.Is(context.Cause(ctx), ErrCrash) {
+			stopWork()
+			return
+		}
+		time.AfterFunc(cfg.ShutdownTimeout, stopWork)
+	})
+	defer stop()
 
 	mux := http.NewServeMux()
 	w.ready.Handle(mux)
@@ -118,16 +165,19 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return obs.Serve(gctx, srv, cfg.Listener, cfg.ShutdownTimeout) })
-	g.Go(func() error { return w.ConsumeOrders(gctx) })
-	g.Go(func() error { return w.runGifts(gctx) })
+	g.Go(func() error { return w.supervise(gctx, w.orders, w.ConsumeOrders) })
+	g.Go(func() error { return w.supervise(gctx, w.gifts, w.ConsumeGifts) })
 	g.Go(func() error { return w.runPayouts(gctx) })
 	g.Go(func() error { w.every(gctx, cfg.WarmInterval, "warm", w.WarmEvents); return nil })
 	g.Go(func() error { w.every(gctx, cfg.ExpireInterval, "expire", w.ExpireOrders); return nil })
 	g.Go(func() error { w.every(gctx, cfg.ReconcileEvery, "reconcile", w.Reconcile); return nil })
+	g.Go(func() error {
+		w.every(gctx, cfg.ReconcileEvery, "reconcile gift holds", w.ReconcileGiftHolds)
+		return nil
+	})
 	g.Go(func() error { w.every(gctx, time.Second, "stock push", w.FlushStockPushes); return nil })
-	log.Info("worker started", "group", GroupName(cfg.Config), "topic", cfg.OrdersTopic())
-	<-gctx.Done()
-	w.ready.Drain()
+	g.Go(func() error { w.every(gctx, 5*time.Second, "lag report", w.reportLag); return nil })
+	log.Info("worker started", "orders", cfg.OrdersTopic(), "gifts", cfg.GiftsTopic(), "withdrawals", cfg.WithdrawalsTopic())
 	err = g.Wait()
 	log.Info("worker stopped")
 	if ctx.Err() != nil && err == context.Canceled {
@@ -136,12 +186,13 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// every runs f at the interval until ctx is done, logging its errors.
+// every runs f at the interval until ctx is done, logging its errors. A run
+// under way when ctx ends is finished (it runs with the work context).
 func (w *Worker) every(ctx context.Context, d time.Duration, name string, f func(context.Context) error) {
 	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		rctx, cancel := context.WithTimeout(w.work, 30*time.Second)
 		if err := f(rctx); err != nil && ctx.Err() == nil {
 			w.log.Warn(name+" failed", "err", err)
 		}

@@ -27,7 +27,13 @@ type Order struct {
 	EventID    int64  `json:"event_id"`
 	UserID     int64  `json:"user_id"`
 	Price      int64  `json:"price"`
-	ReservedAt int64  `json:"reserved_at"` // unix milliseconds
+	ReservedAt int64  `json:"reserved_at"` // unix milliseconds, Redis's clock
+	// Abort marks an abort marker rather than an order: the reconciler
+	// sends one, keyed like the order, for a reservation that waited too
+	// long. The worker decides whichever of the order and its marker comes
+	// first in the partition: a marker first fails the ticket (reason
+	// timeout) and gives the unit back; after the order it changes nothing.
+	Abort bool `json:"abort,omitempty"`
 }
 
 // Withdrawal is the outbox payload, relayed to the withdrawals topic, that
@@ -114,6 +120,12 @@ func StockResult(topic string, p StockPush) *kgo.Record {
 func OrderRecord(topic string, o Order) *kgo.Record {
 	v, _ := json.Marshal(o)
 	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, o.EventID, 10), Value: v}
+}
+
+// OrderAbortRecord builds the abort marker of a reservation, keyed by event
+// id like the order itself so that both land on one partition.
+func OrderAbortRecord(topic, ticket string, eventID, userID, reservedAt int64) *kgo.Record {
+	return OrderRecord(topic, Order{Ticket: ticket, EventID: eventID, UserID: userID, ReservedAt: reservedAt, Abort: true})
 }
 
 // NewClient returns a franz-go client for the configured brokers that logs

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"encoding/json"
 	"strconv"
 	"unicode/utf8"
 
@@ -20,7 +21,25 @@ type Gift struct {
 	Count      int64  `json:"count"`
 	Coins      int64  `json:"coins"` // price at sending time * count
 	EffectURL  string `json:"effect_url"`
-	HeldAt     int64  `json:"held_at"` // unix milliseconds
+	HeldAt     int64  `json:"held_at"` // unix milliseconds, Redis's clock
+	// IdemKey is the request's Idempotency-Key ("" when none) and Balance
+	// the hot balance answered with the 202: MySQL keeps both with the
+	// ticket, so a retry after Redis lost the key gets the first answer.
+	IdemKey string `json:"idem_key,omitempty"`
+	Balance int64  `json:"balance"`
+	// Abort marks an abort marker rather than a gift: the hold reconciler
+	// sends one, keyed like the gift, for a hold that waited too long. The
+	// worker decides whichever of the gift and its marker comes first in
+	// the partition: a marker first fails the ticket (reason timeout) and
+	// gives the coins back; after the gift it changes nothing.
+	Abort bool `json:"abort,omitempty"`
+}
+
+// GiftAbortRecord builds the abort marker of a held gift, keyed by sender
+// like the gift itself so that both land on one partition.
+func GiftAbortRecord(topic, ticket string, senderID, heldAt int64) *kgo.Record {
+	v, _ := json.Marshal(Gift{Ticket: ticket, SenderID: senderID, HeldAt: heldAt, Abort: true})
+	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, senderID, 10), Value: v}
 }
 
 // GiftRecord builds the gifts-topic record for an accepted gift. It is on
@@ -47,6 +66,12 @@ func GiftRecord(topic string, g Gift) *kgo.Record {
 	b = appendJSONString(b, g.EffectURL)
 	b = append(b, `,"held_at":`...)
 	b = strconv.AppendInt(b, g.HeldAt, 10)
+	if g.IdemKey != "" {
+		b = append(b, `,"idem_key":`...)
+		b = appendJSONString(b, g.IdemKey)
+	}
+	b = append(b, `,"balance":`...)
+	b = strconv.AppendInt(b, g.Balance, 10)
 	b = append(b, '}')
 	n := len(b)
 	b = strconv.AppendInt(b, g.SenderID, 10)

@@ -17,7 +17,7 @@ func FuzzGiftRecord(f *testing.F) {
 	f.Add("bad utf8 \xff\xfe", "\xc3", int64(-5), int64(9223372036854775807), int64(0))
 	f.Fuzz(func(t *testing.T, ticket, url string, room, sender, coins int64) {
 		in := Gift{Ticket: ticket, RoomID: room, SenderID: sender, ReceiverID: sender + 1, GiftID: 4,
-			Count: 9999, Coins: coins, EffectURL: url, HeldAt: 1_750_000_000_123}
+			Count: 9999, Coins: coins, EffectURL: url, HeldAt: 1_750_000_000_123, IdemKey: "k-" + strconv.FormatInt(room, 10), Balance: coins / 2}
 		r := GiftRecord("t.gifts", in)
 		var out Gift
 		if err := json.Unmarshal(r.Value, &out); err != nil {
@@ -54,11 +54,14 @@ func FuzzGiftRecord(f *testing.F) {
 func TestGiftRecordMatchesEncodingJSON(t *testing.T) {
 	g := Gift{Ticket: "g42-9f86d081884c7d65", RoomID: 7, SenderID: 42, ReceiverID: 9, GiftID: 2, Count: 3, Coins: 30,
 		EffectURL: `https://static.example/heart.svga?a=1&b="x"`, HeldAt: 1_750_000_000_123}
-	want, _ := json.Marshal(g)
-	// encoding/json escapes & < > for HTML; this encoder does not need to.
-	w := strings.NewReplacer(`\u0026`, "&", `\u003c`, "<", `\u003e`, ">").Replace(string(want))
-	if got := string(GiftRecord("x", g).Value); got != w {
-		t.Errorf("got  %s\nwant %s", got, w)
+	for _, key := range []string{"", "retry-7_A"} {
+		g.IdemKey, g.Balance = key, int64(len(key))
+		want, _ := json.Marshal(g)
+		// encoding/json escapes & < > for HTML; this encoder does not need to.
+		w := strings.NewReplacer(`\u0026`, "&", `\u003c`, "<", `\u003e`, ">").Replace(string(want))
+		if got := string(GiftRecord("x", g).Value); got != w {
+			t.Errorf("got  %s\nwant %s", got, w)
+		}
 	}
 }
 

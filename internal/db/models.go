@@ -162,7 +162,8 @@ func (s Store) PayOrder(ctx context.Context, orderNo string, userID int64, txn s
 }
 
 // ReleaseOrder moves an unpaid order to status (cancelled or expired) and puts
-// its unit back in the event's MySQL stock, in one transaction. It returns
+// its unit back in the event's MySQL stock, in one transaction. The order
+// stays marked unreleased until its unit is back in Redis (MarkReleased). It returns
 // ErrInvalidState when the order was no longer unpaid (someone else won).
 func (s Store) ReleaseOrder(ctx context.Context, orderID int64, status string) error {
 	tx, err := s.DB.BeginTxx(ctx, nil)
@@ -177,7 +178,7 @@ func (s Store) ReleaseOrder(ctx context.Context, orderID int64, status string) e
 	if o.Status != OrderUnpaid {
 		return ErrInvalidState
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE orders SET status = ?, active = NULL WHERE id = ?", status, orderID); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE orders SET status = ?, active = NULL, redis_released = 0 WHERE id = ?", status, orderID); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE events SET stock = stock + 1 WHERE id = ?", o.EventID); err != nil {

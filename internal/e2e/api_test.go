@@ -214,6 +214,7 @@ func TestOrderLifecycle(t *testing.T) {
 func TestWorkerWarmsAndReconciles(t *testing.T) {
 	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
 		c.PendingTimeout = time.Second
+		c.ProduceTimeout, c.RedisTimeout = 200*time.Millisecond, 200*time.Millisecond
 		c.ReconcileEvery = 200 * time.Millisecond
 	}})
 	now := time.Now()
@@ -226,7 +227,7 @@ func TestWorkerWarmsAndReconciles(t *testing.T) {
 	s.waitFor("worker warms the upcoming event", func() bool { st, ok := s.redisStock(ev); return ok && st == 4 })
 
 	ticket := store.NewOrderTicket(ev)
-	r, err := s.redis.Reserve(context.Background(), ev, 77, ticket, "", time.Now())
+	r, err := s.redis.Reserve(context.Background(), ev, 77, ticket, "")
 	if err != nil || r.Status != store.Reserved {
 		t.Fatalf("reserve: %+v %v", r, err)
 	}

@@ -55,11 +55,19 @@ func (s *system) giftHot(uid int64) int64 {
 	return bal
 }
 
+// giftHolds counts the user's gift holds that still hold coins (pending or
+// claimed); decided and undone entries hold none.
 func (s *system) giftHolds(uid int64) int64 {
 	s.t.Helper()
-	n, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hlen().Key(store.HoldsKey(uid)).Build()).AsInt64()
+	vals, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hvals().Key(store.HoldsKey(uid)).Build()).AsStrSlice()
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	var n int64
+	for _, v := range vals {
+		if strings.HasPrefix(v, "p:") || strings.HasPrefix(v, "c:") {
+			n++
+		}
 	}
 	return n
 }
@@ -743,10 +751,10 @@ func TestGiftHoldReconciled(t *testing.T) {
 	}
 	ctx := context.Background()
 	lost, committed := store.NewGiftTicket(sender), store.NewGiftTicket(sender)
-	if res, err := s.redis.HoldGift(ctx, sender, lost, 30, "", time.Now()); err != nil || res.Status != store.Held || res.Balance != 70 {
+	if res, err := s.redis.HoldGift(ctx, sender, lost, 30, ""); err != nil || res.Status != store.Held || res.Balance != 70 {
 		t.Fatalf("hold: %+v %v", res, err)
 	}
-	if res, err := s.redis.HoldGift(ctx, sender, committed, 20, "", time.Now()); err != nil || res.Status != store.Held || res.Balance != 50 {
+	if res, err := s.redis.HoldGift(ctx, sender, committed, 20, ""); err != nil || res.Status != store.Held || res.Balance != 50 {
 		t.Fatalf("hold: %+v %v", res, err)
 	}
 	if _, err := s.db.Exec(`INSERT INTO tickets (ticket, kind, user_id, ref_id, status, created_at)
@@ -756,7 +764,7 @@ func TestGiftHoldReconciled(t *testing.T) {
 	// A third hold was undone by a gateway whose produce failed: its marker
 	// stays only until no late message could still arrive.
 	undone := store.NewGiftTicket(sender)
-	if res, err := s.redis.HoldGift(ctx, sender, undone, 10, "", time.Now()); err != nil || res.Status != store.Held {
+	if res, err := s.redis.HoldGift(ctx, sender, undone, 10, ""); err != nil || res.Status != store.Held {
 		t.Fatalf("hold: %+v %v", res, err)
 	}
 	if ok, err := s.redis.UndoGift(ctx, sender, undone, ""); err != nil || !ok {

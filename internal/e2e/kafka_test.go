@@ -90,3 +90,22 @@ func (s *system) crashAndRedeliver(topic, group string, n int,
 	wcancel()
 	<-done
 }
+
+// topicEnd sums a topic's end offsets: the records ever produced to it.
+func (s *system) topicEnd(topic string) int64 {
+	s.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.cfg.KafkaBrokers...))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var sum int64
+	ends.Each(func(o kadm.ListedOffset) { sum += o.Offset })
+	return sum
+}

@@ -150,7 +150,7 @@ func TestKafkaUnreachable(t *testing.T) {
 	// 202 with the ticket the failed request then undid: it reads failed.
 	ctx := context.Background()
 	ticket := store.NewOrderTicket(ev)
-	if r, err := s.redis.Reserve(ctx, ev, 43, ticket, "k", time.Now()); err != nil || r.Status != store.Reserved {
+	if r, err := s.redis.Reserve(ctx, ev, 43, ticket, "k"); err != nil || r.Status != store.Reserved {
 		t.Fatalf("reserve: %+v %v", r, err)
 	}
 	if undone, err := s.redis.Compensate(ctx, ev, 43, ticket); err != nil || !undone {

@@ -37,7 +37,11 @@ type system struct {
 	db      *sqlx.DB
 	kafka   *kfake.Cluster
 	signer  *auth.Signer
-	client  *http.Client
+
+	mysqlProxy  *testenv.Proxy       // options.mysqlProxy
+	redisServer *testenv.RedisServer // options.restartableRedis
+	directDSN   string
+	client      *http.Client
 
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
@@ -49,6 +53,12 @@ type options struct {
 	mutate   func(*config.Config)
 	noWorker bool
 	noWS     bool
+	// mysqlProxy puts a stallable proxy (s.mysqlProxy) between the services
+	// and MariaDB; the test's own connection (s.db) stays direct.
+	mysqlProxy bool
+	// restartableRedis gives the system a Redis the test can kill and
+	// restart (s.redisServer).
+	restartableRedis bool
 }
 
 func start(t *testing.T, opts options) *system {
@@ -57,12 +67,26 @@ func start(t *testing.T, opts options) *system {
 	if opts.mutate != nil {
 		opts.mutate(&cfg)
 	}
-	s := &system{t: t, cfg: cfg, kafka: kc, signer: auth.NewSigner(cfg.TokenSecret)}
+	s := &system{t: t, cfg: cfg, kafka: kc, signer: auth.NewSigner(cfg.TokenSecret), directDSN: cfg.MySQLDSN}
+	if opts.restartableRedis {
+		s.redisServer = testenv.NewRedis(t)
+		cfg.RedisAddr = s.redisServer.Addr
+	}
+	if opts.mysqlProxy {
+		c, err := db.ParseDSN(cfg.MySQLDSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.mysqlProxy = testenv.NewProxy(t, c.Addr)
+		c.Addr = s.mysqlProxy.Addr()
+		cfg.MySQLDSN = c.FormatDSN()
+	}
+	s.cfg = cfg
 	var err error
 	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
 		t.Fatal(err)
 	}
-	if s.db, err = db.Open(context.Background(), cfg.MySQLDSN); err != nil {
+	if s.db, err = db.Open(context.Background(), s.directDSN); err != nil {
 		t.Fatal(err)
 	}
 	s.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
@@ -170,11 +194,16 @@ func (s *system) do(method, path, token, body string, hdr ...string) answer {
 }
 
 func (s *system) try(method, path, token, body string, hdr ...string) (answer, error) {
+	return s.tryAt(s.gateway, method, path, token, body, hdr...)
+}
+
+// tryAt is try against the gateway at base (one in a process of its own).
+func (s *system) tryAt(base, method, path, token, body string, hdr ...string) (answer, error) {
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, s.gateway+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		return answer{}, err
 	}

@@ -21,6 +21,8 @@ import (
 // TicketTTL is how long Redis keeps a ticket's hash; MySQL keeps outcomes forever.
 const TicketTTL = 24 * time.Hour
 
+var ticketTTL = strconv.Itoa(int(TicketTTL / time.Second))
+
 // Store wraps a rueidis client.
 type Store struct {
 	C rueidis.Client
@@ -98,18 +100,19 @@ const (
 
 // ReserveResult is what Reserve decided.
 type ReserveResult struct {
-	Status    ReserveStatus
-	Ticket    string // the new ticket, or the user's existing one
-	Replay    bool   // AlreadyBought with the same idempotency key
-	StockLeft int64
+	Status     ReserveStatus
+	Ticket     string // the new ticket, or the user's existing one
+	Replay     bool   // AlreadyBought with the same idempotency key
+	StockLeft  int64
+	ReservedAt time.Time // Reserved: Redis's clock when the unit was taken
 }
 
 // Reserve runs reserve.lua for one order request.
-func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string, now time.Time) (ReserveResult, error) {
+func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string) (ReserveResult, error) {
 	uid := strconv.FormatInt(userID, 10)
 	vals, err := lua.Reserve.Exec(ctx, s.C,
 		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketKey(eventID, ticket)},
-		[]string{uid, ticket, strconv.FormatInt(now.UnixMilli(), 10), idemKey, strconv.Itoa(int(TicketTTL / time.Second))},
+		[]string{uid, ticket, idemKey, ticketTTL},
 	).ToArray()
 	if err != nil {
 		return ReserveResult{}, fmt.Errorf("cannot reserve stock: %w", err)
@@ -120,6 +123,8 @@ func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idem
 	case Reserved:
 		r.Ticket, _ = vals[1].ToString()
 		r.StockLeft, _ = vals[2].AsInt64()
+		ms, _ := vals[3].AsInt64()
+		r.ReservedAt = time.UnixMilli(ms).UTC()
 	case AlreadyBought:
 		r.Ticket, _ = vals[1].ToString()
 		n, _ := vals[2].AsInt64()
@@ -133,7 +138,7 @@ func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idem
 func (s *Store) Compensate(ctx context.Context, eventID, userID int64, ticket string) (undone bool, err error) {
 	n, err := lua.Compensate.Exec(ctx, s.C,
 		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketKey(eventID, ticket)},
-		[]string{strconv.FormatInt(userID, 10), ticket}).AsInt64()
+		[]string{strconv.FormatInt(userID, 10), ticket, ticketTTL}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("cannot compensate reservation %s: %w", ticket, err)
 	}
@@ -180,7 +185,7 @@ func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
 	if len(outs) == 0 {
 		return nil
 	}
-	ttl := strconv.Itoa(int(TicketTTL / time.Second))
+	ttl := ticketTTL
 	execs := make([]rueidis.LuaExec, len(outs))
 	for i, o := range outs {
 		status, ret := "failed", "0"
@@ -203,7 +208,8 @@ func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
 	return nil
 }
 
-// Release puts the unit of a cancelled or expired order back on sale.
+// Release puts the unit of a cancelled or expired order back on sale, once:
+// a repeat finds the buyer record gone and does nothing.
 func (s *Store) Release(ctx context.Context, eventID, userID int64, ticket string) error {
 	err := lua.Release.Exec(ctx, s.C, []string{StockKey(eventID), BuyersKey(eventID)},
 		[]string{strconv.FormatInt(userID, 10), ticket}).Error()
@@ -285,6 +291,7 @@ type TicketState struct {
 	Reason    string
 	OrderNo   string
 	CreatedAt time.Time
+	Marked    bool // the reconciler sent an abort marker for it
 }
 
 // ErrNoTicket means Redis does not know the ticket.
@@ -296,17 +303,21 @@ func (s *Store) Ticket(ctx context.Context, eventID int64, ticket string) (Ticke
 	if err != nil {
 		return TicketState{}, err
 	}
-	if len(m) == 0 || m["u"] == "" {
+	st, ok := ticketState(m)
+	if !ok {
 		return TicketState{}, ErrNoTicket
+	}
+	return st, nil
+}
+
+// ticketState reads a ticket hash; ok is false when it has no owner.
+func ticketState(m map[string]string) (TicketState, bool) {
+	if len(m) == 0 || m["u"] == "" {
+		return TicketState{}, false
 	}
 	uid, _ := strconv.ParseInt(m["u"], 10, 64)
 	ms, _ := strconv.ParseInt(m["c"], 10, 64)
-	return TicketState{UserID: uid, Status: m["s"], Reason: m["r"], OrderNo: m["o"], CreatedAt: time.UnixMilli(ms).UTC()}, nil
-}
-
-// PendingOlderThan returns the reserved tickets of an event whose outcome is
-// still unknown and that were reserved before t, with their user ids.
-func (s *Store) PendingOlderThan(ctx context.Context, eventID int64, t time.Time, limit int64) ([]string, error) {
-	return s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(eventID)).Min("-inf").
-		Max(strconv.FormatInt(t.UnixMilli(), 10)).Byscore().Limit(0, limit).Build()).AsStrSlice()
+	st := TicketState{UserID: uid, Status: m["s"], Reason: m["r"], OrderNo: m["o"], CreatedAt: time.UnixMilli(ms).UTC()}
+	st.Marked = m["m"] != ""
+	return st, true
 }

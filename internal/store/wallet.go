@@ -75,20 +75,21 @@ const (
 // HoldResult is what HoldGift decided.
 type HoldResult struct {
 	Status  HoldStatus
-	Ticket  string // a replay's original ticket
-	Balance int64  // after the hold; a replay's original answer; the balance when insufficient
+	Ticket  string    // a replay's original ticket
+	Balance int64     // after the hold; a replay's original answer; the balance when insufficient
+	HeldAt  time.Time // Held: Redis's clock when the coins were held
 }
 
 // HoldGift takes coins from the sender's hot balance and holds them for the
 // ticket. idemKey may be "".
-func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string, now time.Time) (HoldResult, error) {
+func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string) (HoldResult, error) {
 	idem := "0"
 	if idemKey != "" {
 		idem = "1"
 	}
 	vals, err := lua.GiftHold.Exec(ctx, s.C,
 		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey)},
-		[]string{ticket, strconv.FormatInt(coins, 10), idem, strconv.FormatInt(now.UnixMilli(), 10), strconv.Itoa(int(IdemTTL / time.Second))},
+		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL},
 	).ToArray()
 	if err != nil {
 		return HoldResult{}, fmt.Errorf("cannot hold coins: %w", err)
@@ -96,7 +97,11 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 	code, _ := vals[0].AsInt64()
 	r := HoldResult{Status: HoldStatus(code)}
 	switch r.Status {
-	case Held, HoldInsufficient:
+	case Held:
+		r.Balance, _ = vals[1].AsInt64()
+		ms, _ := vals[2].AsInt64()
+		r.HeldAt = time.UnixMilli(ms).UTC()
+	case HoldInsufficient:
 		r.Balance, _ = vals[1].AsInt64()
 	case HoldReplay:
 		prev, _ := vals[1].ToString()
@@ -108,6 +113,37 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 		r.Balance, _ = strconv.ParseInt(prev[i+1:], 10, 64)
 	}
 	return r, nil
+}
+
+var idemTTL = strconv.Itoa(int(IdemTTL / time.Second))
+
+// GiftIdem is the first answer to a gift's Idempotency-Key, as MySQL keeps it.
+type GiftIdem struct {
+	Key     string
+	Ticket  string
+	Balance int64
+	Expires time.Time
+}
+
+// RestoreGiftIdem puts answers to Idempotency-Keys that Redis lost (a flush,
+// a restart) back from MySQL, unless Redis has them; a wallet load does it
+// before it installs the balance, so no gift can be held in between.
+func (s *Store) RestoreGiftIdem(ctx context.Context, senderID int64, keys []GiftIdem, now time.Time) error {
+	var cmds rueidis.Commands
+	for _, k := range keys {
+		ttl := k.Expires.Sub(now)
+		if ttl < time.Second {
+			continue
+		}
+		cmds = append(cmds, s.C.B().Set().Key(IdemKey(senderID, k.Key)).
+			Value(k.Ticket+":"+strconv.FormatInt(k.Balance, 10)).Nx().Ex(ttl).Build())
+	}
+	for _, r := range s.C.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
+			return fmt.Errorf("cannot restore idempotency keys of user %d: %w", senderID, err)
+		}
+	}
+	return nil
 }
 
 // UndoGift gives back a hold whose produce failed. It reports false when the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/store"
 )
 
@@ -114,14 +115,33 @@ func (w Wallets) Resync(ctx context.Context, userID int64) (bool, error) {
 }
 
 // load reads the balance and the recent credits in one snapshot and installs
-// them in Redis.
+// them in Redis. Before the balance it puts back the answers to the user's
+// recent gift Idempotency-Keys that Redis lost with the balance (a flush, a
+// restart): no gift can be held until the balance is there, so a retry
+// meets its first answer, not a second debit.
 func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
 	bal, credited, err := w.snapshot(ctx, userID)
+	if err == nil {
+		err = w.restoreIdem(ctx, userID)
+	}
 	if err != nil {
 		w.Redis.C.Do(ctx, w.Redis.C.B().Del().Key(store.LoadingKey(userID)).Build())
 		return 0, err
 	}
 	return w.Redis.FinishWalletLoad(ctx, userID, bal, credited)
+}
+
+func (w Wallets) restoreIdem(ctx context.Context, userID int64) error {
+	now := time.Now()
+	keys, err := db.RecentGiftIdem(ctx, w.DB, userID, now.Add(-store.IdemTTL))
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	out := make([]store.GiftIdem, len(keys))
+	for i, k := range keys {
+		out[i] = store.GiftIdem{Key: k.IdemKey, Ticket: k.Ticket, Balance: k.Balance, Expires: k.CreatedAt.Add(store.IdemTTL)}
+	}
+	return w.Redis.RestoreGiftIdem(ctx, userID, out, now)
 }
 
 // snapshot reads the MySQL balance and the references of the credits it

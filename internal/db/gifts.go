@@ -1,0 +1,245 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// The gift writer's statements. A chunk of gifts runs in one transaction
+// that first locks every wallet it reads (LockWallets, in user id order, so
+// chunks that share an anchor queue instead of deadlocking); the worker then
+// decides every gift in memory and WriteGifts applies the whole chunk with a
+// handful of multi-row statements, however many gifts it holds.
+
+// Balances is what the gift writer reads of a wallet.
+type Balances struct {
+	Balance  int64 `db:"balance"`
+	Earnings int64 `db:"earnings"`
+}
+
+// LockWallets creates the wallets of users that have none and locks all of
+// them until the transaction ends, in user id order, and returns their
+// balances.
+func LockWallets(ctx context.Context, tx *sqlx.Tx, users []int64) (map[int64]Balances, error) {
+	out := make(map[int64]Balances, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	users = slices.Clone(users)
+	slices.Sort(users)
+	users = slices.Compact(users)
+	// ON DUPLICATE KEY UPDATE takes each row exclusively at once; INSERT
+	// IGNORE would leave shared locks that a later update upgrades, and two
+	// transactions doing that deadlock.
+	var sb strings.Builder
+	sb.WriteString("INSERT INTO wallets (user_id) VALUES ")
+	args := make([]any, len(users))
+	for i, u := range users {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("(?)")
+		args[i] = u
+	}
+	sb.WriteString(" ON DUPLICATE KEY UPDATE user_id = user_id")
+	if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+		return nil, fmt.Errorf("cannot lock wallets: %w", err)
+	}
+	q, qargs, err := sqlx.In("SELECT user_id, balance, earnings FROM wallets WHERE user_id IN (?) FOR UPDATE", users)
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		UserID int64 `db:"user_id"`
+		Balances
+	}
+	if err := tx.SelectContext(ctx, &rows, q, qargs...); err != nil {
+		return nil, fmt.Errorf("cannot read wallets: %w", err)
+	}
+	for _, r := range rows {
+		out[r.UserID] = r.Balances
+	}
+	return out, nil
+}
+
+// IdemRef names one sender's Idempotency-Key.
+type IdemRef struct {
+	UserID int64
+	Key    string
+}
+
+// GiftIdemHolders returns the tickets that already answered the given gift
+// Idempotency-Keys.
+func GiftIdemHolders(ctx context.Context, tx *sqlx.Tx, refs []IdemRef) (map[IdemRef]string, error) {
+	out := map[IdemRef]string{}
+	if len(refs) == 0 {
+		return out, nil
+	}
+	var users []int64
+	var keys []string
+	for _, r := range refs {
+		users = append(users, r.UserID)
+		keys = append(keys, r.Key)
+	}
+	q, args, err := sqlx.In(`SELECT user_id, idem_key, ticket FROM tickets
+		WHERE user_id IN (?) AND kind = 'gift' AND idem_key IN (?)`, users, keys)
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		UserID int64  `db:"user_id"`
+		Key    string `db:"idem_key"`
+		Ticket string `db:"ticket"`
+	}
+	if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
+		return nil, fmt.Errorf("cannot read idempotency keys: %w", err)
+	}
+	for _, r := range rows {
+		out[IdemRef{r.UserID, r.Key}] = r.Ticket
+	}
+	return out, nil
+}
+
+// WalletDelta is the net change of one wallet in a chunk.
+type WalletDelta struct {
+	UserID   int64
+	Balance  int64 // signed
+	Earnings int64 // signed
+	Spent    int64 // added to total_spent
+	Earned   int64 // added to total_earned
+}
+
+// LedgerRow is one ledger entry with the account's value after it.
+type LedgerRow struct {
+	UserID       int64
+	Account      string // balance | earnings
+	Kind         string
+	Ref          string
+	Amount       int64
+	BalanceAfter int64
+}
+
+// GiftRow is one committed gift.
+type GiftRow struct {
+	Ticket     string
+	RoomID     int64
+	SenderID   int64
+	ReceiverID int64
+	GiftID     int64
+	Count      int64
+	Coins      int64
+	HeldAt     time.Time
+}
+
+// RoomTotal is coins given by one user in one room, added to the leaderboard.
+type RoomTotal struct {
+	RoomID int64
+	UserID int64
+	Coins  int64
+}
+
+// GiftWrite is everything one chunk changes.
+type GiftWrite struct {
+	Wallets []WalletDelta
+	Ledger  []LedgerRow
+	Gifts   []GiftRow
+	Rooms   []RoomTotal // sorted by room, then user
+	Tickets []NewTicket
+}
+
+// WriteGifts applies a decided chunk inside the transaction that locked its
+// wallets. The wallets' CHECK (balance >= 0 AND earnings >= 0) stays the
+// last guard: a wrong decision fails the transaction instead of a wallet.
+func WriteGifts(ctx context.Context, tx *sqlx.Tx, w GiftWrite) error {
+	if len(w.Wallets) > 0 {
+		// One UPDATE with a CASE per column: an INSERT ... ON DUPLICATE KEY
+		// UPDATE would have MariaDB check the CHECK constraint against the
+		// candidate row of deltas, and a debit is negative.
+		var sb strings.Builder
+		var args []any
+		column := func(col string, v func(WalletDelta) int64) {
+			sb.WriteString(col + " = " + col + " + CASE user_id")
+			for _, d := range w.Wallets {
+				sb.WriteString(" WHEN ? THEN ?")
+				args = append(args, d.UserID, v(d))
+			}
+			sb.WriteString(" ELSE 0 END")
+		}
+		sb.WriteString("UPDATE wallets SET ")
+		column("balance", func(d WalletDelta) int64 { return d.Balance })
+		sb.WriteString(", ")
+		column("earnings", func(d WalletDelta) int64 { return d.Earnings })
+		sb.WriteString(", ")
+		column("total_spent", func(d WalletDelta) int64 { return d.Spent })
+		sb.WriteString(", ")
+		column("total_earned", func(d WalletDelta) int64 { return d.Earned })
+		sb.WriteString(" WHERE user_id IN (")
+		for i, d := range w.Wallets {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteByte('?')
+			args = append(args, d.UserID)
+		}
+		sb.WriteByte(')')
+		res, err := tx.ExecContext(ctx, sb.String(), args...)
+		if err != nil {
+			return fmt.Errorf("cannot update wallets: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(len(w.Wallets)) {
+			return fmt.Errorf("updated %d of %d wallets", n, len(w.Wallets))
+		}
+	}
+	if len(w.Ledger) > 0 {
+		var sb strings.Builder
+		args := make([]any, 0, 6*len(w.Ledger))
+		sb.WriteString("INSERT INTO ledger (user_id, account, kind, ref, amount, balance_after) VALUES ")
+		for i, l := range w.Ledger {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?, ?, ?, ?, ?, ?)")
+			args = append(args, l.UserID, l.Account, l.Kind, l.Ref, l.Amount, l.BalanceAfter)
+		}
+		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("cannot write ledger: %w", err)
+		}
+	}
+	if len(w.Gifts) > 0 {
+		var sb strings.Builder
+		args := make([]any, 0, 8*len(w.Gifts))
+		sb.WriteString("INSERT INTO gift_records (ticket, room_id, sender_id, receiver_id, gift_id, count, coins, created_at) VALUES ")
+		for i, g := range w.Gifts {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, g.Ticket, g.RoomID, g.SenderID, g.ReceiverID, g.GiftID, g.Count, g.Coins, g.HeldAt.UTC())
+		}
+		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("cannot insert gift records: %w", err)
+		}
+	}
+	if len(w.Rooms) > 0 {
+		var sb strings.Builder
+		args := make([]any, 0, 3*len(w.Rooms))
+		sb.WriteString("INSERT INTO room_senders (room_id, user_id, coins) VALUES ")
+		for i, r := range w.Rooms {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?, ?, ?)")
+			args = append(args, r.RoomID, r.UserID, r.Coins)
+		}
+		sb.WriteString(" ON DUPLICATE KEY UPDATE coins = coins + VALUES(coins)")
+		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+			return fmt.Errorf("cannot update leaderboards: %w", err)
+		}
+	}
+	return InsertTickets(ctx, tx, w.Tickets)
+}

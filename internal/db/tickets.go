@@ -1,0 +1,123 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// The tickets table is where a ticket's outcome becomes final: the order
+// and gift writers insert their decisions, and the first insert for a
+// ticket wins (its primary key). States and who moves them:
+//
+//	(no row)  --order/gift writer commits-->  succeeded | failed
+//	(no row)  --writer meets the abort marker first--> failed (timeout)
+//	(no row)  --writer gives up on a poison record-->  failed (invalid)
+//
+// Nothing updates a row once written.
+
+// ticketCols are the columns of Ticket.
+const ticketCols = "ticket, kind, user_id, ref_id, status, reason, order_no, created_at"
+
+// NewTicket is one decision to record.
+type NewTicket struct {
+	Ticket    string
+	Kind      string // order | gift
+	UserID    int64
+	RefID     int64 // the event of an order, the room of a gift (0: unknown)
+	Succeeded bool
+	Reason    string // failed only
+	OrderNo   string // succeeded orders only
+	CreatedAt time.Time
+	IdemKey   string // gifts: the Idempotency-Key the ticket answered, "" for none
+	Balance   int64  // gifts with a key: the balance that answer carried
+}
+
+// DecidedTickets returns the decided ones among tickets, by ticket.
+func DecidedTickets(ctx context.Context, q sqlx.QueryerContext, tickets []string) (map[string]Ticket, error) {
+	out := make(map[string]Ticket, len(tickets))
+	if len(tickets) == 0 {
+		return out, nil
+	}
+	query, args, err := sqlx.In("SELECT "+ticketCols+" FROM tickets WHERE ticket IN (?)", tickets)
+	if err != nil {
+		return nil, err
+	}
+	var rows []Ticket
+	if err := sqlx.SelectContext(ctx, q, &rows, query, args...); err != nil {
+		return nil, fmt.Errorf("cannot read tickets: %w", err)
+	}
+	for _, t := range rows {
+		out[t.Ticket] = t
+	}
+	return out, nil
+}
+
+// InsertTickets records new decisions. A ticket decided before makes it
+// fail with a duplicate-key error: callers read the decisions under the
+// lock that serialises them first, so that means a bug, not a race.
+func InsertTickets(ctx context.Context, tx *sqlx.Tx, ts []NewTicket) error {
+	if len(ts) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	vals := make([]any, 0, 10*len(ts))
+	sb.WriteString("INSERT INTO tickets (ticket, kind, user_id, ref_id, status, reason, order_no, created_at, idem_key, balance_after) VALUES ")
+	for i, t := range ts {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("(?, ?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, NULLIF(?, ''), ?)")
+		var bal any
+		if t.IdemKey != "" {
+			bal = t.Balance
+		}
+		vals = append(vals, t.Ticket, t.Kind, t.UserID, t.RefID, status(t.Succeeded), t.Reason, t.OrderNo, t.CreatedAt.UTC(), t.IdemKey, bal)
+	}
+	if _, err := tx.ExecContext(ctx, sb.String(), vals...); err != nil {
+		return fmt.Errorf("cannot record tickets: %w", err)
+	}
+	return nil
+}
+
+// DecideFailed records a failure unless the ticket is decided already, and
+// returns the ticket's decision: this one (won) or the earlier one.
+func DecideFailed(ctx context.Context, d *sqlx.DB, t NewTicket) (dec Ticket, won bool, err error) {
+	if y := t.CreatedAt.Year(); y < 1971 || y > 9999 {
+		t.CreatedAt = time.Now() // a corrupt record's time must not fail its failure too
+	}
+	res, err := d.ExecContext(ctx, `INSERT IGNORE INTO tickets (ticket, kind, user_id, ref_id, status, reason, created_at)
+		VALUES (?, ?, ?, ?, 'failed', ?, ?)`, t.Ticket, t.Kind, t.UserID, t.RefID, t.Reason, t.CreatedAt.UTC())
+	if err != nil {
+		return Ticket{}, false, fmt.Errorf("cannot fail ticket %s: %w", t.Ticket, err)
+	}
+	n, _ := res.RowsAffected()
+	err = d.GetContext(ctx, &dec, "SELECT "+ticketCols+" FROM tickets WHERE ticket = ?", t.Ticket)
+	return dec, n == 1, err
+}
+
+func status(succeeded bool) string {
+	if succeeded {
+		return "succeeded"
+	}
+	return "failed"
+}
+
+// GiftIdem is a gift ticket's Idempotency-Key and the answer it got.
+type GiftIdem struct {
+	IdemKey   string    `db:"idem_key"`
+	Ticket    string    `db:"ticket"`
+	Balance   int64     `db:"balance_after"`
+	CreatedAt time.Time `db:"created_at"`
+}
+
+// RecentGiftIdem returns the gift Idempotency-Keys a user sent since t.
+func RecentGiftIdem(ctx context.Context, q sqlx.QueryerContext, userID int64, since time.Time) ([]GiftIdem, error) {
+	var out []GiftIdem
+	err := sqlx.SelectContext(ctx, q, &out, `SELECT idem_key, ticket, balance_after, created_at FROM tickets
+		WHERE user_id = ? AND kind = 'gift' AND idem_key IS NOT NULL AND created_at > ?`, userID, since.UTC())
+	return out, err
+}
