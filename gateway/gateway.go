@@ -55,8 +55,8 @@ type Server struct {
 	kafka    *kgo.Client
 	events   eventCache
 	limiter  Limiter
-	ipLimit  *ipLimiter    // nil: no per-IP limit
-	inflight chan struct{} // one token per request being worked on
+	ipLimit  *ipLimiter // nil: no per-IP limit
+	inflight *inflight  // load shedding: see handler.go
 	ready    obs.Readiness
 	payments sandboxPayments
 	pay      payState  // recharge and withdrawals: see pay.go
@@ -80,7 +80,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
 	}
 	s.ipLimit = newIPLimiter(cfg.RateIP)
-	s.inflight = make(chan struct{}, max(cfg.MaxInflight, 1))
+	s.inflight = newInflight(cfg.InflightBudgets(), cfg.InflightWait)
 	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()
 		return nil, err
@@ -160,7 +160,9 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev)
+	b := cfg.InflightBudgets()
+	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "max_inflight", b.Total,
+		"inflight_orders", b.Orders, "inflight_gifts", b.Gifts, "inflight_reads", b.Reads, "inflight_payments", b.Payments)
 
 	select {
 	case err = <-errc:
