@@ -374,18 +374,29 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 	return rc.writeJSON(200, out)
 }
 
-// boardCache keeps each room's leaderboard answer for boardTTL.
+// boardCache keeps each room's leaderboard answer. A room's board is
+// queried by one request at a time (the others are answered from the last
+// good board meanwhile, or wait for a room's first query) and at most once a
+// boardTTL, failed queries included: while MySQL is slow or down, viewers
+// get the last good board at once, never a queue of requests each waiting
+// on its own query.
 type boardCache struct {
 	mu    sync.Mutex
 	rooms map[int64]*board
+	// load reads a room's top senders; nil reads MySQL. Tests replace it.
+	load func(ctx context.Context, roomID int64) ([]boardEntry, error)
 }
 
 type board struct {
-	// mu is held by the request that reloads the board; the others for that
-	// room wait for it and share its answer instead of querying too.
-	mu    sync.Mutex
-	body  []byte
-	until atomic.Int64 // unix nanoseconds; body is served until then
+	// mu guards the fields below. It is never held across a query.
+	mu     sync.Mutex
+	body   []byte        // last good answer; nil until a query succeeded
+	retry  int64         // unix nanoseconds: no query starts before then
+	failed bool          // the last query failed
+	flight chan struct{} // non-nil while a query runs; closed when it ends
+	// fresh is when body goes stale (unix nanoseconds); atomic so the
+	// cache's eviction can read it without the room's lock.
+	fresh atomic.Int64
 }
 
 func (c *boardCache) room(id int64, now time.Time) *board {
@@ -398,7 +409,7 @@ func (c *boardCache) room(id int64, now time.Time) *board {
 	if b == nil {
 		if len(c.rooms) >= boardRooms {
 			for k, v := range c.rooms {
-				if v.until.Load() < now.UnixNano() {
+				if v.fresh.Load() < now.UnixNano() {
 					delete(c.rooms, k)
 				}
 			}
@@ -415,36 +426,116 @@ type boardEntry struct {
 	Coins  int64 `db:"coins" json:"coins"`
 }
 
+// boardQueryTimeout bounds one leaderboard query.
+const boardQueryTimeout = 2 * time.Second
+
 func (s *Server) leaderboard(rc *reqCtx) *apierr.Error {
 	roomID, e := pathID(rc.params[0])
 	if e != nil {
 		return e
 	}
-	b := s.gifts.boards.room(roomID, s.now())
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s.now().UnixNano() >= b.until.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		top := make([]boardEntry, 0, boardTop)
-		if err := s.sql.SelectContext(ctx, &top,
-			"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
-			roomID, boardTop); err != nil {
-			s.log.Warn("cannot read a leaderboard", "room", roomID, "err", err)
-			return apierr.Unavailable
-		}
-		body, err := json.Marshal(struct {
-			RoomID int64        `json:"room_id"`
-			Top    []boardEntry `json:"top"`
-		}{roomID, top})
-		if err != nil {
-			return apierr.Unavailable
-		}
-		b.body = body
-		b.until.Store(s.now().Add(boardTTL).UnixNano())
+	body, e := s.boardBody(roomID)
+	if e != nil {
+		return e
 	}
 	rc.SetStatusCode(200)
 	rc.SetContentType("application/json")
-	rc.SetBody(b.body)
+	rc.SetBody(body)
 	return nil
+}
+
+// boardBody returns a room's leaderboard: the cached board while it is
+// fresh; else the request that finds no query running and none failed in the
+// last boardTTL runs one (and answers the last good board if it fails),
+// while the others answer the last good board at once. A room with no board
+// yet waits for its first query, unless the last one failed: then it is 503
+// at once.
+func (s *Server) boardBody(roomID int64) ([]byte, *apierr.Error) {
+	at := s.now()
+	now := at.UnixNano()
+	b := s.gifts.boards.room(roomID, at)
+	b.mu.Lock()
+	body := b.body
+	if body != nil && now < b.fresh.Load() {
+		b.mu.Unlock()
+		return body, nil
+	}
+	if b.flight == nil && now >= b.retry {
+		f := make(chan struct{})
+		b.flight = f
+		b.mu.Unlock()
+		return s.queryBoard(b, f, roomID)
+	}
+	flight, failed := b.flight, b.failed
+	b.mu.Unlock()
+	switch {
+	case body != nil:
+		return body, nil
+	case flight == nil || failed:
+		return nil, apierr.Unavailable
+	}
+	t := time.NewTimer(boardQueryTimeout)
+	defer t.Stop()
+	select {
+	case <-flight:
+	case <-t.C:
+		return nil, apierr.Unavailable
+	}
+	b.mu.Lock()
+	body = b.body
+	b.mu.Unlock()
+	if body == nil {
+		return nil, apierr.Unavailable
+	}
+	return body, nil
+}
+
+// queryBoard runs the room's query as the one request that may, and ends
+// the flight f it started.
+func (s *Server) queryBoard(b *board, f chan struct{}, roomID int64) ([]byte, *apierr.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), boardQueryTimeout)
+	defer cancel()
+	load := s.gifts.boards.load
+	if load == nil {
+		load = s.loadBoard
+	}
+	top, err := load(ctx, roomID)
+	var body []byte
+	if err == nil {
+		if top == nil {
+			top = []boardEntry{}
+		}
+		body, err = json.Marshal(struct {
+			RoomID int64        `json:"room_id"`
+			Top    []boardEntry `json:"top"`
+		}{roomID, top})
+	}
+	now := s.now()
+	b.mu.Lock()
+	b.flight = nil
+	b.failed = err != nil
+	// Failed or not, the next query is a TTL away.
+	b.retry = now.Add(boardTTL).UnixNano()
+	if err == nil {
+		b.body = body
+		b.fresh.Store(now.Add(boardTTL).UnixNano())
+	}
+	last := b.body
+	b.mu.Unlock()
+	close(f)
+	if err != nil {
+		s.log.Warn("cannot read a leaderboard; serving the last good one", "room", roomID, "have_one", last != nil, "err", err)
+		if last == nil {
+			return nil, apierr.Unavailable
+		}
+	}
+	return last, nil
+}
+
+func (s *Server) loadBoard(ctx context.Context, roomID int64) ([]boardEntry, error) {
+	top := make([]boardEntry, 0, boardTop)
+	err := s.sql.SelectContext(ctx, &top,
+		"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
+		roomID, boardTop)
+	return top, err
 }
