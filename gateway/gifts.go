@@ -324,22 +324,33 @@ func (s *Server) sendGift(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
-// getGiftTicket answers GET /tickets/{ticket} for a gift ticket. Its outcome
-// is in MySQL once decided; until then the sender's holds hash in Redis
-// knows it. Redis is read first: the worker commits MySQL before it drops
-// the hold, so "no hold" read before "no row" means the ticket is unknown,
-// never that it was decided in between.
+// getGiftTicket answers GET /tickets/{ticket} for a gift ticket. While the
+// gift is in flight the sender's holds hash in Redis has it, and the answer
+// comes from there without a MySQL read: ticket polls go on while MySQL is
+// slow. Once the worker has settled it the hold is gone and MySQL has the
+// outcome. Redis is read first: the worker commits MySQL before it drops the
+// hold, so "no hold" read before "no row" means the ticket is unknown, never
+// that it was decided in between.
 func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Error {
 	if senderID != rc.claims.UserID {
 		return apierr.NotFound.With("no such ticket")
 	}
+	out := ticketJSON{Ticket: t, Kind: "gift"}
+	rctx, rcancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	hold, herr := s.redis.C.Do(rctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
+	rcancel()
+	switch {
+	case herr == nil:
+		if ok := holdTicket(hold, &out); ok {
+			return rc.writeJSON(200, out)
+		}
+	case rueidis.IsRedisNil(herr):
+		herr = nil
+	default:
+		s.log.Warn("cannot read a gift hold from Redis; asking MySQL", "err", herr)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	hold, herr := s.redis.C.Do(ctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
-	if rueidis.IsRedisNil(herr) {
-		hold, herr = "", nil
-	}
-	out := ticketJSON{Ticket: t, Kind: "gift"}
 	dt, derr := s.db.Ticket(ctx, t)
 	switch {
 	case derr == nil:
@@ -349,29 +360,38 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 		out.Status, out.Reason, out.CreatedAt = dt.Status, dt.Reason.String, ts(dt.CreatedAt)
 		return rc.writeJSON(200, out)
 	case !errors.Is(derr, db.ErrNotFound):
+		s.log.Warn("cannot read a gift ticket from MySQL", "err", derr)
 		return apierr.Unavailable
 	case herr != nil:
-		s.log.Warn("cannot read a gift hold from Redis", "err", herr)
+		// Neither store could say: Redis may have it.
 		return apierr.Unavailable
 	}
-	// A hold is "p:<coins>:<ms>" (pending) or "c:<coins>:<ms>" (claimed by
-	// the worker); "a:<ms>" means the gateway undid it after a failed
-	// produce: the first request got 503, but a concurrent repeat with its
-	// Idempotency-Key may have been answered 202 with this ticket, and a 202
-	// ticket must end failed or succeeded.
+	return apierr.NotFound.With("no such ticket")
+}
+
+// holdTicket fills out from a hold of the sender's holds hash and reports
+// whether it was one. A hold is "p:<coins>:<ms>" (pending) or
+// "c:<coins>:<ms>" (claimed by the worker); "a:<ms>" means the gateway undid
+// it after a failed produce: the first request got 503, but a concurrent
+// repeat with its Idempotency-Key may have been answered 202 with this
+// ticket, and a 202 ticket must end failed or succeeded.
+func holdTicket(hold string, out *ticketJSON) bool {
 	kind, rest, _ := strings.Cut(hold, ":")
 	if kind == "a" {
-		at, _ := strconv.ParseInt(rest, 10, 64)
+		at, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil {
+			return false
+		}
 		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(time.UnixMilli(at))
-		return rc.writeJSON(200, out)
+		return true
 	}
 	_, ms, _ := strings.Cut(rest, ":")
 	held, err := strconv.ParseInt(ms, 10, 64)
 	if (kind != "p" && kind != "c") || err != nil {
-		return apierr.NotFound.With("no such ticket")
+		return false
 	}
 	out.Status, out.CreatedAt = "pending", ts(time.UnixMilli(held))
-	return rc.writeJSON(200, out)
+	return true
 }
 
 // boardCache keeps each room's leaderboard answer. A room's board is
