@@ -146,6 +146,16 @@ type reqCtx struct {
 
 // Handler is the fasthttp entry point.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	s.handle(ctx)
+	if s.draining.Load() {
+		// Clients on keep-alive connections reconnect, through the load
+		// balancer that no longer sends them here, before the listener
+		// closes; answers already on their way are not cut.
+		ctx.SetConnectionClose()
+	}
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	switch string(path) {
 	case "/healthz":
