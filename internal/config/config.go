@@ -212,7 +212,7 @@ var Vars = []Var{
 	durVar("FLASHGATE_WARM_INTERVAL", "1s", "how often the worker checks that upcoming and live events are warm in Redis", func(c *Config) *time.Duration { return &c.WarmInterval }),
 	durVar("FLASHGATE_WARM_AHEAD", "10m", "events are warmed into Redis this long before they start", func(c *Config) *time.Duration { return &c.WarmAhead }),
 	durVar("FLASHGATE_EXPIRE_INTERVAL", "1s", "how often the worker expires unpaid orders", func(c *Config) *time.Duration { return &c.ExpireInterval }),
-	durVar("FLASHGATE_PENDING_TIMEOUT", "45s", "a reservation with no order after this long is released and its ticket fails", func(c *Config) *time.Duration { return &c.PendingTimeout }),
+	durVar("FLASHGATE_PENDING_TIMEOUT", "45s", "a reservation with no order after this long is released and its ticket fails; must be greater than FLASHGATE_PRODUCE_TIMEOUT + 2 × FLASHGATE_REDIS_TIMEOUT", func(c *Config) *time.Duration { return &c.PendingTimeout }),
 	durVar("FLASHGATE_RECONCILE_INTERVAL", "10s", "how often the worker reconciles Redis against MySQL", func(c *Config) *time.Duration { return &c.ReconcileEvery }),
 	durVar("FLASHGATE_SHUTDOWN_TIMEOUT", "10s", "how long a service drains in-flight work on shutdown, after FLASHGATE_DRAIN_DELAY", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	durVarZeroOK("FLASHGATE_DRAIN_DELAY", "5s", "on shutdown, how long gateway and ws keep serving with /readyz answering 503, so load balancers stop sending before the listener closes; 0 means no delay (the default in dev mode)", func(c *Config) *time.Duration { return &c.DrainDelay }),
