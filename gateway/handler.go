@@ -171,13 +171,13 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}
 	rc := reqCtx{RequestCtx: ctx}
 	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params)
-	budget := budgetMemory
+	budget, pattern := budgetMemory, "unmatched"
 	if r != nil {
-		budget = r.budget
+		budget, pattern = r.budget, r.pattern
 	}
 	if !s.inflight.admit(budget) {
 		shedByClass[budget].Inc()
-		s.fail(ctx, "", capacityErrors[budget])
+		s.fail(ctx, pattern, capacityErrors[budget])
 		return
 	}
 	defer s.inflight.release(budget)
@@ -188,7 +188,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	began := time.Now()
 	rid := requestID(ctx)
 	ctx.Response.Header.Set("X-Request-Id", rid)
-	pattern := "unmatched"
 	var e *apierr.Error
 	switch {
 	case r == nil && wrongMethod:
@@ -196,7 +195,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	case r == nil:
 		e = apierr.NotFound
 	default:
-		pattern = r.pattern
 		if e = s.authorize(&rc, r); e == nil {
 			e = r.handle(s, &rc)
 		}
