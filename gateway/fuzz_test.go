@@ -120,7 +120,7 @@ func FuzzRequest(f *testing.F) {
 	cfg.Dev = false
 	cfg.TokenSecret = "fuzz-secret-0123456789"
 	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
-		limiter: allowAll{}, inflight: make(chan struct{}, 8), now: time.Now}
+		limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
 	good := s.signer.Sign(1, auth.RoleUser, time.Hour)
 	f.Add("POST", "/api/v1/events/1/orders", "", "{}", "")
 	f.Add("POST", "/api/v1/admin/events", "Bearer "+good[:len(good)-2]+"xx", "{}", "k")

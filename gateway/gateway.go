@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -55,8 +56,9 @@ type Server struct {
 	kafka    *kgo.Client
 	events   eventCache
 	limiter  Limiter
-	ipLimit  *ipLimiter    // nil: no per-IP limit
-	inflight chan struct{} // one token per request being worked on
+	ipLimit  *ipLimiter  // nil: no per-IP limit
+	inflight *inflight   // load shedding: see handler.go
+	draining atomic.Bool // shutting down: answers close their connection
 	ready    obs.Readiness
 	payments sandboxPayments
 	pay      payState  // recharge and withdrawals: see pay.go
@@ -80,7 +82,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
 	}
 	s.ipLimit = newIPLimiter(cfg.RateIP)
-	s.inflight = make(chan struct{}, max(cfg.MaxInflight, 1))
+	s.inflight = newInflight(cfg.InflightBudgets(), cfg.InflightWait)
 	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()
 		return nil, err
@@ -128,8 +130,11 @@ func (s *Server) Close() {
 	}
 }
 
-// Run serves the gateway until ctx is done, then drains: /readyz turns 503,
-// in-flight requests finish, the producer flushes.
+// Run serves the gateway until ctx is done, then drains: /readyz turns 503
+// while serving goes on for FLASHGATE_DRAIN_DELAY, so that load balancers
+// stop sending requests here before the listener closes; then in-flight
+// requests finish (within FLASHGATE_SHUTDOWN_TIMEOUT) and the producer
+// flushes.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "gateway")
 	s, err := New(ctx, cfg, log)
@@ -160,12 +165,26 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev)
+	b := cfg.InflightBudgets()
+	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "max_inflight", b.Total,
+		"inflight_orders", b.Orders, "inflight_gifts", b.Gifts, "inflight_reads", b.Reads, "inflight_payments", b.Payments)
 
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
 		s.ready.Drain()
+		s.draining.Store(true)
+		if cfg.DrainDelay > 0 {
+			log.Info("draining: /readyz answers 503, serving on until the drain delay is over", "delay", cfg.DrainDelay)
+			t := time.NewTimer(cfg.DrainDelay)
+			select {
+			case <-t.C:
+			case err = <-errc:
+				// The server failed meanwhile: nothing left to drain.
+				errc <- err
+			}
+			t.Stop()
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		if serr := srv.ShutdownWithContext(sctx); serr != nil {
 			// Connections that never sent a request count as busy to

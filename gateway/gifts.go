@@ -329,22 +329,33 @@ func (s *Server) sendGift(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
-// getGiftTicket answers GET /tickets/{ticket} for a gift ticket. Its outcome
-// is in MySQL once decided; until then the sender's holds hash in Redis
-// knows it. Redis is read first: the worker commits MySQL before it drops
-// the hold, so "no hold" read before "no row" means the ticket is unknown,
-// never that it was decided in between.
+// getGiftTicket answers GET /tickets/{ticket} for a gift ticket. While the
+// gift is in flight the sender's holds hash in Redis has it, and the answer
+// comes from there without a MySQL read: ticket polls go on while MySQL is
+// slow. Once the worker has settled it the hold is gone and MySQL has the
+// outcome. Redis is read first: the worker commits MySQL before it drops the
+// hold, so "no hold" read before "no row" means the ticket is unknown, never
+// that it was decided in between.
 func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Error {
 	if senderID != rc.claims.UserID {
 		return apierr.NotFound.With("no such ticket")
 	}
+	out := ticketJSON{Ticket: t, Kind: "gift"}
+	rctx, rcancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	hold, herr := s.redis.C.Do(rctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
+	rcancel()
+	switch {
+	case herr == nil:
+		if ok := holdTicket(hold, &out); ok {
+			return rc.writeJSON(200, out)
+		}
+	case rueidis.IsRedisNil(herr):
+		herr = nil
+	default:
+		s.log.Warn("cannot read a gift hold from Redis; asking MySQL", "err", herr)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	hold, herr := s.redis.C.Do(ctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
-	if rueidis.IsRedisNil(herr) {
-		hold, herr = "", nil
-	}
-	out := ticketJSON{Ticket: t, Kind: "gift"}
 	dt, derr := s.db.Ticket(ctx, t)
 	switch {
 	case derr == nil:
@@ -354,43 +365,63 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 		out.Status, out.Reason, out.CreatedAt = dt.Status, dt.Reason.String, ts(dt.CreatedAt)
 		return rc.writeJSON(200, out)
 	case !errors.Is(derr, db.ErrNotFound):
+		s.log.Warn("cannot read a gift ticket from MySQL", "err", derr)
 		return apierr.Unavailable
 	case herr != nil:
-		s.log.Warn("cannot read a gift hold from Redis", "err", herr)
+		// Neither store could say: Redis may have it.
 		return apierr.Unavailable
 	}
-	// A hold is "p:<coins>:<ms>" (pending) or "c:<coins>:<ms>" (claimed by
-	// the worker); "a:<ms>" means the gateway undid it after a failed
-	// produce: the first request got 503, but a concurrent repeat with its
-	// Idempotency-Key may have been answered 202 with this ticket, and a 202
-	// ticket must end failed or succeeded.
+	return apierr.NotFound.With("no such ticket")
+}
+
+// holdTicket fills out from a hold of the sender's holds hash and reports
+// whether it was one. A hold is "p:<coins>:<ms>" (pending) or
+// "c:<coins>:<ms>" (claimed by the worker); "a:<ms>" means the gateway undid
+// it after a failed produce: the first request got 503, but a concurrent
+// repeat with its Idempotency-Key may have been answered 202 with this
+// ticket, and a 202 ticket must end failed or succeeded.
+func holdTicket(hold string, out *ticketJSON) bool {
 	kind, rest, _ := strings.Cut(hold, ":")
 	if kind == "a" {
-		at, _ := strconv.ParseInt(rest, 10, 64)
+		at, err := strconv.ParseInt(rest, 10, 64)
+		if err != nil {
+			return false
+		}
 		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(time.UnixMilli(at))
-		return rc.writeJSON(200, out)
+		return true
 	}
 	_, ms, _ := strings.Cut(rest, ":")
 	held, err := strconv.ParseInt(ms, 10, 64)
 	if (kind != "p" && kind != "c") || err != nil {
-		return apierr.NotFound.With("no such ticket")
+		return false
 	}
 	out.Status, out.CreatedAt = "pending", ts(time.UnixMilli(held))
-	return rc.writeJSON(200, out)
+	return true
 }
 
-// boardCache keeps each room's leaderboard answer for boardTTL.
+// boardCache keeps each room's leaderboard answer. A room's board is
+// queried by one request at a time (the others are answered from the last
+// good board meanwhile, or wait for a room's first query) and at most once a
+// boardTTL, failed queries included: while MySQL is slow or down, viewers
+// get the last good board at once, never a queue of requests each waiting
+// on its own query.
 type boardCache struct {
 	mu    sync.Mutex
 	rooms map[int64]*board
+	// load reads a room's top senders; nil reads MySQL. Tests replace it.
+	load func(ctx context.Context, roomID int64) ([]boardEntry, error)
 }
 
 type board struct {
-	// mu is held by the request that reloads the board; the others for that
-	// room wait for it and share its answer instead of querying too.
-	mu    sync.Mutex
-	body  []byte
-	until atomic.Int64 // unix nanoseconds; body is served until then
+	// mu guards the fields below. It is never held across a query.
+	mu     sync.Mutex
+	body   []byte        // last good answer; nil until a query succeeded
+	retry  int64         // unix nanoseconds: no query starts before then
+	failed bool          // the last query failed
+	flight chan struct{} // non-nil while a query runs; closed when it ends
+	// fresh is when body goes stale (unix nanoseconds); atomic so the
+	// cache's eviction can read it without the room's lock.
+	fresh atomic.Int64
 }
 
 func (c *boardCache) room(id int64, now time.Time) *board {
@@ -403,7 +434,7 @@ func (c *boardCache) room(id int64, now time.Time) *board {
 	if b == nil {
 		if len(c.rooms) >= boardRooms {
 			for k, v := range c.rooms {
-				if v.until.Load() < now.UnixNano() {
+				if v.fresh.Load() < now.UnixNano() {
 					delete(c.rooms, k)
 				}
 			}
@@ -420,36 +451,116 @@ type boardEntry struct {
 	Coins  int64 `db:"coins" json:"coins"`
 }
 
+// boardQueryTimeout bounds one leaderboard query.
+const boardQueryTimeout = 2 * time.Second
+
 func (s *Server) leaderboard(rc *reqCtx) *apierr.Error {
 	roomID, e := pathID(rc.params[0])
 	if e != nil {
 		return e
 	}
-	b := s.gifts.boards.room(roomID, s.now())
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if s.now().UnixNano() >= b.until.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		top := make([]boardEntry, 0, boardTop)
-		if err := s.sql.SelectContext(ctx, &top,
-			"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
-			roomID, boardTop); err != nil {
-			s.log.Warn("cannot read a leaderboard", "room", roomID, "err", err)
-			return apierr.Unavailable
-		}
-		body, err := json.Marshal(struct {
-			RoomID int64        `json:"room_id"`
-			Top    []boardEntry `json:"top"`
-		}{roomID, top})
-		if err != nil {
-			return apierr.Unavailable
-		}
-		b.body = body
-		b.until.Store(s.now().Add(boardTTL).UnixNano())
+	body, e := s.boardBody(roomID)
+	if e != nil {
+		return e
 	}
 	rc.SetStatusCode(200)
 	rc.SetContentType("application/json")
-	rc.SetBody(b.body)
+	rc.SetBody(body)
 	return nil
+}
+
+// boardBody returns a room's leaderboard: the cached board while it is
+// fresh; else the request that finds no query running and none failed in the
+// last boardTTL runs one (and answers the last good board if it fails),
+// while the others answer the last good board at once. A room with no board
+// yet waits for its first query, unless the last one failed: then it is 503
+// at once.
+func (s *Server) boardBody(roomID int64) ([]byte, *apierr.Error) {
+	at := s.now()
+	now := at.UnixNano()
+	b := s.gifts.boards.room(roomID, at)
+	b.mu.Lock()
+	body := b.body
+	if body != nil && now < b.fresh.Load() {
+		b.mu.Unlock()
+		return body, nil
+	}
+	if b.flight == nil && now >= b.retry {
+		f := make(chan struct{})
+		b.flight = f
+		b.mu.Unlock()
+		return s.queryBoard(b, f, roomID)
+	}
+	flight, failed := b.flight, b.failed
+	b.mu.Unlock()
+	switch {
+	case body != nil:
+		return body, nil
+	case flight == nil || failed:
+		return nil, apierr.Unavailable
+	}
+	t := time.NewTimer(boardQueryTimeout)
+	defer t.Stop()
+	select {
+	case <-flight:
+	case <-t.C:
+		return nil, apierr.Unavailable
+	}
+	b.mu.Lock()
+	body = b.body
+	b.mu.Unlock()
+	if body == nil {
+		return nil, apierr.Unavailable
+	}
+	return body, nil
+}
+
+// queryBoard runs the room's query as the one request that may, and ends
+// the flight f it started.
+func (s *Server) queryBoard(b *board, f chan struct{}, roomID int64) ([]byte, *apierr.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), boardQueryTimeout)
+	defer cancel()
+	load := s.gifts.boards.load
+	if load == nil {
+		load = s.loadBoard
+	}
+	top, err := load(ctx, roomID)
+	var body []byte
+	if err == nil {
+		if top == nil {
+			top = []boardEntry{}
+		}
+		body, err = json.Marshal(struct {
+			RoomID int64        `json:"room_id"`
+			Top    []boardEntry `json:"top"`
+		}{roomID, top})
+	}
+	now := s.now()
+	b.mu.Lock()
+	b.flight = nil
+	b.failed = err != nil
+	// Failed or not, the next query is a TTL away.
+	b.retry = now.Add(boardTTL).UnixNano()
+	if err == nil {
+		b.body = body
+		b.fresh.Store(now.Add(boardTTL).UnixNano())
+	}
+	last := b.body
+	b.mu.Unlock()
+	close(f)
+	if err != nil {
+		s.log.Warn("cannot read a leaderboard; serving the last good one", "room", roomID, "have_one", last != nil, "err", err)
+		if last == nil {
+			return nil, apierr.Unavailable
+		}
+	}
+	return last, nil
+}
+
+func (s *Server) loadBoard(ctx context.Context, roomID int64) ([]boardEntry, error) {
+	top := make([]boardEntry, 0, boardTop)
+	err := s.sql.SelectContext(ctx, &top,
+		"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
+		roomID, boardTop)
+	return top, err
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/auth"
+	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/obs"
 )
 
@@ -27,12 +28,113 @@ var (
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "requests_total",
 		Help: "HTTP requests answered, by route pattern and answer code (ok or the API error code).",
 	}, []string{"route", "code"})
-	shedTotal = promauto.NewCounter(prometheus.CounterOpts{
+	shedTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "shed_total",
-		Help: "Requests answered 503 at once because the gateway was at FLASHGATE_MAX_INFLIGHT.",
-	})
+		Help: "Requests answered 503 at once because their route class (FLASHGATE_INFLIGHT_<CLASS>) or the gateway (FLASHGATE_MAX_INFLIGHT) was at its in-flight budget, by route class.",
+	}, []string{"class"})
+	// shedByClass are the shedTotal children, resolved once.
+	shedByClass = func() (m [numBudgets]prometheus.Counter) {
+		for c := range m {
+			m[c] = shedTotal.WithLabelValues(budgetNames[c])
+		}
+		return m
+	}()
 	metricsHandler = fasthttpadaptor.NewFastHTTPHandler(promhttp.Handler())
 )
+
+// budgetClass names the in-flight budget a route counts against.
+type budgetClass uint8
+
+const (
+	budgetMemory   budgetClass = iota // answered from memory: the total budget only
+	budgetOrders                      // FLASHGATE_INFLIGHT_ORDERS
+	budgetGifts                       // FLASHGATE_INFLIGHT_GIFTS
+	budgetReads                       // FLASHGATE_INFLIGHT_READS: may wait on MySQL
+	budgetPayments                    // FLASHGATE_INFLIGHT_PAYMENTS
+	numBudgets
+)
+
+var budgetNames = [numBudgets]string{"memory", "orders", "gifts", "reads", "payments"}
+
+// inflight is the gateway's load shedding. A request holds a slot of its
+// class's budget and one of the total while it is worked on; with none free
+// within wait it is answered 503 at once rather than queued. A class stuck on
+// a slow dependency (reads on MySQL) fills its own budget only: the config
+// keeps reads + payments below the total, so orders and gifts always find
+// slots.
+type inflight struct {
+	total   chan struct{}
+	classes [numBudgets]chan struct{} // nil for budgetMemory
+	wait    time.Duration
+}
+
+func newInflight(b config.InflightBudgets, wait time.Duration) *inflight {
+	f := &inflight{total: make(chan struct{}, max(b.Total, 1)), wait: wait}
+	f.classes[budgetOrders] = make(chan struct{}, max(b.Orders, 1))
+	f.classes[budgetGifts] = make(chan struct{}, max(b.Gifts, 1))
+	f.classes[budgetReads] = make(chan struct{}, max(b.Reads, 1))
+	f.classes[budgetPayments] = make(chan struct{}, max(b.Payments, 1))
+	return f
+}
+
+// admit takes a slot of the class and then one of the total, waiting at most
+// f.wait for both together. The class comes first so that a request of a
+// full class never holds a slot of the total while it waits.
+func (f *inflight) admit(c budgetClass) bool {
+	var t *time.Timer
+	expired := false
+	take := func(sem chan struct{}) bool {
+		select {
+		case sem <- struct{}{}:
+			return true
+		default:
+		}
+		if f.wait <= 0 || expired {
+			return false
+		}
+		if t == nil {
+			t = time.NewTimer(f.wait)
+		}
+		select {
+		case sem <- struct{}{}:
+			return true
+		case <-t.C:
+			expired = true
+			return false
+		}
+	}
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	class := f.classes[c]
+	if class != nil && !take(class) {
+		return false
+	}
+	if !take(f.total) {
+		if class != nil {
+			<-class
+		}
+		return false
+	}
+	return true
+}
+
+func (f *inflight) release(c budgetClass) {
+	<-f.total
+	if class := f.classes[c]; class != nil {
+		<-class
+	}
+}
+
+// capacityErrors are the 503s of a full budget, one message per class.
+var capacityErrors = func() (m [numBudgets]*apierr.Error) {
+	for c := range m {
+		m[c] = apierr.Unavailable.With("the gateway is at capacity for " + budgetNames[c] + " requests, try again shortly")
+	}
+	return m
+}()
 
 // reqCtx is what a handler gets: the fasthttp request (valid only until the
 // handler returns), the path parameters and the caller's claims.
@@ -44,6 +146,16 @@ type reqCtx struct {
 
 // Handler is the fasthttp entry point.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	s.handle(ctx)
+	if s.draining.Load() {
+		// Clients on keep-alive connections reconnect, through the load
+		// balancer that no longer sends them here, before the listener
+		// closes; answers already on their way are not cut.
+		ctx.SetConnectionClose()
+	}
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
 	switch string(path) {
 	case "/healthz":
@@ -57,22 +169,25 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		metricsHandler(ctx)
 		return
 	}
-	if !s.admit() {
-		shedTotal.Inc()
-		s.fail(ctx, "", apierr.Unavailable.With("the gateway is at capacity, try again shortly"))
+	rc := reqCtx{RequestCtx: ctx}
+	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params)
+	budget, pattern := budgetMemory, "unmatched"
+	if r != nil {
+		budget, pattern = r.budget, r.pattern
+	}
+	if !s.inflight.admit(budget) {
+		shedByClass[budget].Inc()
+		s.fail(ctx, pattern, capacityErrors[budget])
 		return
 	}
-	defer func() { <-s.inflight }()
+	defer s.inflight.release(budget)
 	if len(ctx.Request.Body()) > MaxBodySize {
 		s.fail(ctx, "", apierr.BodyTooLarge)
 		return
 	}
-	rc := reqCtx{RequestCtx: ctx}
 	began := time.Now()
 	rid := requestID(ctx)
 	ctx.Response.Header.Set("X-Request-Id", rid)
-	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params)
-	pattern := "unmatched"
 	var e *apierr.Error
 	switch {
 	case r == nil && wrongMethod:
@@ -80,7 +195,6 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	case r == nil:
 		e = apierr.NotFound
 	default:
-		pattern = r.pattern
 		if e = s.authorize(&rc, r); e == nil {
 			e = r.handle(s, &rc)
 		}
@@ -129,24 +243,6 @@ func validKey(k []byte) bool {
 		}
 	}
 	return true
-}
-
-// admit takes an in-flight slot, waiting at most InflightWait: past its
-// capacity the gateway sheds load at once instead of queueing.
-func (s *Server) admit() bool {
-	select {
-	case s.inflight <- struct{}{}:
-		return true
-	default:
-	}
-	t := time.NewTimer(s.cfg.InflightWait)
-	defer t.Stop()
-	select {
-	case s.inflight <- struct{}{}:
-		return true
-	case <-t.C:
-		return false
-	}
 }
 
 // retryAfter is the 429 for a wait, in whole seconds of at least one.

@@ -33,7 +33,7 @@ func TestRequestLogsHoldNoSecrets(t *testing.T) {
 	cfg.TokenSecret = "log-test-secret-0123456789"
 	cfg.PaySecret = "log-test-pay-secret"
 	s := &Server{cfg: Config{Config: cfg}, log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{}, inflight: make(chan struct{}, 4), now: time.Now}
+		signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
 	admin := s.signer.Sign(7, auth.RoleUser, time.Hour) // a user token on an admin route: 403 after verification
 	sig := strings.Repeat("ab", 32)
 	for _, req := range []struct{ method, path, authz, sigHdr, rid string }{

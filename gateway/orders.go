@@ -214,6 +214,13 @@ type ticketJSON struct {
 	CreatedAt string `json:"created_at"`
 }
 
+// getTicket answers GET /tickets/{ticket}. An order ticket's hash in Redis
+// ({ev:N}:t:<ticket>) lives for a day and knows the ticket from the
+// reservation on: pending, being committed, decided or undone. While Redis
+// knows it the answer comes from there, without a MySQL read, so that
+// buyers polling after a sale are answered while MySQL is slow. MySQL is
+// read only for tickets Redis does not know (expired, or lost in a flush),
+// and its failure is a 503 only then.
 func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
 	t := rc.params[0]
 	if kind, senderID, ok := store.ParseTicket(t); ok && kind == "gift" {
@@ -223,26 +230,34 @@ func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
 	if !ok {
 		return apierr.NotFound.With("no such ticket")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	out := ticketJSON{Ticket: t, Kind: "order"}
-	st, err := s.redis.Ticket(ctx, eventID, t)
+	rctx, rcancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
+	st, err := s.redis.Ticket(rctx, eventID, t)
+	rcancel()
 	switch {
-	case err == nil && st.UserID == rc.claims.UserID && (st.Status == "succeeded" || st.Status == "failed"):
-		out.Status, out.Reason, out.OrderNo, out.CreatedAt = st.Status, st.Reason, st.OrderNo, ts(st.CreatedAt)
-		return rc.writeJSON(200, out)
 	case err == nil && st.UserID != rc.claims.UserID:
 		return apierr.NotFound.With("no such ticket")
+	case err == nil && (st.Status == "succeeded" || st.Status == "failed"):
+		out.Status, out.Reason, out.OrderNo, out.CreatedAt = st.Status, st.Reason, st.OrderNo, ts(st.CreatedAt)
+		return rc.writeJSON(200, out)
 	case err == nil && st.Status == "aborted":
 		// Undone after a failed produce. The first request got 503, but a
 		// concurrent repeat with its Idempotency-Key may have been answered
 		// 202 with this ticket, and a 202 ticket must end failed or succeeded.
 		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(st.CreatedAt)
 		return rc.writeJSON(200, out)
+	case err == nil && (st.Status == "pending" || st.Status == "committing"):
+		// The worker settles Redis right after its MySQL commit; if that
+		// settle fails, the reconciler settles it after
+		// FLASHGATE_PENDING_TIMEOUT, and the WebSocket push has the outcome
+		// meanwhile.
+		out.Status, out.CreatedAt = "pending", ts(st.CreatedAt)
+		return rc.writeJSON(200, out)
 	case err != nil && !errors.Is(err, store.ErrNoTicket):
-		s.log.Warn("cannot read ticket from Redis", "err", err)
+		s.log.Warn("cannot read ticket from Redis; asking MySQL", "err", err)
 	}
-	// Pending in Redis, or unknown to it: MySQL has the final word.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
 	dt, derr := s.db.Ticket(ctx, t)
 	switch {
 	case derr == nil:
@@ -252,10 +267,8 @@ func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
 		out.Status, out.Reason, out.OrderNo, out.CreatedAt = dt.Status, dt.Reason.String, dt.OrderNo.String, ts(dt.CreatedAt)
 		return rc.writeJSON(200, out)
 	case !errors.Is(derr, db.ErrNotFound):
+		s.log.Warn("cannot read a ticket from MySQL", "err", derr)
 		return apierr.Unavailable
-	case err == nil:
-		out.Status, out.CreatedAt = "pending", ts(st.CreatedAt)
-		return rc.writeJSON(200, out)
 	}
 	return apierr.NotFound.With("no such ticket")
 }

@@ -23,8 +23,13 @@ type route struct {
 	pattern string
 	access  access
 	class   RateClass
-	handle  func(s *Server, rc *reqCtx) *apierr.Error
-	segs    []string
+	// budget is the in-flight budget the route's requests count against:
+	// reads for every route that may wait on MySQL, so that a slow MySQL
+	// sheds those and never the order and gift paths. Zero (budgetMemory)
+	// is for routes answered from memory alone.
+	budget budgetClass
+	handle func(s *Server, rc *reqCtx) *apierr.Error
+	segs   []string
 }
 
 // Route is a documented endpoint: its method and path pattern in OpenAPI form.
@@ -35,29 +40,29 @@ type Route struct {
 
 var routes = []*route{
 	{method: "GET", pattern: "/api/v1/events", handle: (*Server).listEvents},
-	{method: "GET", pattern: "/api/v1/events/{id}", handle: (*Server).getEvent},
-	{method: "POST", pattern: "/api/v1/events/{id}/orders", access: user, class: ClassOrder, handle: (*Server).createOrder},
-	{method: "GET", pattern: "/api/v1/tickets/{ticket}", access: user, handle: (*Server).getTicket},
-	{method: "GET", pattern: "/api/v1/orders", access: user, handle: (*Server).listOrders},
-	{method: "GET", pattern: "/api/v1/orders/{order_no}", access: user, handle: (*Server).getOrder},
-	{method: "POST", pattern: "/api/v1/orders/{order_no}/pay", access: user, class: ClassPay, handle: (*Server).payOrder},
-	{method: "POST", pattern: "/api/v1/orders/{order_no}/cancel", access: user, handle: (*Server).cancelOrder},
-	{method: "POST", pattern: "/api/v1/admin/events", access: admin, handle: (*Server).adminCreateEvent},
-	{method: "POST", pattern: "/api/v1/admin/events/{id}/stock", access: admin, handle: (*Server).adminAddStock},
+	{method: "GET", pattern: "/api/v1/events/{id}", budget: budgetReads, handle: (*Server).getEvent},
+	{method: "POST", pattern: "/api/v1/events/{id}/orders", access: user, class: ClassOrder, budget: budgetOrders, handle: (*Server).createOrder},
+	{method: "GET", pattern: "/api/v1/tickets/{ticket}", access: user, budget: budgetReads, handle: (*Server).getTicket},
+	{method: "GET", pattern: "/api/v1/orders", access: user, budget: budgetReads, handle: (*Server).listOrders},
+	{method: "GET", pattern: "/api/v1/orders/{order_no}", access: user, budget: budgetReads, handle: (*Server).getOrder},
+	{method: "POST", pattern: "/api/v1/orders/{order_no}/pay", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).payOrder},
+	{method: "POST", pattern: "/api/v1/orders/{order_no}/cancel", access: user, budget: budgetReads, handle: (*Server).cancelOrder},
+	{method: "POST", pattern: "/api/v1/admin/events", access: admin, budget: budgetReads, handle: (*Server).adminCreateEvent},
+	{method: "POST", pattern: "/api/v1/admin/events/{id}/stock", access: admin, budget: budgetReads, handle: (*Server).adminAddStock},
 	{method: "POST", pattern: "/api/v1/dev/token", access: dev, handle: (*Server).devToken},
 
 	{method: "GET", pattern: "/api/v1/gifts", handle: (*Server).listGifts},
-	{method: "GET", pattern: "/api/v1/wallet", access: user, handle: (*Server).getWallet},
-	{method: "POST", pattern: "/api/v1/rooms/{room_id}/gifts", access: user, class: ClassGift, handle: (*Server).sendGift},
-	{method: "GET", pattern: "/api/v1/rooms/{room_id}/leaderboard", handle: (*Server).leaderboard},
+	{method: "GET", pattern: "/api/v1/wallet", access: user, budget: budgetReads, handle: (*Server).getWallet},
+	{method: "POST", pattern: "/api/v1/rooms/{room_id}/gifts", access: user, class: ClassGift, budget: budgetGifts, handle: (*Server).sendGift},
+	{method: "GET", pattern: "/api/v1/rooms/{room_id}/leaderboard", budget: budgetReads, handle: (*Server).leaderboard},
 
-	{method: "GET", pattern: "/api/v1/pay/products", handle: (*Server).listPayProducts},
-	{method: "POST", pattern: "/api/v1/pay/orders", access: user, class: ClassPay, handle: (*Server).createPayOrder},
-	{method: "GET", pattern: "/api/v1/pay/orders/{order_id}", access: user, handle: (*Server).getPayOrder},
-	{method: "POST", pattern: "/api/v1/pay/notify", handle: (*Server).payNotify},
-	{method: "POST", pattern: "/api/v1/dev/pay/orders/{order_id}/complete", access: dev, handle: (*Server).devCompletePayOrder},
-	{method: "POST", pattern: "/api/v1/withdrawals", access: user, class: ClassPay, handle: (*Server).createWithdrawal},
-	{method: "GET", pattern: "/api/v1/withdrawals/{withdrawal_id}", access: user, handle: (*Server).getWithdrawal},
+	{method: "GET", pattern: "/api/v1/pay/products", budget: budgetReads, handle: (*Server).listPayProducts},
+	{method: "POST", pattern: "/api/v1/pay/orders", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).createPayOrder},
+	{method: "GET", pattern: "/api/v1/pay/orders/{order_id}", access: user, budget: budgetReads, handle: (*Server).getPayOrder},
+	{method: "POST", pattern: "/api/v1/pay/notify", budget: budgetPayments, handle: (*Server).payNotify},
+	{method: "POST", pattern: "/api/v1/dev/pay/orders/{order_id}/complete", access: dev, budget: budgetPayments, handle: (*Server).devCompletePayOrder},
+	{method: "POST", pattern: "/api/v1/withdrawals", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).createWithdrawal},
+	{method: "GET", pattern: "/api/v1/withdrawals/{withdrawal_id}", access: user, budget: budgetReads, handle: (*Server).getWithdrawal},
 }
 
 func init() {

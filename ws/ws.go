@@ -69,9 +69,11 @@ func (cfg *Config) validate() error {
 }
 
 // Run serves WebSocket connections until ctx is done, then shuts down: it
-// turns /readyz to 503, closes every connection with 1001, stops the results
-// consumer and returns nil. It returns an error if it cannot start or if the
-// HTTP server fails.
+// turns /readyz to 503 and goes on serving (new connections included) for
+// FLASHGATE_DRAIN_DELAY, so that load balancers stop sending clients here;
+// then it closes every connection with 1001, stops the results consumer and
+// returns nil. It returns an error if it cannot start or if the HTTP server
+// fails.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		if cfg.Listener != nil {
@@ -159,8 +161,19 @@ func Run(ctx context.Context, cfg Config) error {
 		served = nil
 	}
 
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	log.Info("shutting down", "drain_delay", cfg.DrainDelay, "timeout", cfg.ShutdownTimeout)
 	s.ready.Drain()
+	if served != nil && cfg.DrainDelay > 0 {
+		// Clients told 1001 reconnect at once: by now the load balancer
+		// must have seen /readyz fail, or they would come back here.
+		t := time.NewTimer(cfg.DrainDelay)
+		select {
+		case <-t.C:
+		case serveErr = <-served:
+			served = nil
+		}
+		t.Stop()
+	}
 	s.hub.closeAll(websocket.CloseGoingAway, "server shutting down")
 	stopServing()
 	if served != nil {

@@ -58,6 +58,7 @@ func testConfig(t *testing.T) config.Config {
 	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
 	cfg.TopicPrefix = fmt.Sprintf("wstest-%s-%d", name, prefixSeq.Add(1))
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.DrainDelay = 0 // the drain test turns it on
 	return cfg
 }
 
@@ -574,6 +575,58 @@ func TestShutdown(t *testing.T) {
 	}
 	if _, err := http.Get(e.base + "/healthz"); err == nil {
 		t.Fatal("still serving after Run returned")
+	}
+}
+
+// TestShutdownDrainDelay: on shutdown /readyz turns 503 first, and for
+// FLASHGATE_DRAIN_DELAY the service goes on serving: connected clients still
+// get their pushes and new clients can still connect, so that nobody is
+// pushed off before the load balancer has stopped sending clients here. Then
+// every connection gets 1001 and Run returns nil.
+func TestShutdownDrainDelay(t *testing.T) {
+	const delay = 5 * time.Second
+	e := startWS(t, func(c *config.Config) { c.DrainDelay = delay })
+	before := e.dial(70)
+	began := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.stop() }()
+
+	deadline := time.Now().Add(wait)
+	for {
+		status, body := e.get("/readyz")
+		if status == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %s after the shutdown began", status, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	during := e.dial(71)
+	rec, push := ticketRec(t, 70, "o1-drain-before")
+	rec2, push2 := ticketRec(t, 71, "o1-drain-during")
+	e.produce(rec, rec2)
+	before.expect(push)
+	during.expect(push2)
+	if took := time.Since(began); took >= delay {
+		t.Fatalf("the checks took %v, longer than the drain delay: rerun on a less loaded machine", took)
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("Run returned (%v) before the drain delay was over", err)
+	default:
+	}
+	if status, _ := e.get("/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d during the drain delay, want 503", status)
+	}
+
+	if err := <-stopped; err != nil {
+		t.Fatalf("Run returned %v, want nil", err)
+	}
+	for _, c := range []*wsClient{before, during} {
+		if err := c.closed(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+			t.Errorf("connection ended with %v, want close 1001", err)
+		}
 	}
 }
 

@@ -57,6 +57,7 @@ type Config struct {
 	PendingTimeout  time.Duration // FLASHGATE_PENDING_TIMEOUT
 	ReconcileEvery  time.Duration // FLASHGATE_RECONCILE_INTERVAL
 	ShutdownTimeout time.Duration // FLASHGATE_SHUTDOWN_TIMEOUT
+	DrainDelay      time.Duration // FLASHGATE_DRAIN_DELAY; zero means none
 	WorkerBatch     int           // FLASHGATE_WORKER_BATCH
 	GiftCatalogTTL  time.Duration // FLASHGATE_GIFT_CATALOG_TTL
 	WSSendQueue     int           // FLASHGATE_WS_SEND_QUEUE
@@ -72,6 +73,13 @@ type Config struct {
 	LogFormat       string        // FLASHGATE_LOG_FORMAT
 	LogLevel        string        // FLASHGATE_LOG_LEVEL
 	RunDir          string        // FLASHGATE_RUN_DIR
+
+	// In-flight budgets of the gateway's route classes, within MaxInflight;
+	// zero means the default that InflightBudgets derives from MaxInflight.
+	InflightOrders   int // FLASHGATE_INFLIGHT_ORDERS
+	InflightGifts    int // FLASHGATE_INFLIGHT_GIFTS
+	InflightReads    int // FLASHGATE_INFLIGHT_READS
+	InflightPayments int // FLASHGATE_INFLIGHT_PAYMENTS
 }
 
 // Var documents one environment variable.
@@ -80,13 +88,31 @@ type Var struct {
 	Default string
 	Help    string
 	set     func(c *Config, v string) error
+	// dur is the field of a duration setting, for Validate; zeroOK when
+	// zero has a documented meaning there.
+	dur    func(c *Config) *time.Duration
+	zeroOK bool
 }
 
+// durVar is a duration that must be positive.
 func durVar(name, def, help string, f func(c *Config) *time.Duration) Var {
-	return Var{name, def, help, func(c *Config, v string) error {
+	return durationVar(name, def, help, f, false)
+}
+
+// durVarZeroOK is a duration for which zero means something (its help says what).
+func durVarZeroOK(name, def, help string, f func(c *Config) *time.Duration) Var {
+	return durationVar(name, def, help, f, true)
+}
+
+func durationVar(name, def, help string, f func(c *Config) *time.Duration, zeroOK bool) Var {
+	want := "a positive duration such as 500ms or 15m"
+	if zeroOK {
+		want = "a duration such as 500ms or 15m, or 0"
+	}
+	return Var{Name: name, Default: def, Help: help, dur: f, zeroOK: zeroOK, set: func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fmt.Errorf("%s=%q: want a duration such as 500ms or 15m", name, v)
+		if err != nil || d < 0 || (d == 0 && !zeroOK) {
+			return fmt.Errorf("%s=%q: want %s", name, v, want)
 		}
 		*f(c) = d
 		return nil
@@ -94,7 +120,7 @@ func durVar(name, def, help string, f func(c *Config) *time.Duration) Var {
 }
 
 func intVar(name, def, help string, f func(c *Config) *int) Var {
-	return Var{name, def, help, func(c *Config, v string) error {
+	return Var{Name: name, Default: def, Help: help, set: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
 			return fmt.Errorf("%s=%q: want a positive integer", name, v)
@@ -115,7 +141,7 @@ type Rate struct {
 func (r Rate) Off() bool { return r.PerSecond <= 0 }
 
 func rateVar(name, def, help string, f func(c *Config) *Rate) Var {
-	return Var{name, def, help, func(c *Config, v string) error {
+	return Var{Name: name, Default: def, Help: help, set: func(c *Config, v string) error {
 		if v == "0" {
 			*f(c) = Rate{}
 			return nil
@@ -132,7 +158,7 @@ func rateVar(name, def, help string, f func(c *Config) *Rate) Var {
 }
 
 func strVar(name, def, help string, f func(c *Config) *string) Var {
-	return Var{name, def, help, func(c *Config, v string) error { *f(c) = v; return nil }}
+	return Var{Name: name, Default: def, Help: help, set: func(c *Config, v string) error { *f(c) = v; return nil }}
 }
 
 // Vars lists every setting with its default, in the order --help prints them.
@@ -142,7 +168,7 @@ var Vars = []Var{
 	strVar("FLASHGATE_WORKER_ADDR", "127.0.0.1:8082", "worker health and metrics listen address", func(c *Config) *string { return &c.WorkerAddr }),
 	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port)", func(c *Config) *string { return &c.RedisAddr }),
 	strVar("FLASHGATE_MYSQL_DSN", "root@tcp(127.0.0.1:13306)/flashgate", "MySQL/MariaDB DSN (go-sql-driver format; parseTime is added)", func(c *Config) *string { return &c.MySQLDSN }),
-	{"FLASHGATE_KAFKA_BROKERS", "127.0.0.1:19092", "comma-separated Kafka seed brokers; flashgate dev starts an embedded broker unless this is set", func(c *Config, v string) error {
+	{Name: "FLASHGATE_KAFKA_BROKERS", Default: "127.0.0.1:19092", Help: "comma-separated Kafka seed brokers; flashgate dev starts an embedded broker unless this is set", set: func(c *Config, v string) error {
 		c.KafkaBrokers = nil
 		for _, b := range strings.Split(v, ",") {
 			if b = strings.TrimSpace(b); b != "" {
@@ -156,7 +182,7 @@ var Vars = []Var{
 	}},
 	intVar("FLASHGATE_KAFKA_PARTITIONS", "8", "partitions for topics flashgate creates", func(c *Config) *int { return &c.KafkaPartitions }),
 	strVar("FLASHGATE_TOPIC_PREFIX", "flashgate", "prefix of the Kafka topic names (<prefix>.orders, .results, .gifts, .withdrawals and dead-letter topics)", func(c *Config) *string { return &c.TopicPrefix }),
-	{"FLASHGATE_DEV", "0", "1 enables dev mode: dev endpoints, dev secrets, text logs", func(c *Config, v string) error {
+	{Name: "FLASHGATE_DEV", Default: "0", Help: "1 enables dev mode: dev endpoints, dev secrets, text logs", set: func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			return fmt.Errorf("FLASHGATE_DEV=%q: want 0 or 1", v)
@@ -166,7 +192,7 @@ var Vars = []Var{
 	}},
 	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode)", func(c *Config) *string { return &c.TokenSecret }),
 	strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious }),
-	{"FLASHGATE_TOKEN_PREVIOUS_UNTIL", "", "end of the rotation window, RFC 3339 (empty: 24h after the service starts)", func(c *Config, v string) error {
+	{Name: "FLASHGATE_TOKEN_PREVIOUS_UNTIL", Default: "", Help: "end of the rotation window, RFC 3339 (empty: 24h after the service starts)", set: func(c *Config, v string) error {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			return fmt.Errorf("FLASHGATE_TOKEN_PREVIOUS_UNTIL=%q: want an RFC 3339 time such as 2026-12-01T00:00:00Z", v)
@@ -186,9 +212,10 @@ var Vars = []Var{
 	durVar("FLASHGATE_WARM_INTERVAL", "1s", "how often the worker checks that upcoming and live events are warm in Redis", func(c *Config) *time.Duration { return &c.WarmInterval }),
 	durVar("FLASHGATE_WARM_AHEAD", "10m", "events are warmed into Redis this long before they start", func(c *Config) *time.Duration { return &c.WarmAhead }),
 	durVar("FLASHGATE_EXPIRE_INTERVAL", "1s", "how often the worker expires unpaid orders", func(c *Config) *time.Duration { return &c.ExpireInterval }),
-	durVar("FLASHGATE_PENDING_TIMEOUT", "45s", "a reservation with no order after this long is released and its ticket fails", func(c *Config) *time.Duration { return &c.PendingTimeout }),
+	durVar("FLASHGATE_PENDING_TIMEOUT", "45s", "a reservation with no order after this long is released and its ticket fails; must be greater than FLASHGATE_PRODUCE_TIMEOUT + 2 × FLASHGATE_REDIS_TIMEOUT", func(c *Config) *time.Duration { return &c.PendingTimeout }),
 	durVar("FLASHGATE_RECONCILE_INTERVAL", "10s", "how often the worker reconciles Redis against MySQL", func(c *Config) *time.Duration { return &c.ReconcileEvery }),
-	durVar("FLASHGATE_SHUTDOWN_TIMEOUT", "10s", "how long a service drains in-flight work on shutdown", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	durVar("FLASHGATE_SHUTDOWN_TIMEOUT", "10s", "how long a service drains in-flight work on shutdown, after FLASHGATE_DRAIN_DELAY", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
+	durVarZeroOK("FLASHGATE_DRAIN_DELAY", "5s", "on shutdown, how long gateway and ws keep serving with /readyz answering 503, so load balancers stop sending before the listener closes; 0 means no delay (the default in dev mode)", func(c *Config) *time.Duration { return &c.DrainDelay }),
 	intVar("FLASHGATE_WORKER_BATCH", "500", "most records the worker writes to MySQL in one batch", func(c *Config) *int { return &c.WorkerBatch }),
 	durVar("FLASHGATE_GIFT_CATALOG_TTL", "5s", "how often the gateway reloads the gift catalog from MySQL (a change is served within this long)", func(c *Config) *time.Duration { return &c.GiftCatalogTTL }),
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
@@ -199,8 +226,12 @@ var Vars = []Var{
 	rateVar("FLASHGATE_RATE_PAY", "2:5", "per-user limit of payment and withdrawal requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RatePay }),
 	rateVar("FLASHGATE_RATE_OTHER", "20:50", "per-user limit of all other authenticated requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOther }),
 	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client-IP limit of unauthenticated requests (public reads, dev token, pay notify), kept in each gateway's memory; 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
-	intVar("FLASHGATE_MAX_INFLIGHT", "2048", "requests a gateway works on at once; past it new requests get 503 at once", func(c *Config) *int { return &c.MaxInflight }),
-	durVar("FLASHGATE_INFLIGHT_WAIT", "5ms", "how long a request waits for a free in-flight slot before the 503", func(c *Config) *time.Duration { return &c.InflightWait }),
+	intVar("FLASHGATE_MAX_INFLIGHT", "2048", "requests a gateway works on at once, all routes together; past it new requests get 503 at once. Each route class also has its own budget within it (FLASHGATE_INFLIGHT_*)", func(c *Config) *int { return &c.MaxInflight }),
+	intVar("FLASHGATE_INFLIGHT_ORDERS", "", "order requests (POST /events/{id}/orders) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightOrders }),
+	intVar("FLASHGATE_INFLIGHT_GIFTS", "", "gift requests (POST /rooms/{id}/gifts) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightGifts }),
+	intVar("FLASHGATE_INFLIGHT_READS", "", "requests on routes that may wait on MySQL (tickets, orders, wallet, leaderboards, events by id, cancel, admin, pay and withdrawal status) a gateway works on at once; past it they get 503 while orders and gifts go on (empty: 1/8 of FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightReads }),
+	intVar("FLASHGATE_INFLIGHT_PAYMENTS", "", "payment requests (pay an order, recharge, the provider's notify, withdrawals) a gateway works on at once (empty: 1/16 of FLASHGATE_MAX_INFLIGHT). READS + PAYMENTS must stay below FLASHGATE_MAX_INFLIGHT, so a slow MySQL always leaves slots to orders and gifts", func(c *Config) *int { return &c.InflightPayments }),
+	durVarZeroOK("FLASHGATE_INFLIGHT_WAIT", "5ms", "how long a request waits for a free in-flight slot before the 503; 0 means no wait", func(c *Config) *time.Duration { return &c.InflightWait }),
 	strVar("FLASHGATE_LOG_FORMAT", "", "json or text (default: text in dev mode, json otherwise)", func(c *Config) *string { return &c.LogFormat }),
 	strVar("FLASHGATE_LOG_LEVEL", "info", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 	strVar("FLASHGATE_RUN_DIR", ".run", "where flashgate dev keeps Redis, MariaDB and Kafka data", func(c *Config) *string { return &c.RunDir }),
@@ -233,6 +264,10 @@ func fromLookup(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	c.ApplyDevDefaults()
+	if s, ok := lookup("FLASHGATE_DRAIN_DELAY"); c.Dev && (!ok || s == "") {
+		// No load balancer waits for a dev process: Ctrl-C stops at once.
+		c.DrainDelay = 0
+	}
 	return c, nil
 }
 
@@ -264,6 +299,80 @@ func (c *Config) Validate() error {
 	}
 	if p := c.TokenSecretPrevious; p != "" && (len(p) < 16 || p == c.TokenSecret) {
 		return fmt.Errorf("FLASHGATE_TOKEN_SECRET_PREVIOUS must be the old secret (16+ characters), different from FLASHGATE_TOKEN_SECRET")
+	}
+	for _, v := range Vars {
+		if v.dur == nil {
+			continue
+		}
+		// A zero interval panics in time.NewTicker, a zero timeout fails
+		// every call: only settings that document a zero may have one.
+		if d := *v.dur(c); d < 0 || (d == 0 && !v.zeroOK) {
+			if v.zeroOK {
+				return fmt.Errorf("%s is %v: want a duration of 0 or more", v.Name, d)
+			}
+			return fmt.Errorf("%s is %v: want a positive duration", v.Name, d)
+		}
+	}
+	// The gateway may hold a reservation in doubt for a Redis call (the
+	// reserve), the produce and another Redis call (the undo) before it
+	// answers 202 or 503. A reconciler that released the reservation before
+	// that could free a unit whose order the client was just told is accepted.
+	if limit := c.ProduceTimeout + 2*c.RedisTimeout; c.PendingTimeout <= limit {
+		return fmt.Errorf("FLASHGATE_PENDING_TIMEOUT (%v) must be greater than FLASHGATE_PRODUCE_TIMEOUT + 2 × FLASHGATE_REDIS_TIMEOUT (%v): "+
+			"the reconciler must never release a reservation whose gateway may still be waiting on Kafka and Redis to answer 202", c.PendingTimeout, limit)
+	}
+	if err := c.validateInflight(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// InflightBudgets is how many requests of each route class a gateway works on
+// at once; every request also takes one of the Total.
+type InflightBudgets struct {
+	Total, Orders, Gifts, Reads, Payments int
+}
+
+// InflightBudgets returns the budgets with the documented defaults filled in:
+// orders and gifts may use all of FLASHGATE_MAX_INFLIGHT, reads an eighth of
+// it and payments a sixteenth (at least one each).
+func (c *Config) InflightBudgets() InflightBudgets {
+	b := InflightBudgets{Total: c.MaxInflight, Orders: c.InflightOrders, Gifts: c.InflightGifts,
+		Reads: c.InflightReads, Payments: c.InflightPayments}
+	if b.Total <= 0 {
+		b.Total = 2048
+	}
+	if b.Orders <= 0 {
+		b.Orders = b.Total
+	}
+	if b.Gifts <= 0 {
+		b.Gifts = b.Total
+	}
+	if b.Reads <= 0 {
+		b.Reads = max(1, b.Total/8)
+	}
+	if b.Payments <= 0 {
+		b.Payments = max(1, b.Total/16)
+	}
+	return b
+}
+
+func (c *Config) validateInflight() error {
+	b := c.InflightBudgets()
+	for _, v := range []struct {
+		name string
+		n    int
+	}{
+		{"FLASHGATE_INFLIGHT_ORDERS", b.Orders}, {"FLASHGATE_INFLIGHT_GIFTS", b.Gifts},
+		{"FLASHGATE_INFLIGHT_READS", b.Reads}, {"FLASHGATE_INFLIGHT_PAYMENTS", b.Payments},
+	} {
+		if v.n > b.Total {
+			return fmt.Errorf("%s (%d) is more than FLASHGATE_MAX_INFLIGHT (%d): a class budget is a part of the total", v.name, v.n, b.Total)
+		}
+	}
+	if b.Reads+b.Payments >= b.Total {
+		return fmt.Errorf("FLASHGATE_INFLIGHT_READS (%d) + FLASHGATE_INFLIGHT_PAYMENTS (%d) must be less than FLASHGATE_MAX_INFLIGHT (%d): "+
+			"requests waiting on a slow MySQL must leave slots for orders and gifts", b.Reads, b.Payments, b.Total)
 	}
 	return nil
 }

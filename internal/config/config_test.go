@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -407,5 +408,186 @@ func TestREADMEDocumentsEveryVar(t *testing.T) {
 		if !known[name] {
 			t.Errorf("README: table row for %s, which config.Vars does not have", name)
 		}
+	}
+}
+
+// validConfig is a configuration Validate accepts, for tests that break one
+// setting of it.
+func validConfig() Config {
+	c := Default()
+	c.TokenSecret = "a-random-secret-of-32-characters"
+	return c
+}
+
+// TestValidateDurations: every duration setting refuses zero and negative
+// values, naming the variable, except those whose help documents what zero
+// means; those refuse only negative values.
+func TestValidateDurations(t *testing.T) {
+	if c := validConfig(); c.Validate() != nil {
+		err := c.Validate()
+		t.Fatalf("Validate() of the defaults: %v", err)
+	}
+	zeroOK := map[string]bool{"FLASHGATE_DRAIN_DELAY": true, "FLASHGATE_INFLIGHT_WAIT": true}
+	n := 0
+	for _, v := range Vars {
+		if v.dur == nil {
+			continue
+		}
+		n++
+		if v.zeroOK != zeroOK[v.Name] {
+			t.Errorf("%s: zero allowed = %v, want %v", v.Name, v.zeroOK, zeroOK[v.Name])
+		}
+		if v.zeroOK && !strings.Contains(v.Help, "0 means") {
+			t.Errorf("%s allows zero but its help does not say what 0 means: %q", v.Name, v.Help)
+		}
+		for _, d := range []time.Duration{0, -time.Second} {
+			t.Run(fmt.Sprintf("%s=%v", v.Name, d), func(t *testing.T) {
+				c := validConfig()
+				*v.dur(&c) = d
+				err := c.Validate()
+				if d == 0 && v.zeroOK {
+					if err != nil {
+						t.Fatalf("Validate() refused a documented zero: %v", err)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatal("Validate() accepted it")
+				}
+				if !strings.Contains(err.Error(), v.Name) {
+					t.Errorf("error %q does not name %s", err, v.Name)
+				}
+			})
+		}
+		// The same from the environment, where the value is a string.
+		_, err := fromLookup(env(map[string]string{v.Name: "0"}))
+		if v.zeroOK && err != nil {
+			t.Errorf("%s=0 from the environment: %v", v.Name, err)
+		}
+		if !v.zeroOK && (err == nil || !strings.Contains(err.Error(), v.Name)) {
+			t.Errorf("%s=0 from the environment: err %v, want one naming the variable", v.Name, err)
+		}
+	}
+	if n < 15 {
+		t.Errorf("only %d duration settings are validated", n)
+	}
+}
+
+// TestValidatePendingTimeout: the reconciler must not release a reservation
+// while its gateway may still be waiting on Redis and Kafka to answer 202.
+func TestValidatePendingTimeout(t *testing.T) {
+	tests := []struct {
+		name                    string
+		pending, produce, redis time.Duration
+		wantErr                 bool
+	}{
+		{"defaults", 45 * time.Second, 2 * time.Second, 500 * time.Millisecond, false},
+		{"just above", 3*time.Second + time.Millisecond, 2 * time.Second, 500 * time.Millisecond, false},
+		{"equal", 3 * time.Second, 2 * time.Second, 500 * time.Millisecond, true},
+		{"below", time.Second, 2 * time.Second, 500 * time.Millisecond, true},
+		{"long produce timeout", 45 * time.Second, 45 * time.Second, 500 * time.Millisecond, true},
+		{"long redis timeout", 45 * time.Second, 2 * time.Second, 22 * time.Second, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			c.PendingTimeout, c.ProduceTimeout, c.RedisTimeout = tt.pending, tt.produce, tt.redis
+			err := c.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Validate() = %v, want error: %v", err, tt.wantErr)
+			}
+			if err == nil {
+				return
+			}
+			for _, want := range []string{"FLASHGATE_PENDING_TIMEOUT", "FLASHGATE_PRODUCE_TIMEOUT", "FLASHGATE_REDIS_TIMEOUT", "reconciler"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %s", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestInflightBudgets: the per-class budgets default to shares of
+// FLASHGATE_MAX_INFLIGHT, and Validate refuses budgets with which requests
+// stuck on MySQL could take every slot.
+func TestInflightBudgets(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    InflightBudgets
+		wantErr string // a variable the error must name; "" = valid
+	}{
+		{"defaults", nil, InflightBudgets{Total: 2048, Orders: 2048, Gifts: 2048, Reads: 256, Payments: 128}, ""},
+		{"defaults follow the total", map[string]string{"FLASHGATE_MAX_INFLIGHT": "64"},
+			InflightBudgets{Total: 64, Orders: 64, Gifts: 64, Reads: 8, Payments: 4}, ""},
+		{"a small total still leaves room", map[string]string{"FLASHGATE_MAX_INFLIGHT": "4"},
+			InflightBudgets{Total: 4, Orders: 4, Gifts: 4, Reads: 1, Payments: 1}, ""},
+		{"explicit budgets", map[string]string{"FLASHGATE_MAX_INFLIGHT": "1000", "FLASHGATE_INFLIGHT_ORDERS": "600",
+			"FLASHGATE_INFLIGHT_GIFTS": "300", "FLASHGATE_INFLIGHT_READS": "50", "FLASHGATE_INFLIGHT_PAYMENTS": "20"},
+			InflightBudgets{Total: 1000, Orders: 600, Gifts: 300, Reads: 50, Payments: 20}, ""},
+		{"too small a total", map[string]string{"FLASHGATE_MAX_INFLIGHT": "2"},
+			InflightBudgets{Total: 2, Orders: 2, Gifts: 2, Reads: 1, Payments: 1}, "FLASHGATE_INFLIGHT_READS"},
+		{"reads and payments fill the total", map[string]string{"FLASHGATE_MAX_INFLIGHT": "100",
+			"FLASHGATE_INFLIGHT_READS": "90", "FLASHGATE_INFLIGHT_PAYMENTS": "10"},
+			InflightBudgets{Total: 100, Orders: 100, Gifts: 100, Reads: 90, Payments: 10}, "FLASHGATE_MAX_INFLIGHT"},
+		{"a class over the total", map[string]string{"FLASHGATE_MAX_INFLIGHT": "100", "FLASHGATE_INFLIGHT_GIFTS": "200"},
+			InflightBudgets{Total: 100, Orders: 100, Gifts: 200, Reads: 12, Payments: 6}, "FLASHGATE_INFLIGHT_GIFTS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := map[string]string{"FLASHGATE_TOKEN_SECRET": "a-random-secret-of-32-characters"}
+			for k, v := range tt.env {
+				m[k] = v
+			}
+			c, err := fromLookup(env(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.InflightBudgets(); got != tt.want {
+				t.Errorf("InflightBudgets() = %+v, want %+v", got, tt.want)
+			}
+			err = c.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Validate() = %v", err)
+			case tt.wantErr != "" && err == nil:
+				t.Error("Validate() accepted it")
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Errorf("error %q does not name %s", err, tt.wantErr)
+			}
+		})
+	}
+	for _, bad := range []string{"0", "-1", "many"} {
+		if _, err := fromLookup(env(map[string]string{"FLASHGATE_INFLIGHT_READS": bad})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_INFLIGHT_READS") {
+			t.Errorf("FLASHGATE_INFLIGHT_READS=%s: err %v", bad, err)
+		}
+	}
+}
+
+// TestDrainDelay: 5s by default, 0 allowed, and none in dev mode unless set:
+// no load balancer waits for a dev process.
+func TestDrainDelay(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, 5 * time.Second},
+		{map[string]string{"FLASHGATE_DRAIN_DELAY": "0"}, 0},
+		{map[string]string{"FLASHGATE_DRAIN_DELAY": "30s"}, 30 * time.Second},
+		{map[string]string{"FLASHGATE_DEV": "1"}, 0},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_DRAIN_DELAY": "2s"}, 2 * time.Second},
+	}
+	for _, tt := range tests {
+		c, err := fromLookup(env(tt.env))
+		if err != nil {
+			t.Fatalf("%v: %v", tt.env, err)
+		}
+		if c.DrainDelay != tt.want {
+			t.Errorf("%v: DrainDelay = %v, want %v", tt.env, c.DrainDelay, tt.want)
+		}
+	}
+	if _, err := fromLookup(env(map[string]string{"FLASHGATE_DRAIN_DELAY": "-1s"})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_DRAIN_DELAY") {
+		t.Errorf("FLASHGATE_DRAIN_DELAY=-1s: err %v", err)
 	}
 }

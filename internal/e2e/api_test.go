@@ -216,6 +216,8 @@ func TestWorkerWarmsAndReconciles(t *testing.T) {
 		c.PendingTimeout = time.Second
 		c.ProduceTimeout, c.RedisTimeout = 200*time.Millisecond, 200*time.Millisecond
 		c.ReconcileEvery = 200 * time.Millisecond
+		// Config refuses a pending timeout the gateway could outlive.
+		c.ProduceTimeout, c.RedisTimeout = 500*time.Millisecond, 200*time.Millisecond
 	}})
 	now := time.Now()
 	res, err := s.db.Exec("INSERT INTO events (name, price, stock_total, stock, starts_at, ends_at) VALUES ('direct', 5, 4, 4, ?, ?)",

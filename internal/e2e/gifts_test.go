@@ -743,6 +743,8 @@ func TestGiftHoldReconciled(t *testing.T) {
 	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
 		c.PendingTimeout = 2 * time.Second
 		c.ReconcileEvery = 200 * time.Millisecond
+		// Config refuses a pending timeout the gateway could outlive.
+		c.ProduceTimeout, c.RedisTimeout = time.Second, 400*time.Millisecond
 	}})
 	const sender = 91
 	s.giftSeedWallet(sender, 100)

@@ -199,6 +199,8 @@ func ConfigKafka(t testing.TB) (config.Config, *kfake.Cluster) {
 	cfg.ExpireInterval = 100 * time.Millisecond
 	cfg.ReconcileEvery = 500 * time.Millisecond
 	cfg.ShutdownTimeout = 3 * time.Second
+	// No load balancer watches /readyz in tests; the drain tests turn it on.
+	cfg.DrainDelay = 0
 	// Tests run the load generator, the services and the race detector on
 	// two cores: a burst of 2,500 requests starves the producer for a second
 	// or more. Tests assert outcomes, not latency, so wait longer.
