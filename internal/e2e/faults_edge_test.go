@@ -115,13 +115,13 @@ func TestFaultEdgeMySQLStall(t *testing.T) {
 	// records never reach Kafka (as if their gateway died after the Lua call).
 	const orderOwner, giftOwner = 3000, 3001
 	orderTicket := store.NewOrderTicket(ev)
-	if r, err := s.redis.Reserve(context.Background(), ev, orderOwner, orderTicket, "", time.Now()); err != nil || r.Status != store.Reserved {
+	if r, err := s.redis.Reserve(context.Background(), ev, orderOwner, orderTicket, ""); err != nil || r.Status != store.Reserved {
 		t.Fatalf("reserve: %+v %v", r, err)
 	}
 	s.giftSeedWallet(giftOwner, 100)
 	s.do("GET", "/api/v1/wallet", s.token(giftOwner), "")
 	giftTicket := store.NewGiftTicket(giftOwner)
-	if r, err := s.redis.HoldGift(context.Background(), giftOwner, giftTicket, 10, "", time.Now()); err != nil || r.Status != store.Held {
+	if r, err := s.redis.HoldGift(context.Background(), giftOwner, giftTicket, 10, ""); err != nil || r.Status != store.Held {
 		t.Fatalf("hold: %+v %v", r, err)
 	}
 
