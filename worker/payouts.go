@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/sandbox"
 	"github.com/flashgate/flashgate/internal/wallet"
@@ -72,10 +75,16 @@ func PayoutGroupName(cfg config.Config) string { return cfg.TopicPrefix + ".payo
 func PayoutKey(withdrawalID int64) string { return "withdrawal-" + strconv.FormatInt(withdrawalID, 10) }
 
 const (
-	// outboxBatch is the most outbox rows relayed in one transaction.
+	// outboxBatch is the most outbox rows claimed and produced at once.
 	outboxBatch = 500
 	// outboxKeep is how long relayed outbox rows are kept, for inspection.
 	outboxKeep = 24 * time.Hour
+	// outboxProduceTimeout bounds one produce of claimed rows.
+	outboxProduceTimeout = 10 * time.Second
+	// outboxClaim is how long claimed rows stay with their relay: long
+	// enough for its produce, short enough that rows of a relay that died
+	// are taken again soon.
+	outboxClaim = 3 * outboxProduceTimeout
 	// maxPayoutBackoff caps the wait between payout calls.
 	maxPayoutBackoff = 5 * time.Second
 )
@@ -129,9 +138,10 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 }
 
 // RelayOutbox produces every unsent outbox row to Kafka, oldest first, and
-// marks it sent. A crash between the produce and the mark sends it again:
-// consumers must (and do) tolerate duplicates. SKIP LOCKED lets several
-// workers relay at once without waiting on each other's rows.
+// marks it sent. Rows are claimed in a short transaction that commits
+// before the produce, so no lock is held while Kafka is slow or down and
+// the gateway keeps inserting rows. A crash between the produce and the mark
+// sends rows again once their claim lapses: consumers tolerate duplicates.
 func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 	for {
 		n, err := w.relayBatch(ctx, cl)
@@ -141,21 +151,29 @@ func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 	}
 }
 
+type outboxRow struct {
+	ID      int64  `db:"id"`
+	Topic   string `db:"topic"`
+	Key     string `db:"msg_key"`
+	Payload []byte `db:"payload"`
+}
+
 func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
-	tx, err := w.sql.BeginTxx(ctx, nil)
+	token := claimToken()
+	var rows []outboxRow
+	// READ COMMITTED takes no gap locks: a gateway inserting a row waits
+	// for nothing but this one statement, and not at all for Kafka.
+	err := db.InTx(ctx, w.sql, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sqlx.Tx) error {
+		rows = rows[:0]
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET claim_token = ?, claimed_until = NOW(3) + INTERVAL ? SECOND
+			WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < NOW(3)) ORDER BY id LIMIT ?`,
+			token, int(outboxClaim/time.Second), outboxBatch); err != nil {
+			return err
+		}
+		return tx.SelectContext(ctx, &rows, "SELECT id, topic, msg_key, payload FROM outbox WHERE claim_token = ? AND sent_at IS NULL ORDER BY id", token)
+	})
 	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback()
-	var rows []struct {
-		ID      int64  `db:"id"`
-		Topic   string `db:"topic"`
-		Key     string `db:"msg_key"`
-		Payload []byte `db:"payload"`
-	}
-	if err := tx.SelectContext(ctx, &rows, `SELECT id, topic, msg_key, payload FROM outbox
-		WHERE sent_at IS NULL ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`, outboxBatch); err != nil {
-		return 0, fmt.Errorf("cannot read the outbox: %w", err)
+		return 0, fmt.Errorf("cannot claim outbox rows: %w", err)
 	}
 	if len(rows) == 0 {
 		return 0, nil
@@ -166,15 +184,23 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 		recs[i] = &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload}
 		ids[i] = r.ID
 	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return 0, fmt.Errorf("cannot produce outbox messages: %w", err)
+	pctx, cancel := context.WithTimeout(ctx, outboxProduceTimeout)
+	err = cl.ProduceSync(pctx, recs...).FirstErr()
+	cancel()
+	if err != nil {
+		// Give the rows back, so the next round takes them at once rather
+		// than after the claim lapses.
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		w.sql.ExecContext(rctx, "UPDATE outbox SET claimed_until = NULL WHERE claim_token = ? AND sent_at IS NULL", token)
+		cancel()
+		return 0, fmt.Errorf("cannot produce %d outbox messages: %w", len(rows), err)
 	}
-	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3) WHERE id IN (?)", ids)
-	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-		return 0, fmt.Errorf("cannot mark outbox messages sent: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
+	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3), claimed_until = NULL WHERE id IN (?) AND sent_at IS NULL", ids)
+	if err := w.retry(ctx, "mark outbox messages sent", 5, func() error {
+		_, err := w.sql.ExecContext(ctx, q, args...)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("cannot mark outbox messages sent (they will be sent again): %w", err)
 	}
 	outboxRelayed.Add(float64(len(rows)))
 	return len(rows), nil
@@ -369,4 +395,11 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
+}
+
+// claimToken names one relay round's claim on outbox rows.
+func claimToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
