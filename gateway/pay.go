@@ -472,6 +472,16 @@ func (s *Server) devCompletePayOrder(rc *reqCtx) *apierr.Error {
 	return rc.writeJSON(200, o.json())
 }
 
+// newPayoutKey returns a withdrawal's payout idempotency key: 128 random
+// bits, so that no other installation, and no restore of this database
+// (where ids repeat), ever sends the provider the same key for another
+// payout.
+func newPayoutKey() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return "wd_" + hex.EncodeToString(b[:])
+}
+
 func withdrawalAccepted(id int64) map[string]any {
 	return map[string]any{"withdrawal_id": id, "status": "pending"}
 }
@@ -501,7 +511,8 @@ func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		// The row comes first: its id is the ledger reference. A repeated
 		// Idempotency-Key stops here, on the unique key, before any money moves.
-		res, err := tx.ExecContext(ctx, "INSERT INTO withdrawals (user_id, amount, idem_key) VALUES (?, ?, NULLIF(?, ''))", uid, amount, key)
+		res, err := tx.ExecContext(ctx, "INSERT INTO withdrawals (user_id, amount, idem_key, payout_key) VALUES (?, ?, NULLIF(?, ''), ?)",
+			uid, amount, key, newPayoutKey())
 		if err != nil {
 			return err
 		}
