@@ -362,12 +362,19 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 	// The credit is committed; now the Redis hot balance, once per order. A
 	// replay does this again, so a crash between the commit and this heals
 	// on the provider's next try; and a failure here answers 503 so that it
-	// does try again.
+	// does try again. Once it is in, the order is marked hot-credited; the
+	// worker's repair sweep brings in paid orders that never got the mark
+	// (a retry that came after hotCreditWindow, or none at all).
 	if won || (o.PaidAt != nil && time.Since(*o.PaidAt) < hotCreditWindow) {
 		w := wallet.Wallets{Redis: s.redis, DB: s.sql}
 		if err := w.CreditHot(ctx, o.UserID, o.Coins, wallet.KindRecharge, o.OrderID); err != nil {
-			s.log.Error("recharge committed but not yet in the hot balance; the provider's retry will apply it", "order", o.OrderID, "err", err)
+			s.log.Error("recharge committed but not yet in the hot balance; the provider's retry or the worker will apply it", "order", o.OrderID, "err", err)
 			return apierr.Unavailable
+		}
+		if _, err := s.sql.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", o.OrderID); err != nil {
+			// The coins are in; without the mark the worker checks the
+			// order again later, which changes nothing.
+			s.log.Warn("cannot mark a recharge hot-credited", "order", o.OrderID, "err", err)
 		}
 	}
 	if won {

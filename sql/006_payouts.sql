@@ -39,6 +39,18 @@ ALTER TABLE outbox
   ADD COLUMN IF NOT EXISTS claimed_until DATETIME(3) NULL,
   ADD KEY IF NOT EXISTS idx_outbox_claim (claim_token);
 
+-- Set once the recharge is in the Redis hot balance (by the notify, or by the
+-- worker's repair sweep of paid orders that lack it).
+ALTER TABLE pay_orders
+  ADD COLUMN IF NOT EXISTS hot_credited_at DATETIME(3) NULL,
+  ADD KEY IF NOT EXISTS idx_pay_orders_hot (status, hot_credited_at, paid_at);
+
+-- Recharges paid more than a day before the upgrade are taken as credited
+-- (the sweep would otherwise resync every payer ever). Younger ones are
+-- checked once by the sweep, which is harmless when they were credited.
+UPDATE pay_orders SET hot_credited_at = paid_at
+  WHERE status = 'paid' AND hot_credited_at IS NULL AND paid_at < NOW(3) - INTERVAL 1 DAY;
+
 -- The sandbox payout provider can void a key: a row with voided_at and no
 -- transaction under the key, so a later payout with it finds the row and pays
 -- nothing.

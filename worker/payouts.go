@@ -158,7 +158,8 @@ const (
 	payoutParallel = 4
 )
 
-// runPayouts relays the outbox and pays withdrawals out until ctx is done. It has Kafka clients of
+// runPayouts relays the outbox, pays withdrawals out and repairs recharges
+// that missed the hot balance, until ctx is done. It has Kafka clients of
 // its own: a producer for the relay and a consumer in the payouts group.
 func (w *Worker) runPayouts(ctx context.Context) error {
 	provider := w.cfg.PayoutProvider
@@ -205,6 +206,10 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 	g.Go(func() error { return w.consume(gctx, consumer, "payouts", 100, pp.schedule) })
 	g.Go(func() error {
 		w.payTicker(gctx, interval, pp.wake, 0, "payouts", pp.payDue)
+		return nil
+	})
+	g.Go(func() error {
+		w.payTicker(gctx, rechargeRepairEvery, nil, 30*time.Second, "recharge repair", w.RepairRecharges)
 		return nil
 	})
 	err = g.Wait()

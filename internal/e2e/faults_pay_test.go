@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/sandbox"
+	"github.com/flashgate/flashgate/internal/wallet"
 	"github.com/flashgate/flashgate/worker"
 )
 
@@ -39,6 +40,16 @@ func (s *system) payWithdrawalStatus(uid, id int64) string {
 		s.t.Fatalf("GET withdrawal %d: %d %s", id, a.Status, a.Raw)
 	}
 	return a.str("status")
+}
+
+// payWalletBalance is the balance GET /wallet shows the user.
+func (s *system) payWalletBalance(uid int64) int64 {
+	s.t.Helper()
+	a := s.do("GET", "/api/v1/wallet", s.token(uid), "")
+	if a.Status != 200 {
+		s.t.Fatalf("GET /wallet: %d %s", a.Status, a.Raw)
+	}
+	return int64(a.Body["balance"].(float64))
 }
 
 // payFigures are the withdrawal outcomes in MySQL.
@@ -533,5 +544,114 @@ func TestFaultPayoutKeyReuse(t *testing.T) {
 	}
 	if w := s.payWallet(uid); w.Earnings != 700 || w.TotalWithdrawn != 300 {
 		t.Errorf("wallet %+v: want 700 earnings left, nothing refunded", w)
+	}
+}
+
+// payCommitOnly does what the notify's transaction does (the order paid
+// paidAgo ago, the coins credited in MySQL) and stops there, as a gateway
+// killed between its commit and the Redis credit.
+func (s *system) payCommitOnly(orderID string, uid, coins int64, paidAgo time.Duration) {
+	s.t.Helper()
+	tx, err := s.db.Beginx()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("UPDATE pay_orders SET status = 'paid', paid_at = NOW(3) - INTERVAL ? SECOND, provider_txn = ? WHERE order_id = ? AND status = 'paying'",
+		int(paidAgo/time.Second), "txn-"+orderID, orderID); err != nil {
+		s.t.Fatal(err)
+	}
+	if _, err := wallet.Apply(context.Background(), tx, wallet.Change{
+		UserID: uid, Account: wallet.AccountBalance, Kind: wallet.KindRecharge, Ref: orderID, Amount: coins,
+	}); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// TestFaultPayRechargeHotCredit (finding 11): recharges committed in MySQL
+// whose Redis hot credit failed or was skipped reach the balance that
+// GET /wallet shows, exactly once:
+//   - the review's recipe: Redis refuses writes during the notify (503);
+//     the provider's retry comes 31 minutes after the payment (200, too late
+//     for the notify to credit Redis);
+//   - the gateway died between its commit and Redis, and the retry comes 31
+//     minutes later;
+//   - the same 2 minutes after the payment, and no retry ever comes.
+func TestFaultPayRechargeHotCredit(t *testing.T) {
+	s := start(t, options{noWS: true})
+	type rc struct {
+		uid   int64
+		order string
+		coins int64
+	}
+	creditBefore := metricValue(t, "flashgate_worker_recharges_repaired_total", map[string]string{"how": "credit"})
+	resyncBefore := metricValue(t, "flashgate_worker_recharges_repaired_total", map[string]string{"how": "resync"})
+	var orders []rc
+	for _, uid := range []int64{401, 402, 403} {
+		if b := s.payWalletBalance(uid); b != 0 { // loads the hot balance
+			t.Fatalf("user %d starts with %d", uid, b)
+		}
+		o := s.payCreateOrder(uid, 2)
+		orders = append(orders, rc{uid, o.str("order_id"), 300})
+	}
+	notify := func(o rc) answer {
+		a, err := s.payNotify(fmt.Sprintf(`{"order_id":%q,"status":"success","amount":3000,"provider_txn":"txn-%s"}`, o.order, o.order))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+
+	// 1. Redis refuses writes for 11 s while the notify runs.
+	if err := s.redis.C.Do(context.Background(), s.redis.C.B().ClientPause().Timeout(11000).Write().Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	first := notify(orders[0])
+	if _, err := s.db.Exec("UPDATE pay_orders SET paid_at = NOW(3) - INTERVAL 31 MINUTE WHERE order_id = ?", orders[0].order); err != nil {
+		t.Fatal(err)
+	}
+	replay := notify(orders[0])
+	// 2. The gateway died after its commit; the retry comes 31 minutes on.
+	s.payCommitOnly(orders[1].order, orders[1].uid, 300, 31*time.Minute)
+	replay2 := notify(orders[1])
+	// 3. The same 2 minutes on, and no retry.
+	s.payCommitOnly(orders[2].order, orders[2].uid, 300, 2*time.Minute)
+
+	s.waitFor("every recharge in the hot balance and marked", func() bool {
+		for _, o := range orders {
+			if s.payWalletBalance(o.uid) != o.coins {
+				return false
+			}
+		}
+		return s.count("SELECT COUNT(*) FROM pay_orders WHERE hot_credited_at IS NOT NULL") == len(orders)
+	})
+	// Two more repair rounds change nothing: each recharge counted once.
+	time.Sleep(2500 * time.Millisecond)
+	ok := 0
+	for _, o := range orders {
+		if b := s.payWalletBalance(o.uid); b == o.coins && s.payWallet(o.uid).Balance == o.coins {
+			ok++
+		} else {
+			t.Errorf("user %d: hot balance %d, MySQL %d; want %d", o.uid, b, s.payWallet(o.uid).Balance, o.coins)
+		}
+	}
+	marked := s.count("SELECT COUNT(*) FROM pay_orders WHERE hot_credited_at IS NOT NULL")
+	credit := metricValue(t, "flashgate_worker_recharges_repaired_total", map[string]string{"how": "credit"}) - creditBefore
+	resync := metricValue(t, "flashgate_worker_recharges_repaired_total", map[string]string{"how": "resync"}) - resyncBefore
+	t.Logf("faults: recharge-hot-credit orders=%d notify=%d replay=%d replay_after_crash=%d hot_balance_ok=%d marked=%d repaired_credit=%v repaired_resync=%v",
+		len(orders), first.Status, replay.Status, replay2.Status, ok, marked, credit, resync)
+
+	if first.Status != 503 || replay.Status != 200 || replay2.Status != 200 {
+		t.Errorf("notify %d %s, replays %d %s / %d %s; want 503 while Redis refuses writes, then 200",
+			first.Status, first.Raw, replay.Status, replay.Raw, replay2.Status, replay2.Raw)
+	}
+	if ok != 3 || marked != 3 || credit != 1 || resync != 2 {
+		t.Errorf("hot_balance_ok=%d marked=%d repaired by credit %v, by resync %v; want 3, 3, 1, 2", ok, marked, credit, resync)
+	}
+	if n := s.count("SELECT COUNT(*) FROM ledger WHERE kind = 'recharge'"); n != 3 {
+		t.Errorf("%d recharge ledger rows, want 3", n)
 	}
 }

@@ -182,6 +182,9 @@ func TestPayNotify(t *testing.T) {
 	if b := s.payHotBalance(uid); b != 300 {
 		t.Errorf("hot balance %d, want 300", b)
 	}
+	if n := s.count("SELECT COUNT(*) FROM pay_orders WHERE order_id = ? AND hot_credited_at IS NOT NULL", id); n != 1 {
+		t.Errorf("the order is not marked hot-credited after the notify put it in Redis")
+	}
 	o := s.do("GET", "/api/v1/pay/orders/"+id, s.token(uid), "")
 	if o.Status != 200 || o.str("status") != "paid" || o.str("paid_at") == "" {
 		t.Errorf("order after notify: %s", o.Raw)
