@@ -362,12 +362,19 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 	// The credit is committed; now the Redis hot balance, once per order. A
 	// replay does this again, so a crash between the commit and this heals
 	// on the provider's next try; and a failure here answers 503 so that it
-	// does try again.
+	// does try again. Once it is in, the order is marked hot-credited; the
+	// worker's repair sweep brings in paid orders that never got the mark
+	// (a retry that came after hotCreditWindow, or none at all).
 	if won || (o.PaidAt != nil && time.Since(*o.PaidAt) < hotCreditWindow) {
 		w := wallet.Wallets{Redis: s.redis, DB: s.sql}
 		if err := w.CreditHot(ctx, o.UserID, o.Coins, wallet.KindRecharge, o.OrderID); err != nil {
-			s.log.Error("recharge committed but not yet in the hot balance; the provider's retry will apply it", "order", o.OrderID, "err", err)
+			s.log.Error("recharge committed but not yet in the hot balance; the provider's retry or the worker will apply it", "order", o.OrderID, "err", err)
 			return apierr.Unavailable
+		}
+		if _, err := s.sql.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", o.OrderID); err != nil {
+			// The coins are in; without the mark the worker checks the
+			// order again later, which changes nothing.
+			s.log.Warn("cannot mark a recharge hot-credited", "order", o.OrderID, "err", err)
 		}
 	}
 	if won {
@@ -472,6 +479,16 @@ func (s *Server) devCompletePayOrder(rc *reqCtx) *apierr.Error {
 	return rc.writeJSON(200, o.json())
 }
 
+// newPayoutKey returns a withdrawal's payout idempotency key: 128 random
+// bits, so that no other installation, and no restore of this database
+// (where ids repeat), ever sends the provider the same key for another
+// payout.
+func newPayoutKey() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return "wd_" + hex.EncodeToString(b[:])
+}
+
 func withdrawalAccepted(id int64) map[string]any {
 	return map[string]any{"withdrawal_id": id, "status": "pending"}
 }
@@ -501,7 +518,8 @@ func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		// The row comes first: its id is the ledger reference. A repeated
 		// Idempotency-Key stops here, on the unique key, before any money moves.
-		res, err := tx.ExecContext(ctx, "INSERT INTO withdrawals (user_id, amount, idem_key) VALUES (?, ?, NULLIF(?, ''))", uid, amount, key)
+		res, err := tx.ExecContext(ctx, "INSERT INTO withdrawals (user_id, amount, idem_key, payout_key) VALUES (?, ?, NULLIF(?, ''), ?)",
+			uid, amount, key, newPayoutKey())
 		if err != nil {
 			return err
 		}

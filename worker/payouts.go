@@ -2,12 +2,15 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -18,18 +21,28 @@ import (
 
 	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/sandbox"
 	"github.com/flashgate/flashgate/internal/wallet"
 )
 
-// Withdrawals are paid out in two steps, each at least once and together
-// exactly once. The gateway commits the withdrawal, the earnings deduction
-// and an outbox row in one transaction; the relay here copies outbox rows to
-// Kafka; the payout consumer calls the provider with an idempotency key
-// derived from the withdrawal id and records the outcome. A message seen
-// twice finds the withdrawal decided; a payout repeated after a crash is
-// de-duplicated by the provider.
+// Withdrawals are paid out in three steps. The gateway commits the
+// withdrawal, the earnings deduction and an outbox row in one transaction;
+// the relay here copies outbox rows to Kafka; the payout consumer marks each
+// withdrawal it reads as due (next_attempt_at) and commits its offsets at
+// once. The payer then works on due withdrawals straight from MySQL, one
+// provider call at a time, under a lease, and puts each back with its next
+// due time. So a slow or unreachable provider delays payouts but never
+// blocks a partition or a rebalance, and the schedule survives restarts.
+//
+// A withdrawal is paid under one idempotency key. While its attempt budget
+// lasts, the payer calls Payout. Once it is spent the payer voids the key
+// and asks the provider what became of it: paid → succeeded; voided (not
+// paid, and now never) → failed and refunded; anything else → still
+// pending, asked again later. A refund therefore never races a payout in
+// flight, and a payout reported after a refund, which only a provider that
+// breaks its contract can produce, is flagged for an operator and counted.
 
 var (
 	outboxRelayed = promauto.NewCounter(prometheus.CounterOpts{
@@ -38,51 +51,116 @@ var (
 	})
 	payoutCalls = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "payout_calls_total",
-		Help: "Calls to the payout provider, by result (ok or error).",
+		Help: "Payout calls to the payout provider, by result: ok, error (outcome unknown), voided, key_reused.",
 	}, []string{"result"})
 	withdrawalsDecided = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "withdrawals_total",
 		Help: "Withdrawals decided, by status (succeeded, or failed and refunded).",
 	}, []string{"status"})
+	payoutConflicts = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "payout_conflicts_total",
+		Help: "Withdrawals flagged for an operator, by kind: paid_after_refund, paid_twice, mismatch (the provider reports another user or amount for the key), key_reused.",
+	}, []string{"kind"})
+	payoutsUnresolved = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "payouts_unresolved_total",
+		Help: "Settling rounds of a withdrawal whose attempts are spent that ended without a final provider answer; the withdrawal stays pending and is asked about again.",
+	})
 )
 
-// PayoutProvider pays money out to a user's external account. Payout must
-// pay at most once per idempotency key: a repeat returns the first payout's
-// transaction. The worker relies on that to stay exactly-once across crashes.
+// PayoutProvider pays money out to a user's external account. The worker
+// pays each withdrawal exactly once, and never both pays and refunds one,
+// on this contract:
+//
+//   - Payout pays amount to userID at most once per idempotency key and
+//     returns the provider's transaction. A repeat of a key returns the first
+//     payout's transaction and pays nothing more. A key first used with
+//     another user or amount fails with an error wrapping
+//     ErrPayoutKeyReused; a voided key fails with an error wrapping
+//     ErrPayoutVoided and pays nothing. Any other error leaves the outcome
+//     unknown: the payout may have been made, or may still be made.
+//   - VoidPayout makes sure that nothing is paid under the key once it has
+//     returned nil: a Payout in flight or still to come has either paid
+//     before the void (PayoutStatus says so) or fails with ErrPayoutVoided.
+//     It returns nil too when the key has paid already, and when it was
+//     voided before.
+//   - PayoutStatus says what became of a key: PayoutPaid with the payout's
+//     transaction, user and amount; PayoutVoided when nothing was paid and
+//     nothing can be any more; PayoutUnknown otherwise (no record yet, a
+//     payout still being processed).
+//
+// Each call gets a deadline of FLASHGATE_PAYOUT_TIMEOUT. A call that has
+// not answered by then counts as unknown and is abandoned; a payout it
+// reports later is still recorded.
 type PayoutProvider interface {
 	Payout(ctx context.Context, idempotencyKey string, userID, amount int64) (txn string, err error)
+	VoidPayout(ctx context.Context, idempotencyKey string) error
+	PayoutStatus(ctx context.Context, idempotencyKey string) (PayoutStatus, error)
 }
 
-// PayoutChecker is implemented by providers that can say whether a payout
-// was made. Before a withdrawal is failed and refunded the worker asks, since
-// a call that returned an error (a timeout, say) may still have paid.
-type PayoutChecker interface {
-	PayoutStatus(ctx context.Context, idempotencyKey string) (txn string, paid bool, err error)
-}
-
-var (
-	_ PayoutProvider = (*sandbox.Payouts)(nil)
-	_ PayoutChecker  = (*sandbox.Payouts)(nil)
+// The answer of PayoutStatus. The types live in the sandbox package so that
+// the built-in provider implements PayoutProvider without importing the
+// worker.
+type (
+	PayoutStatus = sandbox.PayoutStatus
+	PayoutState  = sandbox.PayoutState
 )
+
+// Payout states (see PayoutProvider).
+const (
+	PayoutUnknown = sandbox.PayoutUnknown
+	PayoutPaid    = sandbox.PayoutPaid
+	PayoutVoided  = sandbox.PayoutVoided
+)
+
+// Errors a PayoutProvider's Payout wraps (see PayoutProvider).
+var (
+	ErrPayoutKeyReused = sandbox.ErrKeyReused
+	ErrPayoutVoided    = sandbox.ErrVoided
+)
+
+var _ PayoutProvider = (*sandbox.Payouts)(nil)
 
 // PayoutGroupName is the consumer group of the payout consumers.
 func PayoutGroupName(cfg config.Config) string { return cfg.TopicPrefix + ".payouts" }
 
-// PayoutKey is the provider idempotency key of a withdrawal.
-func PayoutKey(withdrawalID int64) string { return "withdrawal-" + strconv.FormatInt(withdrawalID, 10) }
+// LegacyPayoutKey is the idempotency key of a withdrawal created before
+// withdrawals had a payout_key of their own. Such keys repeat across
+// installations and restored databases; newer withdrawals carry a random key.
+func LegacyPayoutKey(withdrawalID int64) string {
+	return "withdrawal-" + strconv.FormatInt(withdrawalID, 10)
+}
+
+// Conflict kinds, in withdrawals.conflict and the conflicts metric.
+const (
+	conflictPaidAfterRefund = "paid_after_refund"
+	conflictPaidTwice       = "paid_twice"
+	conflictMismatch        = "mismatch"
+	conflictKeyReused       = "key_reused"
+)
 
 const (
-	// outboxBatch is the most outbox rows relayed in one transaction.
+	// outboxBatch is the most outbox rows claimed and produced at once.
 	outboxBatch = 500
 	// outboxKeep is how long relayed outbox rows are kept, for inspection.
 	outboxKeep = 24 * time.Hour
+	// outboxProduceTimeout bounds one produce of claimed rows.
+	outboxProduceTimeout = 10 * time.Second
+	// outboxClaim is how long claimed rows stay with their relay: long
+	// enough for its produce, short enough that rows of a relay that died
+	// are taken again soon.
+	outboxClaim = 3 * outboxProduceTimeout
 	// maxPayoutBackoff caps the wait between payout calls.
 	maxPayoutBackoff = 5 * time.Second
+	// maxUnresolvedBackoff caps the wait before asking again about a
+	// withdrawal whose outcome is unknown.
+	maxUnresolvedBackoff = time.Minute
+	// payoutParallel is how many withdrawals one worker works on at once.
+	payoutParallel = 4
 )
 
-// runPayouts relays the outbox and pays withdrawals out until ctx is done.
-// It has Kafka clients of its own: a producer for the relay and a consumer
-// in the payouts group.
+// runPayouts relays the outbox, pays withdrawals out and repairs recharges
+// that missed the hot balance, until ctx is done. It has Kafka clients of
+// its own: a producer for the relay and a consumer in the payouts group.
 func (w *Worker) runPayouts(ctx context.Context) error {
 	provider := w.cfg.PayoutProvider
 	if provider == nil {
@@ -109,10 +187,11 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 	if interval <= 0 {
 		interval = 200 * time.Millisecond
 	}
+	pp := newPayer(w, provider)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var cleaned time.Time
-		w.every(gctx, interval, "outbox relay", func(ctx context.Context) error {
+		w.payTicker(gctx, interval, nil, 30*time.Second, "outbox relay", func(ctx context.Context) error {
 			if err := w.RelayOutbox(ctx, producer); err != nil {
 				return err
 			}
@@ -125,15 +204,53 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		return w.supervise(gctx, w.payouts, func(ctx context.Context) error { return w.consumePayouts(ctx, consumer, provider) })
+		return w.supervise(gctx, w.payouts, func(ctx context.Context) error {
+			return w.consume(ctx, consumer, w.payouts, 100, pp.schedule)
+		})
 	})
-	return g.Wait()
+	g.Go(func() error {
+		w.payTicker(gctx, interval, pp.wake, 0, "payouts", pp.payDue)
+		return nil
+	})
+	g.Go(func() error {
+		w.payTicker(gctx, rechargeRepairEvery, nil, 30*time.Second, "recharge repair", w.RepairRecharges)
+		return nil
+	})
+	err = g.Wait()
+	pp.steps.Wait() // each ends soon after ctx: it abandons its provider call
+	pp.waitCalls(w.cfg.ShutdownTimeout)
+	return err
+}
+
+// payTicker runs f now and then every d, or at once when wake fires, until ctx
+// is done, logging its errors. A run gets a timeout of limit unless limit
+// is 0.
+func (w *Worker) payTicker(ctx context.Context, d time.Duration, wake <-chan struct{}, limit time.Duration, name string, f func(context.Context) error) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if limit > 0 {
+			rctx, cancel = context.WithTimeout(ctx, limit)
+		}
+		if err := f(rctx); err != nil && ctx.Err() == nil {
+			w.log.Warn(name+" failed", "err", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-wake:
+		}
+	}
 }
 
 // RelayOutbox produces every unsent outbox row to Kafka, oldest first, and
-// marks it sent. A crash between the produce and the mark sends it again:
-// consumers must (and do) tolerate duplicates. SKIP LOCKED lets several
-// workers relay at once without waiting on each other's rows.
+// marks it sent. Rows are claimed in a short transaction that commits
+// before the produce, so no lock is held while Kafka is slow or down and
+// the gateway keeps inserting rows. A crash between the produce and the mark
+// sends rows again once their claim lapses: consumers tolerate duplicates.
 func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 	for {
 		n, err := w.relayBatch(ctx, cl)
@@ -143,21 +260,29 @@ func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 	}
 }
 
+type outboxRow struct {
+	ID      int64  `db:"id"`
+	Topic   string `db:"topic"`
+	Key     string `db:"msg_key"`
+	Payload []byte `db:"payload"`
+}
+
 func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
-	tx, err := w.sql.BeginTxx(ctx, nil)
+	token := claimToken()
+	var rows []outboxRow
+	// READ COMMITTED takes no gap locks: a gateway inserting a row waits
+	// for nothing but this one statement, and not at all for Kafka.
+	err := db.InTx(ctx, w.sql, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sqlx.Tx) error {
+		rows = rows[:0]
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET claim_token = ?, claimed_until = NOW(3) + INTERVAL ? SECOND
+			WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < NOW(3)) ORDER BY id LIMIT ?`,
+			token, int(outboxClaim/time.Second), outboxBatch); err != nil {
+			return err
+		}
+		return tx.SelectContext(ctx, &rows, "SELECT id, topic, msg_key, payload FROM outbox WHERE claim_token = ? AND sent_at IS NULL ORDER BY id", token)
+	})
 	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback()
-	var rows []struct {
-		ID      int64  `db:"id"`
-		Topic   string `db:"topic"`
-		Key     string `db:"msg_key"`
-		Payload []byte `db:"payload"`
-	}
-	if err := tx.SelectContext(ctx, &rows, `SELECT id, topic, msg_key, payload FROM outbox
-		WHERE sent_at IS NULL ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED`, outboxBatch); err != nil {
-		return 0, fmt.Errorf("cannot read the outbox: %w", err)
+		return 0, fmt.Errorf("cannot claim outbox rows: %w", err)
 	}
 	if len(rows) == 0 {
 		return 0, nil
@@ -168,15 +293,23 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 		recs[i] = &kgo.Record{Topic: r.Topic, Key: []byte(r.Key), Value: r.Payload}
 		ids[i] = r.ID
 	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return 0, fmt.Errorf("cannot produce outbox messages: %w", err)
+	pctx, cancel := context.WithTimeout(ctx, outboxProduceTimeout)
+	err = cl.ProduceSync(pctx, recs...).FirstErr()
+	cancel()
+	if err != nil {
+		// Give the rows back, so the next round takes them at once rather
+		// than after the claim lapses.
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		w.sql.ExecContext(rctx, "UPDATE outbox SET claimed_until = NULL WHERE claim_token = ? AND sent_at IS NULL", token)
+		cancel()
+		return 0, fmt.Errorf("cannot produce %d outbox messages: %w", len(rows), err)
 	}
-	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3) WHERE id IN (?)", ids)
-	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-		return 0, fmt.Errorf("cannot mark outbox messages sent: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, err
+	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3), claimed_until = NULL WHERE id IN (?) AND sent_at IS NULL", ids)
+	if err := w.retry(ctx, "mark outbox messages sent", func() error {
+		_, err := w.sql.ExecContext(ctx, q, args...)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("cannot mark outbox messages sent (they will be sent again): %w", err)
 	}
 	outboxRelayed.Add(float64(len(rows)))
 	return len(rows), nil
@@ -188,109 +321,302 @@ func (w *Worker) cleanOutbox(ctx context.Context) error {
 	return err
 }
 
-// consumePayouts pays out the withdrawals on the withdrawals topic and
-// commits offsets only once each one's outcome is in MySQL.
-func (w *Worker) consumePayouts(ctx context.Context, cl *kgo.Client, p PayoutProvider) error {
-	return w.consume(ctx, cl, w.payouts, 100, func(ctx context.Context, recs []*kgo.Record) error {
-		for _, r := range recs {
-			if err := w.payWithdrawal(ctx, p, r.Value); err != nil {
-				return err // a shutdown: decided withdrawals are skipped when redelivered
-			}
+// payer pays due withdrawals out.
+type payer struct {
+	w        *Worker
+	provider PayoutProvider
+	budget   int
+	backoff  time.Duration
+	timeout  time.Duration
+	// lease is how long a withdrawal stays with the worker that took it: a
+	// payout, a void and a status call, each at most timeout, and then some.
+	lease time.Duration
+	wake  chan struct{}
+
+	mu   sync.Mutex
+	busy map[int64]bool // withdrawals being worked on by this worker
+	// steps are the rounds running; calls the provider calls running,
+	// abandoned ones included.
+	steps sync.WaitGroup
+	calls sync.WaitGroup
+}
+
+func newPayer(w *Worker, p PayoutProvider) *payer {
+	pp := &payer{w: w, provider: p, budget: w.cfg.PayoutAttempts, backoff: w.cfg.PayoutBackoff,
+		timeout: w.cfg.PayoutTimeout, wake: make(chan struct{}, 1), busy: map[int64]bool{}}
+	if pp.budget <= 0 {
+		pp.budget = 8
+	}
+	if pp.backoff <= 0 {
+		pp.backoff = 100 * time.Millisecond
+	}
+	if pp.timeout <= 0 {
+		pp.timeout = 10 * time.Second
+	}
+	pp.lease = 3*pp.timeout + 30*time.Second
+	return pp
+}
+
+func (pp *payer) kick() {
+	select {
+	case pp.wake <- struct{}{}:
+	default:
+	}
+}
+
+// waitCalls waits up to d for provider calls still running, so that a
+// payout one of them reports late is recorded before the worker exits.
+func (pp *payer) waitCalls(d time.Duration) {
+	if d <= 0 {
+		d = 10 * time.Second
+	}
+	done := make(chan struct{})
+	go func() { pp.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		pp.w.log.Warn("payout provider calls still running at exit; the next worker asks again under the same keys")
+	}
+}
+
+// schedule is the payout consumer's batch: it marks the withdrawals of the
+// messages due, which makes them the payer's (and durable: the offsets are
+// committed next), and wakes the payer. It never calls the provider, so a
+// poll takes milliseconds whatever the provider does. A redelivered or
+// duplicate message changes nothing: its withdrawal is scheduled, in the
+// payer's hands, or decided.
+func (pp *payer) schedule(ctx context.Context, recs []*kgo.Record) error {
+	ids := make([]int64, 0, len(recs))
+	for _, r := range recs {
+		var m bus.Withdrawal
+		if err := json.Unmarshal(r.Value, &m); err != nil || m.WithdrawalID <= 0 {
+			// Nothing to pay: the gateway never writes such a message.
+			pp.w.log.Error("undecodable withdrawal message; skipped", "err", err, "value", string(r.Value))
+			continue
 		}
+		ids = append(ids, m.WithdrawalID)
+	}
+	if len(ids) == 0 {
 		return nil
+	}
+	q, args, _ := sqlx.In("UPDATE withdrawals SET next_attempt_at = NOW(3) WHERE id IN (?) AND status = 'pending' AND next_attempt_at IS NULL AND conflict IS NULL", ids)
+	err := pp.w.retry(ctx, "schedule payouts", func() error {
+		_, err := pp.w.sql.ExecContext(ctx, q, args...)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	pp.kick()
+	return nil
+}
+
+// payDue hands the withdrawals that are due to free slots, each worked on
+// in a goroutine of its own, and returns without waiting for them: a slow
+// provider call holds up one slot, not the others, and a slot that frees
+// wakes the next round.
+func (pp *payer) payDue(ctx context.Context) error {
+	pp.mu.Lock()
+	free := payoutParallel - len(pp.busy)
+	pp.mu.Unlock()
+	if free <= 0 {
+		return nil
+	}
+	var ids []int64
+	if err := pp.w.sql.SelectContext(ctx, &ids, `SELECT id FROM withdrawals
+		WHERE status = 'pending' AND next_attempt_at <= NOW(3) ORDER BY next_attempt_at, id LIMIT ?`, payoutParallel); err != nil {
+		return fmt.Errorf("cannot read due withdrawals: %w", err)
+	}
+	for _, id := range ids {
+		pp.mu.Lock()
+		if pp.busy[id] || len(pp.busy) >= payoutParallel {
+			pp.mu.Unlock()
+			continue
+		}
+		pp.busy[id] = true
+		pp.mu.Unlock()
+		pp.steps.Add(1)
+		go func() {
+			defer pp.steps.Done()
+			if err := pp.step(ctx, id); err != nil && ctx.Err() == nil {
+				pp.w.log.Warn("payout round failed; the withdrawal is taken up again when its lease lapses", "withdrawal", id, "err", err)
+			}
+			pp.mu.Lock()
+			delete(pp.busy, id)
+			pp.mu.Unlock()
+			pp.kick()
+		}()
+	}
+	return nil
 }
 
 // withdrawalRow is what the payout needs of a withdrawals row.
 type withdrawalRow struct {
-	ID       int64  `db:"id"`
-	UserID   int64  `db:"user_id"`
-	Amount   int64  `db:"amount"`
-	Status   string `db:"status"`
-	Attempts int    `db:"attempts"`
+	ID         int64          `db:"id"`
+	UserID     int64          `db:"user_id"`
+	Amount     int64          `db:"amount"`
+	Status     string         `db:"status"`
+	Attempts   int            `db:"attempts"`
+	Unresolved int            `db:"unresolved"`
+	PayoutKey  sql.NullString `db:"payout_key"`
 }
 
-// payWithdrawal pays one withdrawal out, retrying the provider with backoff
-// up to the attempt budget (counted in MySQL, so across restarts too), and
-// records the outcome. It returns an error only when ctx ends first.
-func (w *Worker) payWithdrawal(ctx context.Context, p PayoutProvider, value []byte) error {
-	var m bus.Withdrawal
-	if err := json.Unmarshal(value, &m); err != nil || m.WithdrawalID <= 0 {
-		// Nothing to pay: the gateway never writes such a message.
-		w.log.Error("undecodable withdrawal message; skipped", "err", err, "value", string(value))
-		return nil
+// key is the withdrawal's provider idempotency key.
+func (wd withdrawalRow) key() string {
+	if wd.PayoutKey.Valid && wd.PayoutKey.String != "" {
+		return wd.PayoutKey.String
 	}
-	var wd withdrawalRow
-	var missing bool
-	err := w.retry(ctx, "read a withdrawal", func() error {
-		err := w.sql.GetContext(ctx, &wd, "SELECT id, user_id, amount, status, attempts FROM withdrawals WHERE id = ?", m.WithdrawalID)
-		missing = errors.Is(err, sql.ErrNoRows)
-		if missing {
-			return nil
-		}
-		return err
-	})
-	switch {
-	case err != nil:
-		return err
-	case missing:
-		w.log.Error("withdrawal message for an unknown withdrawal; skipped", "withdrawal", m.WithdrawalID)
-		return nil
-	case wd.Status != "pending":
-		return nil // decided already: a relay duplicate or a redelivery
-	}
+	return LegacyPayoutKey(wd.ID)
+}
 
-	budget := w.cfg.PayoutAttempts
-	if budget <= 0 {
-		budget = 8
-	}
-	backoff := w.cfg.PayoutBackoff
-	if backoff <= 0 {
-		backoff = 100 * time.Millisecond
-	}
-	key := PayoutKey(wd.ID)
-	lastErr := "no payout attempt left"
-	for attempts := wd.Attempts; ; {
-		if attempts >= budget {
-			return w.failWithdrawal(ctx, p, wd, attempts, lastErr)
-		}
-		txn, err := p.Payout(ctx, key, wd.UserID, wd.Amount)
-		if ctx.Err() != nil {
-			// Shutting down (or, in tests, "crashing"): whatever the call
-			// did, the redelivered message repeats it under the same key.
-			return ctx.Err()
-		}
-		attempts++
-		if err == nil {
-			payoutCalls.WithLabelValues("ok").Inc()
-			return w.succeedWithdrawal(ctx, wd, attempts, txn)
-		}
-		payoutCalls.WithLabelValues("error").Inc()
-		lastErr = truncate(err.Error(), 255)
-		w.log.Warn("payout failed", "withdrawal", wd.ID, "attempt", attempts, "of", budget, "err", err)
-		err = w.retry(ctx, "record a payout attempt", func() error {
-			_, err := w.sql.ExecContext(ctx, "UPDATE withdrawals SET attempts = ?, last_error = ? WHERE id = ? AND status = 'pending'", attempts, lastErr, wd.ID)
-			return err
-		})
+// step takes one due withdrawal (moving its due time past the lease, so no
+// other worker takes it meanwhile) and does one round of work on it: one
+// payout call, or once the attempts are spent, one settling round. It puts
+// the withdrawal back with its next due time, or decides it.
+func (pp *payer) step(ctx context.Context, id int64) error {
+	var wd withdrawalRow
+	var took bool
+	err := db.InTx(ctx, pp.w.sql, nil, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
+			WHERE id = ? AND status = 'pending' AND next_attempt_at <= NOW(3)`, pp.lease.Microseconds(), id)
 		if err != nil {
 			return err
 		}
-		if attempts >= budget {
-			continue // no point waiting before giving up
+		if n, _ := res.RowsAffected(); n != 1 {
+			took = false
+			return nil // another worker has it, or it was decided
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, maxPayoutBackoff)
+		took = true
+		return tx.GetContext(ctx, &wd, "SELECT id, user_id, amount, status, attempts, unresolved, payout_key FROM withdrawals WHERE id = ?", id)
+	})
+	if err != nil || !took {
+		return err
 	}
+	err = pp.work(ctx, wd)
+	if ctx.Err() != nil {
+		// Shutting down (or, in tests, "crashing"): whatever a call did, the
+		// next worker repeats it under the same key. Hand it back now
+		// rather than when the lease lapses.
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		pp.w.sql.ExecContext(rctx, "UPDATE withdrawals SET next_attempt_at = NOW(3) WHERE id = ? AND status = 'pending' AND next_attempt_at IS NOT NULL", id)
+		cancel()
+		return ctx.Err()
+	}
+	return err
 }
 
-func (w *Worker) succeedWithdrawal(ctx context.Context, wd withdrawalRow, attempts int, txn string) error {
+func (pp *payer) work(ctx context.Context, wd withdrawalRow) error {
+	if wd.Attempts >= pp.budget {
+		return pp.settle(ctx, wd)
+	}
+	attempts := wd.Attempts + 1
+	called := wd // the late answer's own copy: wd changes below
+	txn, err := callProvider(ctx, pp, "payout", func(ctx context.Context) (string, error) {
+		return pp.provider.Payout(ctx, called.key(), called.UserID, called.Amount)
+	}, func(txn string, err error) {
+		if err == nil {
+			// The call outlived its deadline and paid after all.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			pp.w.log.Warn("a payout call that timed out paid after all", "withdrawal", called.ID, "txn", txn)
+			if err := pp.succeed(ctx, called, attempts, txn); err != nil {
+				pp.w.log.Error("cannot record a late payout; the next round asks the provider", "withdrawal", called.ID, "txn", txn, "err", err)
+			}
+		}
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	switch {
+	case err == nil:
+		payoutCalls.WithLabelValues("ok").Inc()
+		return pp.succeed(ctx, wd, attempts, txn)
+	case errors.Is(err, ErrPayoutKeyReused):
+		// Another payout owns the key: asking again cannot help, and what
+		// the provider holds under it is not ours.
+		payoutCalls.WithLabelValues("key_reused").Inc()
+		return pp.flag(ctx, wd, attempts, conflictKeyReused, "", err.Error())
+	case errors.Is(err, ErrPayoutVoided):
+		// Voided by an earlier settling round (the budget was raised
+		// since): the provider can tell what happened.
+		payoutCalls.WithLabelValues("voided").Inc()
+		wd.Attempts = attempts
+		return pp.settle(ctx, wd)
+	}
+	payoutCalls.WithLabelValues("error").Inc()
+	lastErr := truncate(err.Error(), 255)
+	pp.w.log.Warn("payout failed", "withdrawal", wd.ID, "attempt", attempts, "of", pp.budget, "err", err)
+	var wait time.Duration
+	if attempts < pp.budget {
+		wait = min(pp.backoff<<min(attempts-1, 20), maxPayoutBackoff)
+	}
+	err = pp.w.retry(ctx, "record a payout attempt", func() error {
+		_, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET attempts = ?, last_error = ?, next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
+			WHERE id = ? AND status = 'pending'`, attempts, lastErr, wait.Microseconds(), wd.ID)
+		return err
+	})
+	if err != nil || attempts < pp.budget {
+		return err
+	}
+	wd.Attempts = attempts
+	return pp.settle(ctx, wd) // no point waiting before giving up
+}
+
+// settle decides a withdrawal whose attempts are spent: it voids the key so
+// that no payout can land any more, then asks the provider what became of
+// it. Only a final "not paid" (voided) fails and refunds it; paid (for this
+// user and amount) succeeds it; a provider that cannot say, or says
+// something else, leaves it pending, to be asked again later.
+func (pp *payer) settle(ctx context.Context, wd withdrawalRow) error {
+	key := wd.key()
+	var st PayoutStatus
+	_, err := callProvider(ctx, pp, "void", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, pp.provider.VoidPayout(ctx, key)
+	}, nil)
+	if err == nil {
+		st, err = callProvider(ctx, pp, "payout status", func(ctx context.Context) (PayoutStatus, error) {
+			return pp.provider.PayoutStatus(ctx, key)
+		}, nil)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	switch {
+	case err != nil:
+		return pp.unresolved(ctx, wd, err.Error())
+	case st.State == PayoutPaid && (st.UserID != wd.UserID || st.Amount != wd.Amount):
+		return pp.flag(ctx, wd, wd.Attempts, conflictMismatch, st.Txn,
+			fmt.Sprintf("the provider reports key %s paid %d to user %d", key, st.Amount, st.UserID))
+	case st.State == PayoutPaid:
+		return pp.succeed(ctx, wd, wd.Attempts, st.Txn)
+	case st.State == PayoutVoided:
+		return pp.fail(ctx, wd)
+	}
+	return pp.unresolved(ctx, wd, "the provider reports the payout status "+st.State.String())
+}
+
+// unresolved puts a withdrawal whose outcome the provider could not settle
+// back, pending, to be asked about later, later each time.
+func (pp *payer) unresolved(ctx context.Context, wd withdrawalRow, why string) error {
+	n := wd.Unresolved + 1
+	wait := min(pp.backoff<<min(n, 20), maxUnresolvedBackoff)
+	payoutsUnresolved.Inc()
+	pp.w.log.Warn("payout outcome unknown; not refunded, asking the provider again later",
+		"withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "round", n, "next_in", wait, "why", why)
+	return pp.w.retry(ctx, "put back an unresolved payout", func() error {
+		_, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET unresolved = ?, last_error = ?, next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
+			WHERE id = ? AND status = 'pending'`, n, truncate("unresolved: "+why, 255), wait.Microseconds(), wd.ID)
+		return err
+	})
+}
+
+// succeed records a payout. A withdrawal decided before by this very
+// payout is left alone; one that was failed and refunded, or paid by
+// another transaction, is flagged: the money went out twice.
+func (pp *payer) succeed(ctx context.Context, wd withdrawalRow, attempts int, txn string) error {
 	var n int64
-	err := w.retry(ctx, "record a payout", func() error {
-		res, err := w.sql.ExecContext(ctx, `UPDATE withdrawals SET status = 'succeeded', payout_txn = ?, attempts = ?
+	err := pp.w.retry(ctx, "record a payout", func() error {
+		res, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET status = 'succeeded', payout_txn = ?, attempts = GREATEST(attempts, ?), next_attempt_at = NULL
 			WHERE id = ? AND status = 'pending'`, txn, attempts, wd.ID)
 		if err == nil {
 			n, _ = res.RowsAffected()
@@ -302,68 +628,136 @@ func (w *Worker) succeedWithdrawal(ctx context.Context, wd withdrawalRow, attemp
 	}
 	if n == 1 {
 		withdrawalsDecided.WithLabelValues("succeeded").Inc()
-		w.log.Info("withdrawal paid out", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "txn", txn)
+		pp.w.log.Info("withdrawal paid out", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "txn", txn)
+		return nil
 	}
-	return nil
+	var cur struct {
+		Status      string         `db:"status"`
+		PayoutTxn   sql.NullString `db:"payout_txn"`
+		Conflict    sql.NullString `db:"conflict"`
+		ConflictTxn sql.NullString `db:"conflict_txn"`
+	}
+	err = pp.w.retry(ctx, "read a decided withdrawal", func() error {
+		return pp.w.sql.GetContext(ctx, &cur, "SELECT status, payout_txn, conflict, conflict_txn FROM withdrawals WHERE id = ?", wd.ID)
+	})
+	if err != nil {
+		return err
+	}
+	kind := conflictPaidTwice
+	switch {
+	case cur.Status == "succeeded" && cur.PayoutTxn.String == txn:
+		return nil // recorded before: a repeat
+	case cur.Conflict.Valid && cur.ConflictTxn.String == txn:
+		return nil // flagged before
+	case cur.Status == "failed":
+		kind = conflictPaidAfterRefund
+	}
+	return pp.flag(ctx, wd, attempts, kind, txn,
+		fmt.Sprintf("payout %s reported for a withdrawal already %s (txn %q)", txn, cur.Status, cur.PayoutTxn.String))
 }
 
-// failWithdrawal gives up on a withdrawal: it fails it and refunds the
-// earnings in one transaction, unless the provider says the payout was made
-// after all (a call whose answer was lost), in which case it succeeded.
-func (w *Worker) failWithdrawal(ctx context.Context, p PayoutProvider, wd withdrawalRow, attempts int, lastErr string) error {
-	if c, ok := p.(PayoutChecker); ok {
-		var txn string
-		var paid bool
-		// An unknown outcome must not be refunded: ask until the provider answers.
-		err := w.retry(ctx, "ask the payout provider", func() (err error) {
-			txn, paid, err = c.PayoutStatus(ctx, PayoutKey(wd.ID))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if paid {
-			return w.succeedWithdrawal(ctx, wd, attempts, txn)
-		}
-	}
+// flag marks a withdrawal for an operator: the worker works on it no more
+// (neither pays nor refunds it), counts it and logs it at error level.
+func (pp *payer) flag(ctx context.Context, wd withdrawalRow, attempts int, kind, txn, detail string) error {
+	payoutConflicts.WithLabelValues(kind).Inc()
+	pp.w.log.Error("withdrawal needs an operator: "+kind, "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount,
+		"key", wd.key(), "txn", txn, "detail", detail)
+	return pp.w.retry(ctx, "flag a withdrawal", func() error {
+		_, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET conflict = ?, conflict_txn = NULLIF(?, ''), conflict_at = NOW(3),
+			attempts = GREATEST(attempts, ?), last_error = ?, next_attempt_at = NULL WHERE id = ?`,
+			kind, txn, attempts, truncate(detail, 255), wd.ID)
+		return err
+	})
+}
+
+// fail fails a withdrawal that the provider says was not paid and never
+// will be, and refunds its earnings, in one transaction.
+func (pp *payer) fail(ctx context.Context, wd withdrawalRow) error {
 	var refunded bool
-	err := w.retry(ctx, "fail a withdrawal", func() error {
-		tx, err := w.sql.BeginTxx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
-		res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = 'failed', attempts = ?, last_error = ?
-			WHERE id = ? AND status = 'pending'`, attempts, lastErr, wd.ID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
+	err := pp.w.retry(ctx, "fail a withdrawal", func() error {
+		return db.InTx(ctx, pp.w.sql, nil, func(tx *sqlx.Tx) error {
 			refunded = false
-			return nil // decided elsewhere meanwhile
-		}
-		// Lock the wallet row first: wallet.Apply's shared-then-exclusive
-		// locking deadlocks against a concurrent withdrawal of the same user.
-		if _, err := tx.ExecContext(ctx, "INSERT INTO wallets (user_id) VALUES (?) ON DUPLICATE KEY UPDATE user_id = user_id", wd.UserID); err != nil {
-			return err
-		}
-		if _, err := wallet.Apply(ctx, tx, wallet.Change{
-			UserID: wd.UserID, Account: wallet.AccountEarnings, Kind: wallet.KindWithdrawalRefund,
-			Ref: strconv.FormatInt(wd.ID, 10), Amount: wd.Amount,
-		}); err != nil {
-			return err
-		}
-		refunded = true
-		return tx.Commit()
+			res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = 'failed', next_attempt_at = NULL
+				WHERE id = ? AND status = 'pending' AND conflict IS NULL`, wd.ID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return nil // decided or flagged meanwhile
+			}
+			if _, err := wallet.Apply(ctx, tx, wallet.Change{
+				UserID: wd.UserID, Account: wallet.AccountEarnings, Kind: wallet.KindWithdrawalRefund,
+				Ref: strconv.FormatInt(wd.ID, 10), Amount: wd.Amount,
+			}); err != nil {
+				return err
+			}
+			refunded = true
+			return nil
+		})
 	})
 	if err != nil {
 		return err
 	}
 	if refunded {
 		withdrawalsDecided.WithLabelValues("failed").Inc()
-		w.log.Warn("withdrawal failed; earnings refunded", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "attempts", attempts, "last_error", lastErr)
+		pp.w.log.Warn("withdrawal failed; the provider voided the payout; earnings refunded", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "attempts", wd.Attempts)
 	}
 	return nil
+}
+
+// callProvider runs f with the payout timeout and returns its answer, or an
+// error wrapping context.DeadlineExceeded once the timeout has passed, even
+// if f ignores its context: a hung provider must not hang the worker. An
+// answer f gives after that goes to late (when not nil), unless ctx itself
+// ended (a shutdown): the next worker asks again under the same key.
+func callProvider[T any](ctx context.Context, pp *payer, what string, f func(context.Context) (T, error), late func(T, error)) (T, error) {
+	cctx, cancel := context.WithTimeout(ctx, pp.timeout)
+	var (
+		mu     sync.Mutex
+		gaveUp bool
+		v      T
+		err    error
+	)
+	done := make(chan struct{})
+	pp.calls.Add(1)
+	go func() {
+		defer pp.calls.Done()
+		defer cancel() // only once the answer is out: the caller takes a done cctx for a timeout
+		rv, rerr := f(cctx)
+		mu.Lock()
+		if !gaveUp {
+			v, err = rv, rerr
+			close(done)
+			mu.Unlock()
+			return
+		}
+		mu.Unlock()
+		if late != nil && ctx.Err() == nil {
+			late(rv, rerr)
+		}
+	}()
+	select {
+	case <-done:
+		return v, err
+	case <-cctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	select {
+	case <-done: // answered meanwhile
+		return v, err
+	default:
+	}
+	gaveUp = true
+	var zero T
+	return zero, fmt.Errorf("%s call: no answer within %v: %w", what, pp.timeout, context.DeadlineExceeded)
+}
+
+// claimToken names one relay round's claim on outbox rows.
+func claimToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func truncate(s string, n int) string {

@@ -46,6 +46,7 @@ type Config struct {
 	OutboxInterval time.Duration // FLASHGATE_OUTBOX_INTERVAL
 	PayoutAttempts int           // FLASHGATE_PAYOUT_ATTEMPTS
 	PayoutBackoff  time.Duration // FLASHGATE_PAYOUT_BACKOFF
+	PayoutTimeout  time.Duration // FLASHGATE_PAYOUT_TIMEOUT
 
 	OrderTTL        time.Duration // FLASHGATE_ORDER_TTL
 	ProduceTimeout  time.Duration // FLASHGATE_PRODUCE_TIMEOUT
@@ -205,6 +206,7 @@ var Vars = []Var{
 	durVar("FLASHGATE_OUTBOX_INTERVAL", "200ms", "how often the worker relays new outbox messages (accepted withdrawals) to Kafka", func(c *Config) *time.Duration { return &c.OutboxInterval }),
 	intVar("FLASHGATE_PAYOUT_ATTEMPTS", "8", "payout calls made for one withdrawal before it fails and its earnings are refunded", func(c *Config) *int { return &c.PayoutAttempts }),
 	durVar("FLASHGATE_PAYOUT_BACKOFF", "100ms", "wait after a failed payout call; doubles after each failure, up to 5s", func(c *Config) *time.Duration { return &c.PayoutBackoff }),
+	durVar("FLASHGATE_PAYOUT_TIMEOUT", "10s", "timeout of one call to the payout provider (a payout, a void or a status query); a payout call that times out counts as a failed attempt, and an answer it gives later is still recorded", func(c *Config) *time.Duration { return &c.PayoutTimeout }),
 	durVar("FLASHGATE_ORDER_TTL", "15m", "an unpaid order expires after this and its unit goes back on sale", func(c *Config) *time.Duration { return &c.OrderTTL }),
 	durVar("FLASHGATE_PRODUCE_TIMEOUT", "2s", "how long the gateway waits for Kafka to acknowledge before answering 503", func(c *Config) *time.Duration { return &c.ProduceTimeout }),
 	durVar("FLASHGATE_REDIS_TIMEOUT", "500ms", "timeout of one Redis call on the request path", func(c *Config) *time.Duration { return &c.RedisTimeout }),

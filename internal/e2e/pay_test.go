@@ -182,6 +182,9 @@ func TestPayNotify(t *testing.T) {
 	if b := s.payHotBalance(uid); b != 300 {
 		t.Errorf("hot balance %d, want 300", b)
 	}
+	if n := s.count("SELECT COUNT(*) FROM pay_orders WHERE order_id = ? AND hot_credited_at IS NOT NULL", id); n != 1 {
+		t.Errorf("the order is not marked hot-credited after the notify put it in Redis")
+	}
 	o := s.do("GET", "/api/v1/pay/orders/"+id, s.token(uid), "")
 	if o.Status != 200 || o.str("status") != "paid" || o.str("paid_at") == "" {
 		t.Errorf("order after notify: %s", o.Raw)
@@ -298,6 +301,14 @@ func (p *payoutStub) Payout(ctx context.Context, key string, userID, amount int6
 	return txn, nil
 }
 
+func (p *payoutStub) VoidPayout(ctx context.Context, key string) error {
+	return p.real.VoidPayout(ctx, key)
+}
+
+func (p *payoutStub) PayoutStatus(ctx context.Context, key string) (worker.PayoutStatus, error) {
+	return p.real.PayoutStatus(ctx, key)
+}
+
 func (p *payoutStub) count() int { p.mu.Lock(); defer p.mu.Unlock(); return p.calls }
 
 // TestWithdrawExactlyOnce: the payout provider fails twice (the second
@@ -355,9 +366,10 @@ func TestWithdrawExactlyOnce(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM sandbox_payouts"); n != 1 {
 		t.Errorf("%d payouts at the provider, want 1", n)
 	}
-	if n := s.count("SELECT COUNT(*) FROM sandbox_payouts s JOIN withdrawals w ON w.payout_txn = s.txn WHERE w.id = ? AND s.idempotency_key = ? AND s.amount = 400",
-		wid, worker.PayoutKey(wid)); n != 1 {
-		t.Errorf("the withdrawal does not carry the provider's transaction")
+	if n := s.count(`SELECT COUNT(*) FROM sandbox_payouts s JOIN withdrawals w ON w.payout_txn = s.txn
+		WHERE w.id = ? AND s.idempotency_key = w.payout_key AND w.payout_key LIKE 'wd\\_%' AND s.user_id = ? AND s.amount = 400`,
+		wid, uid); n != 1 {
+		t.Errorf("the withdrawal does not carry the provider's transaction under its own random key")
 	}
 	if n := s.count("SELECT COUNT(*) FROM ledger WHERE user_id = ? AND kind = 'withdrawal'", uid); n != 1 {
 		t.Errorf("%d withdrawal ledger rows, want 1", n)
@@ -425,8 +437,14 @@ func TestWithdrawRefused(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM withdrawals WHERE id = ? AND attempts = 3 AND last_error <> ''", wid); n != 1 {
 		t.Errorf("attempts and last error not recorded")
 	}
-	if n := s.count("SELECT COUNT(*) FROM sandbox_payouts"); n != 0 {
+	if n := s.count("SELECT COUNT(*) FROM sandbox_payouts WHERE txn IS NOT NULL"); n != 0 {
 		t.Errorf("%d payouts made for a failed withdrawal", n)
+	}
+	// It was refunded only once the provider had voided its key: no payout
+	// can land after the refund.
+	if n := s.count(`SELECT COUNT(*) FROM sandbox_payouts s JOIN withdrawals w ON s.idempotency_key = w.payout_key
+		WHERE w.id = ? AND s.voided_at IS NOT NULL`, wid); n != 1 {
+		t.Errorf("the failed withdrawal's payout key was not voided at the provider")
 	}
 }
 
