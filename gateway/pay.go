@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -52,9 +51,6 @@ const (
 	// recharges of the last hour as included (wallet.creditWindow); an older
 	// one could be counted twice by a load that did not mark it.
 	hotCreditWindow = 30 * time.Minute
-	// txAttempts is how often a transaction that MySQL chose as a deadlock
-	// victim is run again before answering 503.
-	txAttempts = 5
 )
 
 // payState is the gateway's recharge and withdrawal state; the zero value
@@ -422,32 +418,10 @@ var (
 	errTxnReused = errors.New("provider transaction already used")
 )
 
-// inTx runs f in a transaction and commits it unless f fails. A deadlock
-// runs it again, since MySQL rolled the victim back whole; wallet.Apply
-// locks the wallet row first, so they are rare.
+// inTx runs f in a transaction and commits it unless f fails; a lock
+// conflict runs it again (db.InTx).
 func (s *Server) inTx(ctx context.Context, f func(tx *sqlx.Tx) error) error {
-	for attempt := 1; ; attempt++ {
-		err := func() error {
-			tx, err := s.sql.BeginTxx(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer tx.Rollback()
-			if err := f(tx); err != nil {
-				return err
-			}
-			return tx.Commit()
-		}()
-		if !isDeadlock(err) || attempt >= txAttempts || ctx.Err() != nil {
-			return err
-		}
-		time.Sleep(time.Duration(attempt) * 5 * time.Millisecond)
-	}
-}
-
-func isDeadlock(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1213
+	return db.InTx(ctx, s.sql, nil, f)
 }
 
 // devCompletePayOrder makes the sandbox provider pay the order: it sends the

@@ -59,6 +59,9 @@ type Worker struct {
 	gifts     *consumer
 	payouts   *consumer
 
+	walletMu    sync.Mutex
+	walletGaps1 map[int64]int64 // the last wallet pass's gaps (wallets.go)
+
 	warmMu    sync.Mutex
 	coldSince map[int64]time.Time // live events found missing from Redis
 
@@ -175,6 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 		w.every(gctx, cfg.ReconcileEvery, "reconcile gift holds", w.ReconcileGiftHolds)
 		return nil
 	})
+	g.Go(func() error { w.every(gctx, cfg.ReconcileEvery, "reconcile wallets", w.ReconcileWallets); return nil })
 	g.Go(func() error { w.every(gctx, time.Second, "stock push", w.FlushStockPushes); return nil })
 	g.Go(func() error { w.every(gctx, 5*time.Second, "lag report", w.reportLag); return nil })
 	log.Info("worker started", "orders", cfg.OrdersTopic(), "gifts", cfg.GiftsTopic(), "withdrawals", cfg.WithdrawalsTopic())

@@ -243,3 +243,27 @@ func WriteGifts(ctx context.Context, tx *sqlx.Tx, w GiftWrite) error {
 	}
 	return InsertTickets(ctx, tx, w.Tickets)
 }
+
+// SpendableBalances returns the MySQL balance of each user; users without a
+// wallet have 0.
+func SpendableBalances(ctx context.Context, q sqlx.QueryerContext, users []int64) (map[int64]int64, error) {
+	out := make(map[int64]int64, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	query, args, err := sqlx.In("SELECT user_id, balance FROM wallets WHERE user_id IN (?)", users)
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		UserID  int64 `db:"user_id"`
+		Balance int64 `db:"balance"`
+	}
+	if err := sqlx.SelectContext(ctx, q, &rows, query, args...); err != nil {
+		return nil, fmt.Errorf("cannot read balances: %w", err)
+	}
+	for _, r := range rows {
+		out[r.UserID] = r.Balance
+	}
+	return out, nil
+}
