@@ -210,17 +210,28 @@ func (w *Worker) ReconcileGiftHolds(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return w.scanKeys(ctx, "{u:*}:holds", func(keys []string) error {
+		for _, key := range keys {
+			if err := w.reconcileHolds(ctx, key, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// scanKeys calls f with every batch of keys matching pattern, on every
+// Redis node.
+func (w *Worker) scanKeys(ctx context.Context, pattern string, f func(keys []string) error) error {
 	for _, node := range w.redis.C.Nodes() {
 		var cursor uint64
 		for {
-			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match("{u:*}:holds").Count(1000).Build()).AsScanEntry()
+			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
 			if err != nil {
-				return fmt.Errorf("cannot scan gift holds: %w", err)
+				return fmt.Errorf("cannot scan %s: %w", pattern, err)
 			}
-			for _, key := range e.Elements {
-				if err := w.reconcileHolds(ctx, key, now); err != nil {
-					return err
-				}
+			if err := f(e.Elements); err != nil {
+				return err
 			}
 			if cursor = e.Cursor; cursor == 0 {
 				break

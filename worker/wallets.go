@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -34,34 +33,28 @@ const walletBatch = 500
 // hold reconciler it scans the keyspace, so it runs on a timer.
 func (w *Worker) ReconcileWallets(ctx context.Context) error {
 	gaps := map[int64]int64{}
-	for _, node := range w.redis.C.Nodes() {
-		var cursor uint64
-		for {
-			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match("{u:*}:bal").Count(1000).Build()).AsScanEntry()
-			if err != nil {
-				return fmt.Errorf("cannot scan hot balances: %w", err)
+	err := w.scanKeys(ctx, "{u:*}:bal", func(keys []string) error {
+		var users []int64
+		for _, key := range keys {
+			id, ok := strings.CutPrefix(key, "{u:")
+			if ok {
+				id, ok = strings.CutSuffix(id, "}:bal")
 			}
-			var users []int64
-			for _, key := range e.Elements {
-				id, ok := strings.CutPrefix(key, "{u:")
-				if ok {
-					id, ok = strings.CutSuffix(id, "}:bal")
-				}
-				if uid, err := strconv.ParseInt(id, 10, 64); ok && err == nil && uid > 0 {
-					users = append(users, uid)
-				}
-			}
-			for len(users) > 0 {
-				n := min(len(users), walletBatch)
-				if err := w.walletGaps(ctx, users[:n], gaps); err != nil {
-					return err
-				}
-				users = users[n:]
-			}
-			if cursor = e.Cursor; cursor == 0 {
-				break
+			if uid, err := strconv.ParseInt(id, 10, 64); ok && err == nil && uid > 0 {
+				users = append(users, uid)
 			}
 		}
+		for len(users) > 0 {
+			n := min(len(users), walletBatch)
+			if err := w.walletGaps(ctx, users[:n], gaps); err != nil {
+				return err
+			}
+			users = users[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	w.walletMu.Lock()
 	prev := w.walletGaps1

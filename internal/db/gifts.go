@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -36,18 +37,11 @@ func LockWallets(ctx context.Context, tx *sqlx.Tx, users []int64) (map[int64]Bal
 	// ON DUPLICATE KEY UPDATE takes each row exclusively at once; INSERT
 	// IGNORE would leave shared locks that a later update upgrades, and two
 	// transactions doing that deadlock.
-	var sb strings.Builder
-	sb.WriteString("INSERT INTO wallets (user_id) VALUES ")
 	args := make([]any, len(users))
 	for i, u := range users {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(?)")
 		args[i] = u
 	}
-	sb.WriteString(" ON DUPLICATE KEY UPDATE user_id = user_id")
-	if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+	if _, err := insertRows(ctx, tx, "INSERT INTO wallets (user_id)", 1, len(users), " ON DUPLICATE KEY UPDATE user_id = user_id", args); err != nil {
 		return nil, fmt.Errorf("cannot lock wallets: %w", err)
 	}
 	q, qargs, err := sqlx.In("SELECT user_id, balance, earnings FROM wallets WHERE user_id IN (?) FOR UPDATE", users)
@@ -196,48 +190,31 @@ func WriteGifts(ctx context.Context, tx *sqlx.Tx, w GiftWrite) error {
 		}
 	}
 	if len(w.Ledger) > 0 {
-		var sb strings.Builder
 		args := make([]any, 0, 6*len(w.Ledger))
-		sb.WriteString("INSERT INTO ledger (user_id, account, kind, ref, amount, balance_after) VALUES ")
-		for i, l := range w.Ledger {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString("(?, ?, ?, ?, ?, ?)")
+		for _, l := range w.Ledger {
 			args = append(args, l.UserID, l.Account, l.Kind, l.Ref, l.Amount, l.BalanceAfter)
 		}
-		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+		if _, err := insertRows(ctx, tx, "INSERT INTO ledger (user_id, account, kind, ref, amount, balance_after)", 6, len(w.Ledger), "", args); err != nil {
 			return fmt.Errorf("cannot write ledger: %w", err)
 		}
 	}
 	if len(w.Gifts) > 0 {
-		var sb strings.Builder
 		args := make([]any, 0, 8*len(w.Gifts))
-		sb.WriteString("INSERT INTO gift_records (ticket, room_id, sender_id, receiver_id, gift_id, count, coins, created_at) VALUES ")
-		for i, g := range w.Gifts {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
+		for _, g := range w.Gifts {
 			args = append(args, g.Ticket, g.RoomID, g.SenderID, g.ReceiverID, g.GiftID, g.Count, g.Coins, g.HeldAt.UTC())
 		}
-		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+		if _, err := insertRows(ctx, tx, "INSERT INTO gift_records (ticket, room_id, sender_id, receiver_id, gift_id, count, coins, created_at)",
+			8, len(w.Gifts), "", args); err != nil {
 			return fmt.Errorf("cannot insert gift records: %w", err)
 		}
 	}
 	if len(w.Rooms) > 0 {
-		var sb strings.Builder
 		args := make([]any, 0, 3*len(w.Rooms))
-		sb.WriteString("INSERT INTO room_senders (room_id, user_id, coins) VALUES ")
-		for i, r := range w.Rooms {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString("(?, ?, ?)")
+		for _, r := range w.Rooms {
 			args = append(args, r.RoomID, r.UserID, r.Coins)
 		}
-		sb.WriteString(" ON DUPLICATE KEY UPDATE coins = coins + VALUES(coins)")
-		if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
+		if _, err := insertRows(ctx, tx, "INSERT INTO room_senders (room_id, user_id, coins)", 3, len(w.Rooms),
+			" ON DUPLICATE KEY UPDATE coins = coins + VALUES(coins)", args); err != nil {
 			return fmt.Errorf("cannot update leaderboards: %w", err)
 		}
 	}
@@ -266,4 +243,22 @@ func SpendableBalances(ctx context.Context, q sqlx.QueryerContext, users []int64
 		out[r.UserID] = r.Balance
 	}
 	return out, nil
+}
+
+// insertRows runs head + " VALUES (?, ...), ..." + tail: rows rows of cols
+// placeholders each, with args in row order.
+func insertRows(ctx context.Context, tx *sqlx.Tx, head string, cols, rows int, tail string, args []any) (sql.Result, error) {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + ")"
+	var sb strings.Builder
+	sb.Grow(len(head) + len(tail) + 8 + rows*(len(row)+1))
+	sb.WriteString(head)
+	sb.WriteString(" VALUES ")
+	for i := range rows {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(row)
+	}
+	sb.WriteString(tail)
+	return tx.ExecContext(ctx, sb.String(), args...)
 }

@@ -66,17 +66,15 @@ func InsertOrders(ctx context.Context, tx *sqlx.Tx, eventID, price int64, ttl ti
 	if len(orders) == 0 {
 		return nil
 	}
-	var sb strings.Builder
-	sb.WriteString("INSERT INTO orders (order_no, ticket, event_id, user_id, price, status, active, created_at, expires_at) VALUES ")
-	vals := make([]any, 0, 6*len(orders))
-	for i, o := range orders {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(?, ?, ?, ?, ?, 'unpaid', 1, NOW(3), NOW(3) + INTERVAL ? MICROSECOND)")
-		vals = append(vals, o.OrderNo, o.Ticket, eventID, o.UserID, price, ttl.Microseconds())
+	args := make([]any, 0, 6*len(orders))
+	for _, o := range orders {
+		args = append(args, o.OrderNo, o.Ticket, eventID, o.UserID, price, ttl.Microseconds())
 	}
-	if _, err := tx.ExecContext(ctx, sb.String(), vals...); err != nil {
+	// Not insertRows: each row computes its times in MySQL.
+	row := "(?, ?, ?, ?, ?, 'unpaid', 1, NOW(3), NOW(3) + INTERVAL ? MICROSECOND)"
+	q := "INSERT INTO orders (order_no, ticket, event_id, user_id, price, status, active, created_at, expires_at) VALUES " +
+		strings.TrimSuffix(strings.Repeat(row+",", len(orders)), ",")
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("cannot insert orders: %w", err)
 	}
 	n := len(orders)

@@ -3,7 +3,6 @@ package db
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -63,24 +62,28 @@ func InsertTickets(ctx context.Context, tx *sqlx.Tx, ts []NewTicket) error {
 	if len(ts) == 0 {
 		return nil
 	}
-	var sb strings.Builder
 	vals := make([]any, 0, 10*len(ts))
-	sb.WriteString("INSERT INTO tickets (ticket, kind, user_id, ref_id, status, reason, order_no, created_at, idem_key, balance_after) VALUES ")
-	for i, t := range ts {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(?, ?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, ''), ?, NULLIF(?, ''), ?)")
+	for _, t := range ts {
 		var bal any
 		if t.IdemKey != "" {
 			bal = t.Balance
 		}
-		vals = append(vals, t.Ticket, t.Kind, t.UserID, t.RefID, status(t.Succeeded), t.Reason, t.OrderNo, t.CreatedAt.UTC(), t.IdemKey, bal)
+		vals = append(vals, t.Ticket, t.Kind, t.UserID, t.RefID, status(t.Succeeded), nullIfEmpty(t.Reason), nullIfEmpty(t.OrderNo),
+			t.CreatedAt.UTC(), nullIfEmpty(t.IdemKey), bal)
 	}
-	if _, err := tx.ExecContext(ctx, sb.String(), vals...); err != nil {
+	if _, err := insertRows(ctx, tx, "INSERT INTO tickets (ticket, kind, user_id, ref_id, status, reason, order_no, created_at, idem_key, balance_after)",
+		10, len(ts), "", vals); err != nil {
 		return fmt.Errorf("cannot record tickets: %w", err)
 	}
 	return nil
+}
+
+// nullIfEmpty stores "" as NULL.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // DecideFailed records a failure unless the ticket is decided already, and

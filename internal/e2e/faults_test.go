@@ -34,6 +34,16 @@ import (
 // outcomes in MySQL; lost counts 202 tickets that never got one; dup counts
 // orders or gifts written twice.
 
+// fastReconcile sets a short pending timeout and reconcile interval, with
+// produce and Redis timeouts short enough for the configuration to accept
+// that pending timeout.
+func fastReconcile(pending, every time.Duration) func(*config.Config) {
+	return func(c *config.Config) {
+		c.PendingTimeout, c.ReconcileEvery = pending, every
+		c.ProduceTimeout, c.RedisTimeout = pending/3, pending/6
+	}
+}
+
 // figures are one fault test's results.
 type figures struct {
 	name                              string
@@ -240,11 +250,7 @@ func (s *system) checkWallets(from, n, balance, anchor int64, succeeded int) {
 // of 2 s and send abort markers for every one of them. The writer starts
 // 10 s later: every record is before its marker, so all 4,000 succeed.
 func TestFaultLateConsumer(t *testing.T) {
-	s := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
-		c.PendingTimeout = 2 * time.Second
-		c.ProduceTimeout, c.RedisTimeout = 800*time.Millisecond, 500*time.Millisecond
-		c.ReconcileEvery = 200 * time.Millisecond
-	}})
+	s := start(t, options{noWorker: true, noWS: true, mutate: fastReconcile(2*time.Second, 200*time.Millisecond)})
 	const n, anchor = 2000, 7
 	ev := s.liveEvent(n)
 	s.seedWallets(10_000, n, 5)
@@ -296,11 +302,7 @@ func TestFaultLateConsumer(t *testing.T) {
 // which land behind the records; after the stall every accepted order and
 // gift succeeds.
 func TestFaultMySQLStall(t *testing.T) {
-	s := start(t, options{noWS: true, mysqlProxy: true, mutate: func(c *config.Config) {
-		c.PendingTimeout = 3 * time.Second
-		c.ProduceTimeout, c.RedisTimeout = time.Second, 500*time.Millisecond
-		c.ReconcileEvery = 300 * time.Millisecond
-	}})
+	s := start(t, options{noWS: true, mysqlProxy: true, mutate: fastReconcile(3*time.Second, 300*time.Millisecond)})
 	const users, anchor = 4000, 7
 	ev := s.liveEvent(users)
 	s.seedWallets(100_000, users, 5)
@@ -409,11 +411,7 @@ func TestFaultMySQLStall(t *testing.T) {
 // expires, longer than the pending timeout, so abort markers go out for the
 // backlog; every 202 is still decided exactly once, on its merits.
 func TestFaultWorkerKill9(t *testing.T) {
-	s := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
-		c.PendingTimeout = 5 * time.Second
-		c.ProduceTimeout, c.RedisTimeout = time.Second, 500*time.Millisecond
-		c.ReconcileEvery = 500 * time.Millisecond
-	}})
+	s := start(t, options{noWorker: true, noWS: true, mutate: fastReconcile(5*time.Second, 500*time.Millisecond)})
 	const n, anchor = 1500, 7
 	ev := s.liveEvent(n)
 	s.seedWallets(20_000, n, 5)
@@ -442,11 +440,7 @@ func TestFaultWorkerKill9(t *testing.T) {
 // and coins back). Within the pending timeout plus a reconcile, Redis
 // agrees with MySQL again, and every 202 succeeded.
 func TestFaultGatewayKill9(t *testing.T) {
-	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
-		c.PendingTimeout = 3 * time.Second
-		c.ProduceTimeout, c.RedisTimeout = time.Second, 500*time.Millisecond
-		c.ReconcileEvery = 300 * time.Millisecond
-	}})
+	s := start(t, options{noWS: true, mutate: fastReconcile(3*time.Second, 300*time.Millisecond)})
 	const n, anchor = 1000, 7
 	ev := s.liveEvent(n)
 	s.seedWallets(30_000, n, 5)
@@ -783,9 +777,7 @@ func TestFaultPoisonRecord(t *testing.T) {
 // failed), and writes refused by MySQL for a while (the consumer survives).
 func TestFaultRepairs(t *testing.T) {
 	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
-		c.PendingTimeout = 2 * time.Second
-		c.ProduceTimeout, c.RedisTimeout = 500*time.Millisecond, 300*time.Millisecond
-		c.ReconcileEvery = 200 * time.Millisecond
+		fastReconcile(2*time.Second, 200*time.Millisecond)(c)
 		dsn, _ := db.ParseDSN(c.MySQLDSN)
 		dsn.Params["innodb_lock_wait_timeout"] = "1"
 		c.MySQLDSN = dsn.FormatDSN()
