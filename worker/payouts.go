@@ -260,27 +260,9 @@ func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 	}
 }
 
-type outboxRow struct {
-	ID      int64  `db:"id"`
-	Topic   string `db:"topic"`
-	Key     string `db:"msg_key"`
-	Payload []byte `db:"payload"`
-}
-
 func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 	token := claimToken()
-	var rows []outboxRow
-	// READ COMMITTED takes no gap locks: a gateway inserting a row waits
-	// for nothing but this one statement, and not at all for Kafka.
-	err := db.InTx(ctx, w.sql, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sqlx.Tx) error {
-		rows = rows[:0]
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET claim_token = ?, claimed_until = NOW(3) + INTERVAL ? SECOND
-			WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < NOW(3)) ORDER BY id LIMIT ?`,
-			token, int(outboxClaim/time.Second), outboxBatch); err != nil {
-			return err
-		}
-		return tx.SelectContext(ctx, &rows, "SELECT id, topic, msg_key, payload FROM outbox WHERE claim_token = ? AND sent_at IS NULL ORDER BY id", token)
-	})
+	rows, err := w.db.ClaimOutbox(ctx, token, outboxClaim, outboxBatch)
 	if err != nil {
 		return 0, fmt.Errorf("cannot claim outbox rows: %w", err)
 	}
@@ -300,14 +282,12 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 		// Give the rows back, so the next round takes them at once rather
 		// than after the claim lapses.
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		w.sql.ExecContext(rctx, "UPDATE outbox SET claimed_until = NULL WHERE claim_token = ? AND sent_at IS NULL", token)
+		w.db.ReleaseOutboxClaim(rctx, token)
 		cancel()
 		return 0, fmt.Errorf("cannot produce %d outbox messages: %w", len(rows), err)
 	}
-	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3), claimed_until = NULL WHERE id IN (?) AND sent_at IS NULL", ids)
 	if err := w.retry(ctx, "mark outbox messages sent", func() error {
-		_, err := w.sql.ExecContext(ctx, q, args...)
-		return err
+		return w.db.MarkOutboxSent(ctx, ids)
 	}); err != nil {
 		return 0, fmt.Errorf("cannot mark outbox messages sent (they will be sent again): %w", err)
 	}
@@ -317,8 +297,7 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 
 // cleanOutbox deletes rows relayed long ago, a bounded batch at a time.
 func (w *Worker) cleanOutbox(ctx context.Context) error {
-	_, err := w.sql.ExecContext(ctx, "DELETE FROM outbox WHERE sent_at < NOW(3) - INTERVAL ? SECOND LIMIT 1000", int(outboxKeep/time.Second))
-	return err
+	return w.db.PruneOutbox(ctx, outboxKeep)
 }
 
 // payer pays due withdrawals out.
