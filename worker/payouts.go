@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -260,27 +259,9 @@ func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 	}
 }
 
-type outboxRow struct {
-	ID      int64  `db:"id"`
-	Topic   string `db:"topic"`
-	Key     string `db:"msg_key"`
-	Payload []byte `db:"payload"`
-}
-
 func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 	token := claimToken()
-	var rows []outboxRow
-	// READ COMMITTED takes no gap locks: a gateway inserting a row waits
-	// for nothing but this one statement, and not at all for Kafka.
-	err := db.InTx(ctx, w.sql, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sqlx.Tx) error {
-		rows = rows[:0]
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET claim_token = ?, claimed_until = NOW(3) + INTERVAL ? SECOND
-			WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < NOW(3)) ORDER BY id LIMIT ?`,
-			token, int(outboxClaim/time.Second), outboxBatch); err != nil {
-			return err
-		}
-		return tx.SelectContext(ctx, &rows, "SELECT id, topic, msg_key, payload FROM outbox WHERE claim_token = ? AND sent_at IS NULL ORDER BY id", token)
-	})
+	rows, err := w.db.ClaimOutbox(ctx, token, outboxClaim, outboxBatch)
 	if err != nil {
 		return 0, fmt.Errorf("cannot claim outbox rows: %w", err)
 	}
@@ -300,14 +281,12 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 		// Give the rows back, so the next round takes them at once rather
 		// than after the claim lapses.
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		w.sql.ExecContext(rctx, "UPDATE outbox SET claimed_until = NULL WHERE claim_token = ? AND sent_at IS NULL", token)
+		w.db.ReleaseOutboxClaim(rctx, token)
 		cancel()
 		return 0, fmt.Errorf("cannot produce %d outbox messages: %w", len(rows), err)
 	}
-	q, args, _ := sqlx.In("UPDATE outbox SET sent_at = NOW(3), claimed_until = NULL WHERE id IN (?) AND sent_at IS NULL", ids)
 	if err := w.retry(ctx, "mark outbox messages sent", func() error {
-		_, err := w.sql.ExecContext(ctx, q, args...)
-		return err
+		return w.db.MarkOutboxSent(ctx, ids)
 	}); err != nil {
 		return 0, fmt.Errorf("cannot mark outbox messages sent (they will be sent again): %w", err)
 	}
@@ -317,8 +296,7 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 
 // cleanOutbox deletes rows relayed long ago, a bounded batch at a time.
 func (w *Worker) cleanOutbox(ctx context.Context) error {
-	_, err := w.sql.ExecContext(ctx, "DELETE FROM outbox WHERE sent_at < NOW(3) - INTERVAL ? SECOND LIMIT 1000", int(outboxKeep/time.Second))
-	return err
+	return w.db.PruneOutbox(ctx, outboxKeep)
 }
 
 // payer pays due withdrawals out.
@@ -399,10 +377,8 @@ func (pp *payer) schedule(ctx context.Context, recs []*kgo.Record) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	q, args, _ := sqlx.In("UPDATE withdrawals SET next_attempt_at = NOW(3) WHERE id IN (?) AND status = 'pending' AND next_attempt_at IS NULL AND conflict IS NULL", ids)
 	err := pp.w.retry(ctx, "schedule payouts", func() error {
-		_, err := pp.w.sql.ExecContext(ctx, q, args...)
-		return err
+		return pp.w.db.ScheduleWithdrawals(ctx, ids)
 	})
 	if err != nil {
 		return err
@@ -422,9 +398,8 @@ func (pp *payer) payDue(ctx context.Context) error {
 	if free <= 0 {
 		return nil
 	}
-	var ids []int64
-	if err := pp.w.sql.SelectContext(ctx, &ids, `SELECT id FROM withdrawals
-		WHERE status = 'pending' AND next_attempt_at <= NOW(3) ORDER BY next_attempt_at, id LIMIT ?`, payoutParallel); err != nil {
+	ids, err := pp.w.db.DueWithdrawals(ctx, payoutParallel)
+	if err != nil {
 		return fmt.Errorf("cannot read due withdrawals: %w", err)
 	}
 	for _, id := range ids {
@@ -450,16 +425,9 @@ func (pp *payer) payDue(ctx context.Context) error {
 	return nil
 }
 
-// withdrawalRow is what the payout needs of a withdrawals row.
-type withdrawalRow struct {
-	ID         int64          `db:"id"`
-	UserID     int64          `db:"user_id"`
-	Amount     int64          `db:"amount"`
-	Status     string         `db:"status"`
-	Attempts   int            `db:"attempts"`
-	Unresolved int            `db:"unresolved"`
-	PayoutKey  sql.NullString `db:"payout_key"`
-}
+// withdrawalRow is what the payout needs of a withdrawals row
+// (db.Withdrawal), with its provider idempotency key.
+type withdrawalRow db.Withdrawal
 
 // key is the withdrawal's provider idempotency key.
 func (wd withdrawalRow) key() string {
@@ -474,31 +442,17 @@ func (wd withdrawalRow) key() string {
 // payout call, or once the attempts are spent, one settling round. It puts
 // the withdrawal back with its next due time, or decides it.
 func (pp *payer) step(ctx context.Context, id int64) error {
-	var wd withdrawalRow
-	var took bool
-	err := db.InTx(ctx, pp.w.sql, nil, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
-			WHERE id = ? AND status = 'pending' AND next_attempt_at <= NOW(3)`, pp.lease.Microseconds(), id)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			took = false
-			return nil // another worker has it, or it was decided
-		}
-		took = true
-		return tx.GetContext(ctx, &wd, "SELECT id, user_id, amount, status, attempts, unresolved, payout_key FROM withdrawals WHERE id = ?", id)
-	})
+	leased, took, err := pp.w.db.LeaseWithdrawal(ctx, id, pp.lease)
 	if err != nil || !took {
-		return err
+		return err // !took: another worker has it, or it was decided
 	}
-	err = pp.work(ctx, wd)
+	err = pp.work(ctx, withdrawalRow(leased))
 	if ctx.Err() != nil {
 		// Shutting down (or, in tests, "crashing"): whatever a call did, the
 		// next worker repeats it under the same key. Hand it back now
 		// rather than when the lease lapses.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		pp.w.sql.ExecContext(rctx, "UPDATE withdrawals SET next_attempt_at = NOW(3) WHERE id = ? AND status = 'pending' AND next_attempt_at IS NOT NULL", id)
+		pp.w.db.ReturnWithdrawal(rctx, id)
 		cancel()
 		return ctx.Err()
 	}
@@ -551,9 +505,7 @@ func (pp *payer) work(ctx context.Context, wd withdrawalRow) error {
 		wait = min(pp.backoff<<min(attempts-1, 20), maxPayoutBackoff)
 	}
 	err = pp.w.retry(ctx, "record a payout attempt", func() error {
-		_, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET attempts = ?, last_error = ?, next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
-			WHERE id = ? AND status = 'pending'`, attempts, lastErr, wait.Microseconds(), wd.ID)
-		return err
+		return pp.w.db.RecordPayoutAttempt(ctx, wd.ID, attempts, lastErr, wait)
 	})
 	if err != nil || attempts < pp.budget {
 		return err
@@ -604,9 +556,7 @@ func (pp *payer) unresolved(ctx context.Context, wd withdrawalRow, why string) e
 	pp.w.log.Warn("payout outcome unknown; not refunded, asking the provider again later",
 		"withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "round", n, "next_in", wait, "why", why)
 	return pp.w.retry(ctx, "put back an unresolved payout", func() error {
-		_, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET unresolved = ?, last_error = ?, next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
-			WHERE id = ? AND status = 'pending'`, n, truncate("unresolved: "+why, 255), wait.Microseconds(), wd.ID)
-		return err
+		return pp.w.db.RecordUnresolvedPayout(ctx, wd.ID, n, truncate("unresolved: "+why, 255), wait)
 	})
 }
 
@@ -614,31 +564,25 @@ func (pp *payer) unresolved(ctx context.Context, wd withdrawalRow, why string) e
 // payout is left alone; one that was failed and refunded, or paid by
 // another transaction, is flagged: the money went out twice.
 func (pp *payer) succeed(ctx context.Context, wd withdrawalRow, attempts int, txn string) error {
-	var n int64
+	var won bool
 	err := pp.w.retry(ctx, "record a payout", func() error {
-		res, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET status = 'succeeded', payout_txn = ?, attempts = GREATEST(attempts, ?), next_attempt_at = NULL
-			WHERE id = ? AND status = 'pending'`, txn, attempts, wd.ID)
-		if err == nil {
-			n, _ = res.RowsAffected()
-		}
+		var err error
+		won, err = pp.w.db.SucceedWithdrawal(ctx, wd.ID, txn, attempts)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if n == 1 {
+	if won {
 		withdrawalsDecided.WithLabelValues("succeeded").Inc()
 		pp.w.log.Info("withdrawal paid out", "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "txn", txn)
 		return nil
 	}
-	var cur struct {
-		Status      string         `db:"status"`
-		PayoutTxn   sql.NullString `db:"payout_txn"`
-		Conflict    sql.NullString `db:"conflict"`
-		ConflictTxn sql.NullString `db:"conflict_txn"`
-	}
+	var cur db.WithdrawalOutcome
 	err = pp.w.retry(ctx, "read a decided withdrawal", func() error {
-		return pp.w.sql.GetContext(ctx, &cur, "SELECT status, payout_txn, conflict, conflict_txn FROM withdrawals WHERE id = ?", wd.ID)
+		var err error
+		cur, err = pp.w.db.WithdrawalOutcome(ctx, wd.ID)
+		return err
 	})
 	if err != nil {
 		return err
@@ -663,10 +607,7 @@ func (pp *payer) flag(ctx context.Context, wd withdrawalRow, attempts int, kind,
 	pp.w.log.Error("withdrawal needs an operator: "+kind, "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount,
 		"key", wd.key(), "txn", txn, "detail", detail)
 	return pp.w.retry(ctx, "flag a withdrawal", func() error {
-		_, err := pp.w.sql.ExecContext(ctx, `UPDATE withdrawals SET conflict = ?, conflict_txn = NULLIF(?, ''), conflict_at = NOW(3),
-			attempts = GREATEST(attempts, ?), last_error = ?, next_attempt_at = NULL WHERE id = ?`,
-			kind, txn, attempts, truncate(detail, 255), wd.ID)
-		return err
+		return pp.w.db.FlagWithdrawal(ctx, wd.ID, attempts, kind, txn, truncate(detail, 255))
 	})
 }
 
@@ -675,25 +616,16 @@ func (pp *payer) flag(ctx context.Context, wd withdrawalRow, attempts int, kind,
 func (pp *payer) fail(ctx context.Context, wd withdrawalRow) error {
 	var refunded bool
 	err := pp.w.retry(ctx, "fail a withdrawal", func() error {
-		return db.InTx(ctx, pp.w.sql, nil, func(tx *sqlx.Tx) error {
-			refunded = false
-			res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = 'failed', next_attempt_at = NULL
-				WHERE id = ? AND status = 'pending' AND conflict IS NULL`, wd.ID)
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n != 1 {
-				return nil // decided or flagged meanwhile
-			}
-			if _, err := wallet.Apply(ctx, tx, wallet.Change{
+		var err error
+		// refunded is false when the withdrawal was decided or flagged meanwhile.
+		refunded, err = pp.w.db.FailAndRefundWithdrawal(ctx, wd.ID, func(tx *sqlx.Tx) error {
+			_, err := wallet.Apply(ctx, tx, wallet.Change{
 				UserID: wd.UserID, Account: wallet.AccountEarnings, Kind: wallet.KindWithdrawalRefund,
 				Ref: strconv.FormatInt(wd.ID, 10), Amount: wd.Amount,
-			}); err != nil {
-				return err
-			}
-			refunded = true
-			return nil
+			})
+			return err
 		})
+		return err
 	})
 	if err != nil {
 		return err

@@ -47,15 +47,7 @@ const (
 // from MySQL (wallet.Wallets.Resync: the MySQL balance minus the coins held
 // by gifts in flight).
 func (w *Worker) RepairRecharges(ctx context.Context) error {
-	var orders []struct {
-		OrderID string `db:"order_id"`
-		UserID  int64  `db:"user_id"`
-		Coins   int64  `db:"coins"`
-		Recent  bool   `db:"recent"`
-	}
-	err := w.sql.SelectContext(ctx, &orders, `SELECT order_id, user_id, coins, paid_at > NOW(3) - INTERVAL ? SECOND AS recent
-		FROM pay_orders WHERE status = 'paid' AND hot_credited_at IS NULL AND paid_at < NOW(3) - INTERVAL ? SECOND
-		ORDER BY paid_at LIMIT ?`, int(rechargeCreditWindow/time.Second), int(rechargeGrace/time.Second), rechargeRepairBatch)
+	orders, err := w.db.UnmarkedRecharges(ctx, rechargeGrace, rechargeCreditWindow, rechargeRepairBatch)
 	if err != nil {
 		return fmt.Errorf("cannot read recharges to repair: %w", err)
 	}
@@ -80,7 +72,7 @@ func (w *Worker) RepairRecharges(ctx context.Context) error {
 			how = "resync" // the user's wallet was resynced a moment ago
 		}
 		if err == nil {
-			_, err = w.sql.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", o.OrderID)
+			err = w.db.MarkHotCredited(ctx, o.OrderID)
 		}
 		if err != nil {
 			firstErr = firstError(firstErr, fmt.Errorf("cannot repair recharge %s: %w", o.OrderID, err))
