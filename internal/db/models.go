@@ -166,25 +166,20 @@ func (s Store) PayOrder(ctx context.Context, orderNo string, userID int64, txn s
 // stays marked unreleased until its unit is back in Redis (MarkReleased). It returns
 // ErrInvalidState when the order was no longer unpaid (someone else won).
 func (s Store) ReleaseOrder(ctx context.Context, orderID int64, status string) error {
-	tx, err := s.DB.BeginTxx(ctx, nil)
-	if err != nil {
+	return InTx(ctx, s.DB, nil, func(tx *sqlx.Tx) error {
+		var o Order
+		if err := tx.GetContext(ctx, &o, "SELECT "+orderCols+" FROM orders WHERE id = ? FOR UPDATE", orderID); err != nil {
+			return err
+		}
+		if o.Status != OrderUnpaid {
+			return ErrInvalidState
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE orders SET status = ?, active = NULL, redis_released = 0 WHERE id = ?", status, orderID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE events SET stock = stock + 1 WHERE id = ?", o.EventID)
 		return err
-	}
-	defer tx.Rollback()
-	var o Order
-	if err := tx.GetContext(ctx, &o, "SELECT "+orderCols+" FROM orders WHERE id = ? FOR UPDATE", orderID); err != nil {
-		return err
-	}
-	if o.Status != OrderUnpaid {
-		return ErrInvalidState
-	}
-	if _, err := tx.ExecContext(ctx, "UPDATE orders SET status = ?, active = NULL, redis_released = 0 WHERE id = ?", status, orderID); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, "UPDATE events SET stock = stock + 1 WHERE id = ?", o.EventID); err != nil {
-		return err
-	}
-	return tx.Commit()
+	})
 }
 
 // DueOrders returns unpaid orders whose time to pay is over.
