@@ -18,7 +18,7 @@ FUZZ_SMOKE ?= 10000x
 export FUZZ_TARGETS FUZZ_SMOKE
 FUZZTIME ?= 500000x
 
-.PHONY: help build run test bench fuzz clean clean-data
+.PHONY: help build run test test-faults bench fuzz clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ run: build ## set up and run everything locally: Redis, MariaDB, Kafka (embedded
 
 test: ## start the test dependencies, then go test -race ./... (ARGS=...)
 	bash scripts/test.sh $(ARGS)
+
+test-faults: ## only the fault suite (also part of make test): each test prints a "faults:" line of figures
+	bash scripts/test.sh -run 'TestFault' -v ./internal/e2e/ ./ws/ | grep -E '^(=== RUN|--- |ok|FAIL)|faults:'
 
 bench: ## run the benchmarks against the same dependencies (ARGS=...)
 	bash scripts/test.sh --bench $(ARGS)
