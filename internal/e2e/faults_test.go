@@ -631,6 +631,8 @@ func TestFaultRedisLost(t *testing.T) {
 	ev := s.liveEvent(stock)
 	var mu sync.Mutex
 	var tickets []string
+	var phase atomic.Int32 // 0 before any fault, 1 after the flush, 2 after the restart
+	var byPhase [3]atomic.Int64
 	wave := func(from int64, n int, fault func()) {
 		var count atomic.Int64
 		crowd(n, 32, func(i int) (answer, error) {
@@ -640,6 +642,7 @@ func TestFaultRedisLost(t *testing.T) {
 				mu.Lock()
 				tickets = append(tickets, a.str("ticket"))
 				mu.Unlock()
+				byPhase[phase.Load()].Add(1)
 			}
 			if err == nil && a.Status != 202 && a.Status != 503 && a.Status != 410 && a.Status != 409 {
 				t.Errorf("user %d: %d %s", uid, a.Status, a.Raw)
@@ -650,13 +653,14 @@ func TestFaultRedisLost(t *testing.T) {
 			return a, err
 		})
 	}
-	wave(1, 300, func() {
+	wave(1, 90, func() {
 		if err := s.redis.C.Do(context.Background(), s.redis.C.B().Flushall().Build()).Error(); err != nil {
 			t.Errorf("FLUSHALL: %v", err)
 		}
+		phase.Store(1)
 	})
 	s.waitFor("event warm again after the flush", func() bool { _, ok := s.redisStock(ev); return ok })
-	wave(1000, 300, func() { s.redisServer.Restart(t, 200*time.Millisecond) })
+	wave(1000, 90, func() { s.redisServer.Restart(t, 200*time.Millisecond); phase.Store(2) })
 	s.waitFor("event warm again after the restart", func() bool { _, ok := s.redisStock(ev); return ok })
 	for round := int64(0); s.count("SELECT COUNT(*) FROM orders WHERE event_id = ? AND active = 1", ev) < stock; round++ {
 		if round == 20 {
@@ -665,8 +669,13 @@ func TestFaultRedisLost(t *testing.T) {
 		wave(2000+round*300, 300, nil)
 		s.tally("", tickets, 30*time.Second)
 	}
+	if byPhase[1].Load() == 0 || byPhase[2].Load() == 0 {
+		t.Errorf("accepted before/after the flush/after the restart: %d/%d/%d; the faults missed the sale",
+			byPhase[0].Load(), byPhase[1].Load(), byPhase[2].Load())
+	}
 	f := s.tally("redis-lost", tickets, time.Minute)
-	f.extra = append(f.extra, fmt.Sprintf("orders=%d stock=%d", s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev), stock))
+	f.extra = append(f.extra, fmt.Sprintf("accepted_before_flush=%d after_flush=%d after_restart=%d orders=%d stock=%d",
+		byPhase[0].Load(), byPhase[1].Load(), byPhase[2].Load(), s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev), stock))
 	f.expect(t, len(tickets), len(tickets))
 	if n := s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev); n != stock {
 		t.Errorf("%d orders, want exactly %d", n, stock)
