@@ -199,13 +199,14 @@ func (w *Worker) writeGifts(ctx context.Context, gifts []bus.Gift, aborted map[s
 	}
 	for _, o := range plan.outs {
 		if !o.replay {
-			giftTicketsDecided.WithLabelValues(giftStatus(o.succeeded), o.reason).Inc()
+			giftTicketsDecided.WithLabelValues(ticketStatus(o.succeeded), o.reason).Inc()
 		}
 	}
 	return plan.outs, nil
 }
 
-func giftStatus(succeeded bool) string {
+// ticketStatus is a decision as the tickets table and the API spell it.
+func ticketStatus(succeeded bool) string {
 	if succeeded {
 		return "succeeded"
 	}
@@ -253,7 +254,7 @@ func (w *Worker) publishGifts(ctx context.Context, outs []giftOutcome) error {
 			}))
 		}
 		recs = append(recs, bus.TicketResult(topic, o.SenderID, bus.TicketPush{
-			Ticket: o.Ticket, Kind: "gift", Status: giftStatus(o.succeeded), Reason: o.reason,
+			Ticket: o.Ticket, Kind: "gift", Status: ticketStatus(o.succeeded), Reason: o.reason,
 		}))
 	}
 	// MySQL already has the outcomes and GET /tickets reads them there;

@@ -158,7 +158,7 @@ func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Orde
 	}
 	for _, o := range plan.outs {
 		if !o.replay {
-			ticketsDecided.WithLabelValues(giftStatus(o.Succeeded), o.Reason).Inc()
+			ticketsDecided.WithLabelValues(ticketStatus(o.Succeeded), o.Reason).Inc()
 		}
 	}
 	return plan.outs, nil
@@ -213,7 +213,7 @@ func (w *Worker) publish(ctx context.Context, eventID int64, outs []outcome) err
 	for i, o := range outs {
 		plain[i] = o.Outcome
 		recs = append(recs, bus.TicketResult(w.cfg.ResultsTopic(), o.UserID, bus.TicketPush{
-			Ticket: o.Ticket, Kind: "order", Status: giftStatus(o.Succeeded), Reason: o.Reason, OrderNo: o.OrderNo,
+			Ticket: o.Ticket, Kind: "order", Status: ticketStatus(o.Succeeded), Reason: o.Reason, OrderNo: o.OrderNo,
 		}))
 	}
 	// MySQL already has the outcomes and GET /tickets reads them there, so
