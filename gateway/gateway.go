@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,6 +44,10 @@ type Config struct {
 	Listener net.Listener
 	// Limiter decides per-user rate limits; nil allows everything.
 	Limiter Limiter
+	// ReadTimeout bounds reading one request, from its first byte
+	// (default 10s); IdleTimeout bounds a keep-alive connection's wait for
+	// its next request (default 60s). Tests shorten them.
+	ReadTimeout, IdleTimeout time.Duration
 }
 
 // Server is the gateway: its dependencies and in-memory state.
@@ -164,7 +169,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(countingListener{ln}) }()
 	b := cfg.InflightBudgets()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "max_inflight", b.Total,
 		"inflight_orders", b.Orders, "inflight_gifts", b.Gifts, "inflight_reads", b.Reads, "inflight_payments", b.Payments)
@@ -216,9 +221,9 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		MaxRequestBodySize:    readBodySize,
-		ReadTimeout:           10 * time.Second,
+		ReadTimeout:           cmp.Or(s.cfg.ReadTimeout, 10*time.Second),
 		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           60 * time.Second,
+		IdleTimeout:           cmp.Or(s.cfg.IdleTimeout, 60*time.Second),
 		ErrorHandler:          s.transportError,
 		ReduceMemoryUsage:     false,
 	}

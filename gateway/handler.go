@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -316,18 +315,6 @@ func (s *Server) fail(ctx *fasthttp.RequestCtx, route string, e *apierr.Error) {
 		route = "unmatched"
 	}
 	requestsTotal.WithLabelValues(route, e.Code).Inc()
-}
-
-// transportError answers errors fasthttp hits before a handler runs, such as
-// a body over the limit, with the API's JSON error body.
-func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		s.fail(ctx, "", apierr.BodyTooLarge)
-		ctx.SetConnectionClose()
-		return
-	}
-	s.fail(ctx, "", apierr.InvalidRequest.With("cannot read the request"))
-	ctx.SetConnectionClose()
 }
 
 // writeJSON writes a 2xx answer.

@@ -40,6 +40,7 @@ var (
 	Ended               = &Error{HTTPStatus: 409, Code: "ended", Message: "the sale has ended"}
 	InvalidState        = &Error{HTTPStatus: 409, Code: "invalid_state", Message: "the order is not in a state that allows this"}
 	SoldOut             = &Error{HTTPStatus: 410, Code: "sold_out", Message: "sold out"}
+	RequestTimeout      = &Error{HTTPStatus: 408, Code: "request_timeout", Message: "the request did not arrive in time"}
 	BodyTooLarge        = &Error{HTTPStatus: 413, Code: "body_too_large", Message: "request body is larger than 8 KiB"}
 	RateLimited         = &Error{HTTPStatus: 429, Code: "rate_limited", Message: "too many requests", RetryAfter: 1}
 	Unavailable         = &Error{HTTPStatus: 503, Code: "unavailable", Message: "a dependency is unavailable, try again shortly", RetryAfter: 1}
