@@ -50,6 +50,10 @@ type Config struct {
 	// Listener, if set, is served instead of listening on WSAddr (tests use
 	// a listener on 127.0.0.1:0). Run closes it.
 	Listener net.Listener
+
+	// Ping period and pong wait of WebSocket connections; zero means
+	// API.md's 25 s and 10 s. Tests shorten them.
+	pingPeriod, pongWait time.Duration
 }
 
 func (cfg *Config) validate() error {
@@ -87,6 +91,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.pingPeriod <= 0 {
+		cfg.pingPeriod = pingPeriod
+	}
+	if cfg.pongWait <= 0 {
+		cfg.pongWait = pongWait
+	}
 	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	log := base.With("component", "ws")
 
@@ -117,6 +127,8 @@ func Run(ctx context.Context, cfg Config) error {
 		hub:       newHub(),
 		sendQueue: cfg.WSSendQueue,
 		msgRate:   cfg.WSMsgRate,
+		ping:      cfg.pingPeriod,
+		pongWait:  cfg.pongWait,
 		ready:     &obs.Readiness{Check: cl.Ping},
 	}
 	s.upgrader = websocket.Upgrader{
@@ -223,6 +235,8 @@ type server struct {
 	upgrader  websocket.Upgrader
 	sendQueue int
 	msgRate   config.Rate
+	ping      time.Duration // ping period
+	pongWait  time.Duration
 	ready     *obs.Readiness
 }
 
@@ -249,7 +263,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
 		return
 	}
-	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.msgRate, s.log)
+	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.msgRate, s.ping, s.pongWait, s.log)
 	if !s.hub.add(c) {
 		ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
