@@ -16,11 +16,11 @@ import (
 
 // Timings of API.md: ping every 25 s, and a client that has not answered
 // 10 s after a ping is gone. The read deadline therefore covers one ping
-// period plus the pong wait, and each pong pushes it out again.
+// period plus the pong wait, and each pong pushes it out again. (Config's
+// unexported fields shorten the first two for tests.)
 const (
 	pingPeriod = 25 * time.Second
 	pongWait   = 10 * time.Second
-	readWait   = pingPeriod + pongWait
 
 	// writeWait bounds one frame write. The send queue, not this, is what
 	// catches slow clients; this catches clients whose TCP window stays shut.
@@ -49,6 +49,9 @@ type conn struct {
 	hub    *hub
 	log    *slog.Logger
 
+	pingPeriod time.Duration
+	readWait   time.Duration // read deadline: one ping period plus the pong wait
+
 	send chan outbound
 
 	// Inbound flood limit, a token bucket touched only by readLoop.
@@ -67,8 +70,10 @@ type conn struct {
 	events map[int64]struct{}
 }
 
-func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, rate config.Rate, log *slog.Logger) *conn {
+func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, rate config.Rate, ping, pongWait time.Duration, log *slog.Logger) *conn {
 	return &conn{
+		pingPeriod: ping,
+		readWait:   ping + pongWait,
 		msgRate:    rate,
 		msgTokens:  float64(rate.Burst),
 		msgAt:      time.Now(),
@@ -121,7 +126,7 @@ func (c *conn) shutdown(reason string, code int, text string) {
 func (c *conn) writeLoop() {
 	defer c.hub.conns.Done()
 	defer c.ws.Close()
-	ping := time.NewTicker(pingPeriod)
+	ping := time.NewTicker(c.pingPeriod)
 	defer ping.Stop()
 	for {
 		// Checked first because select picks among ready cases at random: a
@@ -178,9 +183,9 @@ func (c *conn) readLoop() {
 	defer c.hub.remove(c)
 
 	c.ws.SetReadLimit(maxFrameSize)
-	c.ws.SetReadDeadline(time.Now().Add(readWait))
+	c.ws.SetReadDeadline(time.Now().Add(c.readWait))
 	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(readWait))
+		return c.ws.SetReadDeadline(time.Now().Add(c.readWait))
 	})
 	for {
 		typ, data, err := c.ws.ReadMessage()

@@ -67,12 +67,20 @@ func testConfig(t *testing.T) config.Config {
 // consumer starts at the service's start time, which is earlier.
 func startWS(t *testing.T, mod func(*config.Config)) *testEnv {
 	t.Helper()
-	cfg := testConfig(t)
-	cfg.KafkaBrokers = testenv.Kafka(t, cfg).ListenAddrs()
-	if mod != nil {
-		mod(&cfg)
-	}
-	e := runWS(t, cfg)
+	return startWSConfig(t, func(c *Config) {
+		if mod != nil {
+			mod(&c.Config)
+		}
+	})
+}
+
+// startWSConfig is startWS for tests that set ws's own Config fields.
+func startWSConfig(t *testing.T, mod func(*Config)) *testEnv {
+	t.Helper()
+	cfg := Config{Config: testConfig(t)}
+	cfg.KafkaBrokers = testenv.Kafka(t, cfg.Config).ListenAddrs()
+	mod(&cfg)
+	e := runWSConfig(t, cfg)
 	e.waitReady()
 
 	prod, err := kgo.NewClient(
@@ -90,10 +98,18 @@ func startWS(t *testing.T, mod func(*config.Config)) *testEnv {
 // runWS starts Run without waiting for anything.
 func runWS(t *testing.T, cfg config.Config) *testEnv {
 	t.Helper()
+	return runWSConfig(t, Config{Config: cfg})
+}
+
+// runWSConfig is runWS with ws's own Config; it sets the Listener.
+func runWSConfig(t *testing.T, wcfg Config) *testEnv {
+	t.Helper()
+	cfg := wcfg.Config
 	ln := testenv.Listener(t)
+	wcfg.Listener = ln
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, Config{Config: cfg, Listener: ln}) }()
+	go func() { done <- Run(ctx, wcfg) }()
 	var once sync.Once
 	var runErr error
 	stop := func() error {
