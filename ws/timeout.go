@@ -11,18 +11,9 @@ import (
 	"github.com/flashgate/flashgate/internal/apierr"
 )
 
-// errRequestTimeout answers a request that began but whose head did not
-// arrive in time. It lives here rather than in apierr because only this
-// listener sends it; net/http never hands such a request to a handler.
-var errRequestTimeout = &apierr.Error{
-	HTTPStatus: http.StatusRequestTimeout,
-	Code:       "request_timeout",
-	Message:    "the request did not arrive in time",
-}
-
 // requestTimeoutResponse is the whole 408 as it goes on the wire.
 var requestTimeoutResponse = func() []byte {
-	body := errRequestTimeout.Body()
+	body := apierr.RequestTimeout.Body()
 	return fmt.Appendf(nil, "HTTP/1.1 408 Request Timeout\r\n"+
 		"Content-Type: application/json\r\n"+
 		"Content-Length: %d\r\n"+
