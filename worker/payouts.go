@@ -190,7 +190,7 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var cleaned time.Time
-		w.payTicker(gctx, interval, nil, 30*time.Second, "outbox relay", func(ctx context.Context) error {
+		w.loop(gctx, interval, "outbox relay", func(ctx context.Context) error {
 			if err := w.RelayOutbox(ctx, producer); err != nil {
 				return err
 			}
@@ -199,7 +199,7 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 				return w.cleanOutbox(ctx)
 			}
 			return nil
-		})
+		}, runs{base: gctx, limit: 30 * time.Second})
 		return nil
 	})
 	g.Go(func() error {
@@ -208,41 +208,17 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 		})
 	})
 	g.Go(func() error {
-		w.payTicker(gctx, interval, pp.wake, 0, "payouts", pp.payDue)
+		w.loop(gctx, interval, "payouts", pp.payDue, runs{base: gctx, wake: pp.wake})
 		return nil
 	})
 	g.Go(func() error {
-		w.payTicker(gctx, rechargeRepairEvery, nil, 30*time.Second, "recharge repair", w.RepairRecharges)
+		w.loop(gctx, rechargeRepairEvery, "recharge repair", w.RepairRecharges, runs{base: gctx, limit: 30 * time.Second})
 		return nil
 	})
 	err = g.Wait()
 	pp.steps.Wait() // each ends soon after ctx: it abandons its provider call
 	pp.waitCalls(w.cfg.ShutdownTimeout)
 	return err
-}
-
-// payTicker runs f now and then every d, or at once when wake fires, until ctx
-// is done, logging its errors. A run gets a timeout of limit unless limit
-// is 0.
-func (w *Worker) payTicker(ctx context.Context, d time.Duration, wake <-chan struct{}, limit time.Duration, name string, f func(context.Context) error) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		rctx, cancel := ctx, context.CancelFunc(func() {})
-		if limit > 0 {
-			rctx, cancel = context.WithTimeout(ctx, limit)
-		}
-		if err := f(rctx); err != nil && ctx.Err() == nil {
-			w.log.Warn(name+" failed", "err", err)
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-wake:
-		}
-	}
 }
 
 // RelayOutbox produces every unsent outbox row to Kafka, oldest first, and

@@ -140,6 +140,15 @@ func crowd(n, conc int, send func(i int) (answer, error)) ([]answer, []error) {
 	return as, errs
 }
 
+// buyOrGift sends, to the gateway at base, the user's order of the event or
+// a one-coin Rose from the user to the anchor in room 1.
+func (s *system) buyOrGift(base string, order bool, uid, ev, anchor int64) (answer, error) {
+	if order {
+		return s.tryAt(base, "POST", fmt.Sprintf("/api/v1/events/%d/orders", ev), s.token(uid), "{}")
+	}
+	return s.tryAt(base, "POST", "/api/v1/rooms/1/gifts", s.token(uid), fmt.Sprintf(`{"gift_id":1,"receiver_id":%d,"count":1}`, anchor))
+}
+
 // buyAndGift sends one order per user (users from..from+n) and one Rose
 // from each of them to the anchor, retrying 503s, and returns the accepted
 // tickets.
@@ -149,13 +158,7 @@ func (s *system) buyAndGift(ev int64, from, n int64, anchor int64, conc int) (or
 	_, errs := crowd(int(2*n), conc, func(i int) (answer, error) {
 		uid := from + int64(i/2)
 		for attempt := 0; ; attempt++ {
-			var a answer
-			var err error
-			if i%2 == 0 {
-				a, err = s.try("POST", fmt.Sprintf("/api/v1/events/%d/orders", ev), s.token(uid), "{}")
-			} else {
-				a, err = s.try("POST", "/api/v1/rooms/1/gifts", s.token(uid), fmt.Sprintf(`{"gift_id":1,"receiver_id":%d,"count":1}`, anchor))
-			}
+			a, err := s.buyOrGift(s.gateway, i%2 == 0, uid, ev, anchor)
 			if err != nil {
 				return a, err
 			}
@@ -342,13 +345,7 @@ func TestFaultMySQLStall(t *testing.T) {
 				}
 				uid := 100_000 + i - 1
 				for _, order := range []bool{true, false} {
-					var a answer
-					var err error
-					if order {
-						a, err = s.try("POST", fmt.Sprintf("/api/v1/events/%d/orders", ev), s.token(uid), "{}")
-					} else {
-						a, err = s.try("POST", "/api/v1/rooms/1/gifts", s.token(uid), fmt.Sprintf(`{"gift_id":1,"receiver_id":%d,"count":1}`, anchor))
-					}
+					a, err := s.buyOrGift(s.gateway, order, uid, ev, anchor)
 					mu.Lock()
 					if err == nil && a.Status == 202 {
 						tickets = append(tickets, a.str("ticket"))
@@ -452,13 +449,7 @@ func TestFaultGatewayKill9(t *testing.T) {
 	var killOnce sync.Once
 	crowd(2*n, 64, func(i int) (answer, error) {
 		uid := int64(30_000 + i/2)
-		var a answer
-		var err error
-		if i%2 == 0 {
-			a, err = s.tryAt(g.base, "POST", fmt.Sprintf("/api/v1/events/%d/orders", ev), s.token(uid), "{}")
-		} else {
-			a, err = s.tryAt(g.base, "POST", "/api/v1/rooms/1/gifts", s.token(uid), fmt.Sprintf(`{"gift_id":1,"receiver_id":%d,"count":1}`, anchor))
-		}
+		a, err := s.buyOrGift(g.base, i%2 == 0, uid, ev, anchor)
 		if err != nil {
 			noAnswer.Add(1)
 			return a, nil
@@ -520,14 +511,7 @@ func TestFaultKafkaDown(t *testing.T) {
 		return nil, nil, false
 	})
 	send := func(uid int64, order bool) answer {
-		if order {
-			a, err := s.try("POST", fmt.Sprintf("/api/v1/events/%d/orders", ev), s.token(uid), "{}")
-			if err != nil {
-				t.Fatal(err)
-			}
-			return a
-		}
-		a, err := s.try("POST", "/api/v1/rooms/1/gifts", s.token(uid), fmt.Sprintf(`{"gift_id":1,"receiver_id":%d,"count":1}`, anchor))
+		a, err := s.buyOrGift(s.gateway, order, uid, ev, anchor)
 		if err != nil {
 			t.Fatal(err)
 		}

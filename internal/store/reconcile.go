@@ -100,15 +100,6 @@ func (s *Store) LookAgain(ctx context.Context, eventID int64, tickets []string, 
 	return s.C.Do(ctx, cmd.Build()).Error()
 }
 
-// DropPending removes tickets from an event's pending set without touching
-// stock: for entries whose ticket hash is gone and whose fate MySQL knows.
-func (s *Store) DropPending(ctx context.Context, eventID int64, tickets []string) error {
-	if len(tickets) == 0 {
-		return nil
-	}
-	return s.C.Do(ctx, s.C.B().Zrem().Key(PendingKey(eventID)).Member(tickets...).Build()).Error()
-}
-
 // Released is a cancelled or expired order whose unit MySQL has back.
 type Released struct {
 	UserID int64
