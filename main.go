@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -12,6 +13,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -55,7 +59,7 @@ var commands = []command{
 		"Usage: flashgate migrate [flags]\n\nCreates the database named in FLASHGATE_MYSQL_DSN if it does not exist and applies the embedded\nmigrations that have not been applied yet. Safe to run repeatedly and concurrently.",
 		migrateCmd},
 	{"token", "print a signed bearer token",
-		"Usage: flashgate token --user N [--admin] [--ttl 24h] [flags]\n\nPrints a bearer token for user N signed with FLASHGATE_TOKEN_SECRET (the dev secret when\nFLASHGATE_DEV=1 and no secret is set).",
+		"Usage: flashgate token --user N [--admin] [--ttl 24h] [flags]\n       flashgate token --users FIRST-LAST [--out FILE] [--format txt|csv] [flags]\n\nPrints a bearer token for user N signed with FLASHGATE_TOKEN_SECRET (the dev secret when\nFLASHGATE_DEV=1 and no secret is set). With --users it mints one token per user of the range\nfor load tests, offline: txt is one token per line in user order, csv is user_id,token with a\nheader line.",
 		tokenCmd},
 	{"dev", "run everything locally: Redis, MariaDB, embedded Kafka and all services",
 		"Usage: flashgate dev [--deps-only] [flags]\n\nRuns flashgate on this machine in dev mode (FLASHGATE_DEV=1). Installs redis-server and\nmariadb-server with apt-get when missing (as root), starts them on loopback ports with data under\nFLASHGATE_RUN_DIR (or reuses servers that already answer there), starts an embedded Kafka broker\n(kfake, data under FLASHGATE_RUN_DIR/kafka) unless FLASHGATE_KAFKA_BROKERS is set, migrates,\nseeds a demo event and runs gateway, worker and ws in this process, printing URLs, tokens and\nexample requests. Ctrl-C stops everything it started.\n\nWith --deps-only it stops after the dependencies are up and migrated, writes\nFLASHGATE_RUN_DIR/" + dev.ReadyFile + " and waits (this is how `make test` gets its MariaDB).",
@@ -227,15 +231,29 @@ func migrateCmd(fs *config.FlagSet, args []string) error {
 }
 
 func tokenCmd(fs *config.FlagSet, args []string) error {
-	uid := fs.Int64("user", 0, "user id the token is for (required, positive)")
+	uid := fs.Int64("user", 0, "user id the token is for")
+	users := fs.String("users", "", "a range of user ids, FIRST-LAST (e.g. 1-100000): one token per user, for load tests")
+	out := fs.String("out", "", "with --users: write to this file instead of standard output")
+	format := fs.String("format", "txt", "with --users: txt (one token per line, in user order) or csv (user_id,token with a header)")
 	admin := fs.Bool("admin", false, "give the token the admin role")
 	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
 	cfg, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
-	if *uid <= 0 {
-		return usageError{error: errors.New("--user N is required (a positive user id)")}
+	first, last := *uid, *uid
+	switch {
+	case *users != "" && *uid != 0:
+		return usageError{error: errors.New("give --user N or --users FIRST-LAST, not both")}
+	case *users != "":
+		if first, last, err = parseUserRange(*users); err != nil {
+			return usageError{error: err}
+		}
+	case *uid <= 0:
+		return usageError{error: errors.New("--user N (a positive user id) or --users FIRST-LAST is required")}
+	}
+	if *format != "txt" && *format != "csv" {
+		return usageError{error: fmt.Errorf("--format %q: want txt or csv", *format)}
 	}
 	if *ttl <= 0 {
 		return usageError{error: errors.New("--ttl must be positive")}
@@ -247,7 +265,73 @@ func tokenCmd(fs *config.FlagSet, args []string) error {
 	if *admin {
 		role = auth.RoleAdmin
 	}
-	fmt.Println(auth.NewSigner(cfg.TokenSecret).Sign(*uid, role, *ttl))
+	signer := auth.NewSigner(cfg.TokenSecret)
+	if *users == "" {
+		fmt.Println(signer.Sign(*uid, role, *ttl))
+		return nil
+	}
+	return writeTokens(*out, *format == "csv", first, last, func(id int64) string { return signer.Sign(id, role, *ttl) })
+}
+
+// maxTokenRange bounds --users: a million tokens are about 150 MB.
+const maxTokenRange = 1_000_000
+
+// parseUserRange reads FIRST-LAST (or a single id) as an inclusive range
+// of positive user ids.
+func parseUserRange(s string) (first, last int64, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	if !isRange {
+		b = a
+	}
+	first, err1 := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	last, err2 := strconv.ParseInt(strings.TrimSpace(b), 10, 64)
+	switch {
+	case err1 != nil || err2 != nil || first <= 0 || last <= 0:
+		return 0, 0, fmt.Errorf("--users %q: want FIRST-LAST, two positive user ids", s)
+	case last < first:
+		return 0, 0, fmt.Errorf("--users %q: the last id is below the first", s)
+	case last-first >= maxTokenRange:
+		return 0, 0, fmt.Errorf("--users %q: at most %d users at once", s, maxTokenRange)
+	}
+	return first, last, nil
+}
+
+// writeTokens writes one token per user of [first, last] to path (standard
+// output when empty), replacing the file only once it is complete.
+func writeTokens(path string, csv bool, first, last int64, sign func(int64) string) error {
+	var w io.Writer = os.Stdout
+	var tmp *os.File
+	if path != "" {
+		var err error
+		if tmp, err = os.CreateTemp(filepath.Dir(path), ".tokens-*"); err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		w = tmp
+	}
+	bw := bufio.NewWriterSize(w, 1<<16)
+	if csv {
+		bw.WriteString("user_id,token\n")
+	}
+	for id := first; id <= last; id++ {
+		if csv {
+			bw.WriteString(strconv.FormatInt(id, 10))
+			bw.WriteByte(',')
+		}
+		bw.WriteString(sign(id))
+		bw.WriteByte('\n')
+	}
+	if err := bw.Flush(); err != nil || tmp == nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%d tokens for users %d-%d written to %s\n", last-first+1, first, last, path)
 	return nil
 }
 

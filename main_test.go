@@ -3,7 +3,9 @@ package main
 import (
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +68,10 @@ func TestCommandLine(t *testing.T) {
 		{name: "token needs a user", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token"}, code: 2, stderr: "--user"},
 		{name: "dev token", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "42"}, code: 0, tokenUser: 42, tokenTTL: 24 * time.Hour},
 		{name: "admin token with ttl", env: map[string]string{"FLASHGATE_TOKEN_SECRET": "a-real-secret-of-enough-length"}, args: []string{"token", "--user", "7", "--admin", "--ttl", "1h"}, code: 0, tokenUser: 7, tokenAdmin: true, tokenTTL: time.Hour},
+		{name: "user and users", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "1", "--users", "1-2"}, code: 2, stderr: "not both", noStdout: true},
+		{name: "users backwards", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--users", "9-3"}, code: 2, stderr: "below the first", noStdout: true},
+		{name: "users not a range", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--users", "1-x"}, code: 2, stderr: "FIRST-LAST", noStdout: true},
+		{name: "users bad format", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--users", "1-2", "--format", "json"}, code: 2, stderr: "txt or csv", noStdout: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -135,4 +141,54 @@ func TestHelpShowsDefaults(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^\s+FLASHGATE_RUN_DIR\s+\.run\s`).MatchString(out) {
 		t.Errorf("no FLASHGATE_RUN_DIR line with its default .run:\n%s", out)
 	}
+}
+
+// TestTokenRange: `flashgate token --users` mints one verifiable token per
+// user of the range, in order, as plain lines or csv, to a file or stdout.
+func TestTokenRange(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("FLASHGATE_DEV", "1")
+	cfg, _ := config.FromEnv()
+	signer := auth.NewSigner(cfg.TokenSecret)
+	check := func(lines []string, first int64, csv bool) {
+		t.Helper()
+		for i, line := range lines {
+			want := first + int64(i)
+			tok := line
+			if csv {
+				id, rest, _ := strings.Cut(line, ",")
+				if id != strconv.FormatInt(want, 10) {
+					t.Fatalf("line %d: user %q, want %d", i, id, want)
+				}
+				tok = rest
+			}
+			c, err := signer.Verify(tok)
+			if err != nil || c.UserID != want || c.IsAdmin() {
+				t.Fatalf("line %d: claims %+v %v, want user %d", i, c, err, want)
+			}
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "tokens.txt")
+	var code int
+	_, errOut := capture(t, func() { code = run([]string{"token", "--users", "10-1009", "--out", path}) })
+	if code != 0 || !strings.Contains(errOut, "1000 tokens") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 1000 {
+		t.Fatalf("%d lines, want 1000", len(lines))
+	}
+	check(lines, 10, false)
+
+	out, _ := capture(t, func() { code = run([]string{"token", "--users", "5-7", "--format", "csv"}) })
+	lines = strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || len(lines) != 4 || lines[0] != "user_id,token" {
+		t.Fatalf("exit %d, csv:\n%s", code, out)
+	}
+	check(lines[1:], 5, true)
 }

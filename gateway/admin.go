@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -156,9 +158,13 @@ func idemKeyName(userID int64, scope, key string) string {
 	return "{u:" + itoa(userID) + "}:idem:" + scope + ":" + key
 }
 
+// maxDevTokens caps one range request: 10,000 tokens are about 1.6 MB.
+const maxDevTokens = 10000
+
 func (s *Server) devToken(rc *reqCtx) *apierr.Error {
 	var req struct {
 		UserID *int64 `json:"user_id"`
+		Count  *int64 `json:"count"`
 		Admin  bool   `json:"admin"`
 	}
 	if e := rc.decode(&req, false); e != nil {
@@ -175,5 +181,24 @@ func (s *Server) devToken(rc *reqCtx) *apierr.Error {
 	if req.Admin {
 		role = auth.RoleAdmin
 	}
-	return rc.writeJSON(200, map[string]string{"token": s.signer.Sign(uid, role, 24*time.Hour)})
+	if req.Count == nil {
+		return rc.writeJSON(200, map[string]string{"token": s.signer.Sign(uid, role, 24*time.Hour)})
+	}
+	n := *req.Count
+	if n < 1 || n > maxDevTokens {
+		return apierr.InvalidRequest.With(fmt.Sprintf("count must be between 1 and %d", maxDevTokens))
+	}
+	if uid > math.MaxInt64-n {
+		return apierr.InvalidRequest.With("user_id + count is out of range")
+	}
+	type userToken struct {
+		UserID int64  `json:"user_id"`
+		Token  string `json:"token"`
+	}
+	out := make([]userToken, n)
+	for i := range out {
+		id := uid + int64(i)
+		out[i] = userToken{id, s.signer.Sign(id, role, 24*time.Hour)}
+	}
+	return rc.writeJSON(200, map[string][]userToken{"tokens": out})
 }

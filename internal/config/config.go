@@ -227,7 +227,7 @@ var Vars = []Var{
 	rateVar("FLASHGATE_RATE_GIFT", "20:40", "per-user limit of gift requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateGift }),
 	rateVar("FLASHGATE_RATE_PAY", "2:5", "per-user limit of payment and withdrawal requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RatePay }),
 	rateVar("FLASHGATE_RATE_OTHER", "20:50", "per-user limit of all other authenticated requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOther }),
-	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client-IP limit of unauthenticated requests (public reads, dev token, pay notify), kept in each gateway's memory; 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
+	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client-IP limit of unauthenticated requests (public reads, pay notify; not the dev-mode routes), kept in each gateway's memory; 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
 	intVar("FLASHGATE_MAX_INFLIGHT", "2048", "requests a gateway works on at once, all routes together; past it new requests get 503 at once. Each route class also has its own budget within it (FLASHGATE_INFLIGHT_*)", func(c *Config) *int { return &c.MaxInflight }),
 	intVar("FLASHGATE_INFLIGHT_ORDERS", "", "order requests (POST /events/{id}/orders) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightOrders }),
 	intVar("FLASHGATE_INFLIGHT_GIFTS", "", "gift requests (POST /rooms/{id}/gifts) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightGifts }),

@@ -281,3 +281,42 @@ func TestOperationalEndpoints(t *testing.T) {
 		t.Errorf("dev route outside dev mode: %d %s", a.Status, a.Raw)
 	}
 }
+
+// TestDevTokensForCrowds: a load test's setup mints hundreds of tokens from
+// one host. In dev mode the dev token route is not behind the per-IP limit
+// (public reads still are), and one request mints a range of users.
+func TestDevTokensForCrowds(t *testing.T) {
+	s := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
+		c.RateIP = config.Rate{PerSecond: 1, Burst: 2}
+	}})
+	for i := 1; i <= 20; i++ {
+		if a := s.do("POST", "/api/v1/dev/token", "", fmt.Sprintf(`{"user_id":%d}`, i)); a.Status != 200 {
+			t.Fatalf("dev token %d from one host: %d %s", i, a.Status, a.Raw)
+		}
+	}
+	limited := false
+	for i := 0; i < 5 && !limited; i++ {
+		limited = s.do("GET", "/api/v1/events", "", "").Status == 429
+	}
+	if !limited {
+		t.Errorf("public reads are no longer behind the per-IP limit")
+	}
+
+	a := s.do("POST", "/api/v1/dev/token", "", `{"user_id":1000,"count":300}`)
+	list, _ := a.Body["tokens"].([]any)
+	if a.Status != 200 || len(list) != 300 {
+		t.Fatalf("range of 300: %d, %d tokens", a.Status, len(list))
+	}
+	for i, item := range list {
+		m := item.(map[string]any)
+		c, err := s.signer.Verify(m["token"].(string))
+		if err != nil || m["user_id"] != float64(1000+i) || c.UserID != int64(1000+i) || c.IsAdmin() {
+			t.Fatalf("token %d: %v claims %+v %v", i, m["user_id"], c, err)
+		}
+	}
+	for _, body := range []string{`{"user_id":1,"count":0}`, `{"user_id":1,"count":10001}`, `{"user_id":9223372036854775807,"count":2}`, `{"count":5}`} {
+		if a := s.do("POST", "/api/v1/dev/token", "", body); a.Status != 400 || a.errCode() != "invalid_request" {
+			t.Errorf("%s: %d %s", body, a.Status, a.Raw)
+		}
+	}
+}
