@@ -4,7 +4,7 @@
 .DEFAULT_GOAL := help
 GO ?= go
 BIN := bin/flashgate
-# Extra `go test` arguments for test and bench, e.g. ARGS='-run TestX ./internal/...'
+# Extra arguments: `go test` flags for test and bench-go, e.g. ARGS='-run TestX ./internal/...'
 ARGS ?=
 # Fuzz targets as package:FuzzName: every decoder of client input and the
 # router. make test runs each for FUZZ_SMOKE; make fuzz for FUZZTIME.
@@ -18,7 +18,7 @@ FUZZ_SMOKE ?= 10000x
 export FUZZ_TARGETS FUZZ_SMOKE
 FUZZTIME ?= 500000x
 
-.PHONY: help build run test test-faults bench fuzz clean clean-data
+.PHONY: help build run test test-faults bench bench-go fuzz clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -35,7 +35,10 @@ test: ## start the test dependencies, then go test -race ./... (ARGS=...)
 test-faults: ## only the fault suite (also part of make test): each test prints a "faults:" line of figures
 	bash -c "set -o pipefail; bash scripts/test.sh -run 'TestFault' -v ./internal/e2e/ | grep -E '^(--- |ok|FAIL)|faults:'"
 
-bench: ## run the benchmarks against the same dependencies (ARGS=...)
+bench: ## the throughput table: flashgate vs bare fasthttp with wrk, writers, ws fan-out (ARGS='--rows order')
+	bash scripts/bench.sh $(ARGS)
+
+bench-go: ## the Go benchmarks (go test -bench) against the test dependencies (ARGS=...)
 	bash scripts/test.sh --bench $(ARGS)
 
 fuzz: ## run each of FUZZ_TARGETS for FUZZTIME

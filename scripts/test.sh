@@ -19,6 +19,7 @@ if [[ ${1:-} == --bench ]]; then
 fi
 
 go build -o bin/flashgate .
+bash scripts/need-wrk.sh || echo "test.sh: without wrk, the wrk script test is skipped" >&2
 
 export FLASHGATE_TEST_MYSQL_SERVER="${FLASHGATE_TEST_MYSQL_SERVER:-root@tcp(127.0.0.1:13306)/}"
 if [[ ! $FLASHGATE_TEST_MYSQL_SERVER =~ tcp\(([^:\)]+):([0-9]+)\)/ ]]; then

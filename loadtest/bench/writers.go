@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// A writer row measures the worker alone: with the worker stopped, the
+// gateway accepts orders (or gifts) for a few seconds, so that a backlog
+// waits in Kafka; then the worker starts and the row times MariaDB's rows
+// from the first written to the last.
+
+func (b *bench) rowOrderWriter(ctx context.Context) error {
+	ev, err := b.createEvent(ctx, "bench order writer", hugeStock, 0)
+	if err != nil {
+		return err
+	}
+	file, err := b.orderFile("order_writer", ev)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, drainTimeout, "the probe order written", func() (bool, error) {
+		pending, err := b.pendingOrders(ctx, ev)
+		return pending <= 0, err
+	}); err != nil {
+		return err
+	}
+	base, err := b.count(ctx, "SELECT COUNT(*) FROM orders WHERE event_id = ?", ev)
+	if err != nil {
+		return err
+	}
+	rate, backlog, gw, err := b.drain(ctx, file, "flashgate_gateway_orders_total", func() (int64, error) {
+		n, err := b.count(ctx, "SELECT COUNT(*) FROM orders WHERE event_id = ?", ev)
+		return n - base, err
+	})
+	if err != nil {
+		return err
+	}
+	b.rows = append(b.rows, row{
+		name: "order writer: Kafka backlog → MariaDB", rate: rate, unit: "orders/s",
+		answers: backlog, check: b.checkOrders(ctx, ev, hugeStock, gw),
+	})
+	return nil
+}
+
+func (b *bench) rowGiftWriter(ctx context.Context) error {
+	if err := b.warmWallets(ctx); err != nil {
+		return err
+	}
+	file, err := b.giftFile("gift_writer", senderBase+1, warmSenders)
+	if err != nil {
+		return err
+	}
+	if c := b.checkGifts(ctx); c != "ok" {
+		return fmt.Errorf("before the backlog: %s", c)
+	}
+	records := func() (int64, error) {
+		return b.count(ctx, "SELECT COUNT(*) FROM gift_records WHERE receiver_id = ?", anchor)
+	}
+	base, err := records()
+	if err != nil {
+		return err
+	}
+	rate, backlog, _, err := b.drain(ctx, file, "flashgate_gateway_gifts_total", func() (int64, error) {
+		n, err := records()
+		return n - base, err
+	})
+	if err != nil {
+		return err
+	}
+	b.rows = append(b.rows, row{
+		name: "gift writer, one anchor: Kafka backlog → MariaDB", rate: rate, unit: "gifts/s",
+		answers: backlog, check: b.checkGifts(ctx),
+	})
+	return nil
+}
+
+// drain stops the worker, builds a backlog with file for writerLoad, starts
+// the worker and times written() from its first row to the backlog's last.
+// It returns the rate, a description of the backlog and the wrk result.
+func (b *bench) drain(ctx context.Context, file, metric string, written func() (int64, error)) (float64, string, wrkResult, error) {
+	b.worker.stop()
+	accepted0, err := b.gatewayCount(metric, "accepted")
+	if err != nil {
+		return 0, "", wrkResult{}, err
+	}
+	gw, err := b.wrk(ctx, "http://"+b.cfg.GatewayAddr, file, writerLoad)
+	if err != nil {
+		return 0, "", wrkResult{}, err
+	}
+	accepted1, err := b.gatewayCount(metric, "accepted")
+	if err != nil {
+		return 0, "", wrkResult{}, err
+	}
+	backlog := accepted1 - accepted0
+	desc := fmt.Sprintf("backlog of %d, accepted at %.0f req/s with the worker stopped", backlog, gw.rate())
+	b.logf("  %s; starting the worker", desc)
+	if _, err := b.startService(ctx, "worker"); err != nil {
+		return 0, "", wrkResult{}, err
+	}
+	var firstAt, lastAt time.Time
+	var first, n int64
+	err = waitFor(ctx, drainTimeout, "the backlog written", func() (bool, error) {
+		var err error
+		if n, err = written(); err != nil || n == 0 {
+			return false, err
+		}
+		if firstAt.IsZero() {
+			firstAt, first = time.Now(), n
+		}
+		lastAt = time.Now()
+		return n >= backlog, nil
+	})
+	if err != nil {
+		return 0, "", gw, fmt.Errorf("%v (%d of %d written)", err, n, backlog)
+	}
+	if !lastAt.After(firstAt) || n <= first {
+		return 0, desc + "; written in one batch, too small to time", gw, nil
+	}
+	rate := float64(n-first) / lastAt.Sub(firstAt).Seconds()
+	b.logf("  drained %d at %.0f/s", n, rate)
+	return rate, desc, gw, nil
+}
