@@ -42,7 +42,10 @@ type Config struct {
 	config.Config
 	// Listener, if set, is served instead of listening on GatewayAddr.
 	Listener net.Listener
-	// Limiter decides per-user rate limits; nil allows everything.
+	// Limiter decides the per-user rate limits of payments and of the
+	// other routes; nil means the Redis limiter. Orders are limited in
+	// memory and gifts inside the gift-hold script, after the answers
+	// memory can give.
 	Limiter Limiter
 	// ReadTimeout bounds reading one request, from its first byte
 	// (default 10s); IdleTimeout bounds a keep-alive connection's wait for
@@ -61,9 +64,10 @@ type Server struct {
 	kafka    *kgo.Client
 	events   eventCache
 	limiter  Limiter
-	ipLimit  *ipLimiter  // nil: no per-IP limit
-	inflight *inflight   // load shedding: see handler.go
-	draining atomic.Bool // shutting down: answers close their connection
+	ipLimit  *memLimiter[string] // per client IP, routes without a token
+	orderLim *memLimiter[int64]  // per user, orders that would reach Redis
+	inflight *inflight           // load shedding: see handler.go
+	draining atomic.Bool         // shutting down: answers close their connection
 	ready    obs.Readiness
 	payments sandboxPayments
 	pay      payState  // recharge and withdrawals: see pay.go
@@ -86,7 +90,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if s.limiter == nil {
 		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
 	}
-	s.ipLimit = newIPLimiter(cfg.RateIP)
+	s.ipLimit = newMemLimiter[string](cfg.RateIP)
+	s.orderLim = newMemLimiter[int64](cfg.RateOrder)
+	if !cfg.RateGift.Off() {
+		s.gifts.limit = store.Limit{PerSecond: cfg.RateGift.PerSecond, Burst: cfg.RateGift.Burst}
+	}
 	s.inflight = newInflight(cfg.InflightBudgets(), cfg.InflightWait)
 	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()

@@ -43,7 +43,9 @@ var (
 		}
 		return m
 	}()
-	giftHoldSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+	giftLimitedCache = rateLimited.WithLabelValues(ClassGift.String(), "cache")
+	giftLimitedRedis = rateLimited.WithLabelValues(ClassGift.String(), "redis")
+	giftHoldSeconds  = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gift_hold_seconds",
 		Help:    "Latency of the gift hold script.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
@@ -71,6 +73,8 @@ const (
 type giftState struct {
 	catalog atomic.Pointer[giftCatalog] // swapped whole on every refresh
 	boards  boardCache
+	limit   store.Limit // each sender's, applied by the gift-hold script
+	deny    denyCache   // senders the script refused, until their retry time
 }
 
 // catalogGift is one active gift of the catalog.
@@ -206,6 +210,13 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 		return GiftAccepted{}, apierr.InvalidRequest.With("that many of this gift cost more coins than a wallet can hold")
 	}
 	coins := gift.Price * g.Count
+	// A sender refused a moment ago is answered from memory until the
+	// retry time, so a flood costs no Redis call.
+	now := time.Now()
+	if until := s.gifts.deny.get(denyKey{g.SenderID, ClassGift}, now); until > 0 {
+		giftLimitedCache.Inc()
+		return GiftAccepted{}, retryAfter(time.Duration(until - now.UnixNano()))
+	}
 
 	ticket := store.NewGiftTicket(g.SenderID)
 	res, err := s.holdGift(ctx, g.SenderID, ticket, coins, idemKey)
@@ -241,6 +252,10 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 	case store.HoldInsufficient:
 		giftResults["insufficient_balance"].Inc()
 		return GiftAccepted{}, apierr.InsufficientBalance
+	case store.HoldLimited:
+		s.gifts.deny.put(denyKey{g.SenderID, ClassGift}, now.Add(res.RetryAfter).UnixNano())
+		giftLimitedRedis.Inc()
+		return GiftAccepted{}, retryAfter(res.RetryAfter)
 	case store.HoldNotLoaded:
 		// Evicted again between the load and the retry.
 		giftResults["not_loaded"].Inc()
@@ -278,7 +293,7 @@ func (s *Server) holdGift(ctx context.Context, sender int64, ticket string, coin
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
 	start := time.Now()
-	res, err := s.redis.HoldGift(rctx, sender, ticket, coins, idemKey)
+	res, err := s.redis.HoldGift(rctx, sender, ticket, coins, idemKey, s.gifts.limit)
 	giftHoldSeconds.Observe(time.Since(start).Seconds())
 	return res, err
 }

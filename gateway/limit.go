@@ -61,7 +61,6 @@ type RedisLimiter struct {
 func NewRedisLimiter(r *store.Store, cfg config.Config) *RedisLimiter {
 	l := &RedisLimiter{redis: r}
 	l.rates[ClassOrder], l.rates[ClassGift], l.rates[ClassPay], l.rates[ClassOther] = cfg.RateOrder, cfg.RateGift, cfg.RatePay, cfg.RateOther
-	l.deny.m = map[denyKey]int64{}
 	return l
 }
 
@@ -119,6 +118,9 @@ func (d *denyCache) get(k denyKey, now time.Time) int64 {
 
 func (d *denyCache) put(k denyKey, until int64) {
 	d.mu.Lock()
+	if d.m == nil {
+		d.m = map[denyKey]int64{}
+	}
 	d.m[k] = until
 	// Drop expired entries now and then so the map stays the size of the
 	// current flood, not of every user who was ever refused.
@@ -133,33 +135,38 @@ func (d *denyCache) put(k denyKey, until int64) {
 	d.mu.Unlock()
 }
 
-// ipLimiter is a per-client-IP GCRA kept in memory, for routes without a
-// token. It is per gateway replica: it only has to stop one noisy client.
-type ipLimiter struct {
+// memLimiter is a GCRA kept in this gateway's memory, per client IP (routes
+// without a token) or per user (orders). It is per replica: it only has to
+// stop one noisy client before it costs Redis anything.
+type memLimiter[K comparable] struct {
 	interval, limit int64 // nanoseconds
 	mu              sync.Mutex
-	tat             map[string]int64
+	tat             map[K]int64
 	swept           int64
 }
 
-func newIPLimiter(r config.Rate) *ipLimiter {
+// newMemLimiter returns nil, no limit, when the rate is off.
+func newMemLimiter[K comparable](r config.Rate) *memLimiter[K] {
 	if r.Off() {
 		return nil
 	}
 	iv := int64(float64(time.Second) / r.PerSecond)
-	return &ipLimiter{interval: iv, limit: iv * int64(r.Burst), tat: map[string]int64{}}
+	return &memLimiter[K]{interval: iv, limit: iv * int64(r.Burst), tat: map[K]int64{}}
 }
 
-// allow returns 0 or how long the client must wait.
-func (l *ipLimiter) allow(ip string, now int64) time.Duration {
+// allow returns 0 or how long the client must wait. A nil limiter allows.
+func (l *memLimiter[K]) allow(key K, now int64) time.Duration {
+	if l == nil {
+		return 0
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	tat := max(l.tat[ip], now)
+	tat := max(l.tat[key], now)
 	next := tat + l.interval
 	if next-now > l.limit {
 		return time.Duration(next - now - l.limit)
 	}
-	l.tat[ip] = next
+	l.tat[key] = next
 	if now-l.swept > int64(10*time.Second) {
 		l.swept = now
 		for k, t := range l.tat {

@@ -27,7 +27,8 @@ var (
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "undo_too_late_total",
 		Help: "Orders and gifts answered 503 whose undo failed and which the worker then committed anyway.",
 	})
-	luaSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+	orderLimited = rateLimited.WithLabelValues(ClassOrder.String(), "memory")
+	luaSeconds   = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "lua_seconds",
 		Help:    "Latency of the reserve script.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
@@ -56,6 +57,12 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 		// only Redis can tell, so only keyless requests are refused here.
 		ordersTotal.WithLabelValues("sold_out_memory").Inc()
 		return "", apierr.SoldOut
+	}
+	// Only what would reach Redis is limited. The reserve script answers a
+	// repeat buyer, so the limit only has to stop a flood, in memory.
+	if wait := s.orderLim.allow(userID, now.UnixNano()); wait > 0 {
+		orderLimited.Inc()
+		return "", retryAfter(wait)
 	}
 
 	ticket := store.NewOrderTicket(eventID)

@@ -28,8 +28,12 @@ type route struct {
 	// sheds those and never the order and gift paths. Zero (budgetMemory)
 	// is for routes answered from memory alone.
 	budget budgetClass
-	handle func(s *Server, rc *reqCtx) *apierr.Error
-	segs   []string
+	// limitLate: the handler applies the user's rate limit itself, after
+	// the answers memory can give (sold out, not started, bad input), so
+	// that those cost no Redis call and an accepted request one.
+	limitLate bool
+	handle    func(s *Server, rc *reqCtx) *apierr.Error
+	segs      []string
 }
 
 // Route is a documented endpoint: its method and path pattern in OpenAPI form.
@@ -41,7 +45,7 @@ type Route struct {
 var routes = []*route{
 	{method: "GET", pattern: "/api/v1/events", handle: (*Server).listEvents},
 	{method: "GET", pattern: "/api/v1/events/{id}", budget: budgetReads, handle: (*Server).getEvent},
-	{method: "POST", pattern: "/api/v1/events/{id}/orders", access: user, class: ClassOrder, budget: budgetOrders, handle: (*Server).createOrder},
+	{method: "POST", pattern: "/api/v1/events/{id}/orders", access: user, class: ClassOrder, budget: budgetOrders, limitLate: true, handle: (*Server).createOrder},
 	{method: "GET", pattern: "/api/v1/tickets/{ticket}", access: user, budget: budgetReads, handle: (*Server).getTicket},
 	{method: "GET", pattern: "/api/v1/orders", access: user, budget: budgetReads, handle: (*Server).listOrders},
 	{method: "GET", pattern: "/api/v1/orders/{order_no}", access: user, budget: budgetReads, handle: (*Server).getOrder},
@@ -53,7 +57,7 @@ var routes = []*route{
 
 	{method: "GET", pattern: "/api/v1/gifts", handle: (*Server).listGifts},
 	{method: "GET", pattern: "/api/v1/wallet", access: user, budget: budgetReads, handle: (*Server).getWallet},
-	{method: "POST", pattern: "/api/v1/rooms/{room_id}/gifts", access: user, class: ClassGift, budget: budgetGifts, handle: (*Server).sendGift},
+	{method: "POST", pattern: "/api/v1/rooms/{room_id}/gifts", access: user, class: ClassGift, budget: budgetGifts, limitLate: true, handle: (*Server).sendGift},
 	{method: "GET", pattern: "/api/v1/rooms/{room_id}/leaderboard", budget: budgetReads, handle: (*Server).leaderboard},
 
 	{method: "GET", pattern: "/api/v1/pay/products", budget: budgetReads, handle: (*Server).listPayProducts},

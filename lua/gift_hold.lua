@@ -8,13 +8,22 @@
 --                        "a:<ms>" aborted, "d:<ms>" decided; "m:<ticket>" -> ms an abort
 --                        marker was sent
 -- KEYS[3] {u:N}:idem:<key>  the answer to an Idempotency-Key ({u:N}:idem: when none)
+-- KEYS[4] {u:N}:rl:gift  the sender's gift rate limit: the GCRA's theoretical
+--                        arrival time, microseconds (see ratelimit.lua)
 -- ARGV[1] ticket
 -- ARGV[2] coins
 -- ARGV[3] "1" when an Idempotency-Key was sent
 -- ARGV[4] idempotency TTL, seconds
+-- ARGV[5] rate limit emission interval, microseconds; "0" for no limit
+-- ARGV[6] rate limit burst
+--
+-- The limit is applied here, so that an accepted gift is one round trip. It
+-- counts the requests that reach the balance check; a replay, or a wallet
+-- that must be loaded first (the gateway then calls again), does not count.
 --
 -- Returns {0, balance_after, held_at_ms} held; {1, "<ticket>:<balance_after>"}
--- a replay of the key; {2, balance} insufficient balance; {3} wallet not loaded.
+-- a replay of the key; {2, balance} insufficient balance; {3} wallet not
+-- loaded; {4, retry_after_us} rate limited.
 if ARGV[3] == '1' then
   local prev = redis.call('GET', KEYS[3])
   if prev then
@@ -25,12 +34,26 @@ local bal = redis.call('GET', KEYS[1])
 if not bal then
   return {3}
 end
+local t = redis.call('TIME')
+local interval = tonumber(ARGV[5])
+if interval > 0 then
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if tat < now_us then
+    tat = now_us
+  end
+  local new_tat = tat + interval
+  local over = new_tat - now_us - interval * tonumber(ARGV[6])
+  if over > 0 then
+    return {4, math.floor(over)}
+  end
+  redis.call('SET', KEYS[4], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now_us) / 1000) + 1)
+end
 bal = tonumber(bal)
 local coins = tonumber(ARGV[2])
 if bal < coins then
   return {2, bal}
 end
-local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local after = redis.call('DECRBY', KEYS[1], coins)
 redis.call('HSET', KEYS[2], ARGV[1], 'p:' .. coins .. ':' .. now)

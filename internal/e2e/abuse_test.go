@@ -192,3 +192,43 @@ func TestTokens(t *testing.T) {
 		t.Errorf("current secret after the window: %d %s", a.Status, a.Raw)
 	}
 }
+
+// TestCheapAnswersNotLimited: what memory answers (sold out, not started,
+// bad gift input) is never rate-limited, since it costs no Redis call;
+// the limit starts where Redis would be reached.
+func TestCheapAnswersNotLimited(t *testing.T) {
+	s := start(t, options{noWS: true, mutate: func(c *config.Config) {
+		c.RateOrder = config.Rate{PerSecond: 1, Burst: 1}
+		c.RateGift = config.Rate{PerSecond: 1, Burst: 1}
+	}})
+	sold := s.liveEvent(1)
+	if a := s.order(sold, 1); a.Status != 202 {
+		t.Fatalf("the one unit: %d %s", a.Status, a.Raw)
+	}
+	s.waitFor("the gateway to know it is sold out", func() bool { return s.order(sold, 2).Status == 410 })
+	later := s.createEvent(5, time.Now().Add(time.Hour), time.Now().Add(2*time.Hour))
+	for i := 0; i < 20; i++ {
+		if a := s.order(sold, 3); a.Status != 410 {
+			t.Fatalf("sold-out answer %d: %d %s", i, a.Status, a.Raw)
+		}
+		if a := s.order(later, 3); a.Status != 409 || a.errCode() != "not_started" {
+			t.Fatalf("not-started answer %d: %d %s", i, a.Status, a.Raw)
+		}
+		if a := s.gift(1, 3, 3, 1, 1); a.Status != 400 || a.errCode() != "self_gift" {
+			t.Fatalf("self gift %d: %d %s", i, a.Status, a.Raw)
+		}
+	}
+	// What reaches Redis is limited: a burst of 1, then one a second.
+	live := s.liveEvent(100)
+	codes := map[int]int{}
+	for uid := int64(3); uid < 5; uid++ {
+		codes[s.order(live, 3).Status]++
+	}
+	s.giftSeedWallet(3, 100)
+	for i := 0; i < 3; i++ {
+		codes[s.gift(1, 3, 7, 1, 1).Status]++
+	}
+	if codes[202] != 2 || codes[429] != 3 {
+		t.Errorf("answers %v, want one order and one gift accepted, the rest 429", codes)
+	}
+}

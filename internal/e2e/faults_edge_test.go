@@ -121,7 +121,7 @@ func TestFaultEdgeMySQLStall(t *testing.T) {
 	s.giftSeedWallet(giftOwner, 100)
 	s.do("GET", "/api/v1/wallet", s.token(giftOwner), "")
 	giftTicket := store.NewGiftTicket(giftOwner)
-	if r, err := s.redis.HoldGift(context.Background(), giftOwner, giftTicket, 10, ""); err != nil || r.Status != store.Held {
+	if r, err := s.redis.HoldGift(context.Background(), giftOwner, giftTicket, 10, "", store.Limit{}); err != nil || r.Status != store.Held {
 		t.Fatalf("hold: %+v %v", r, err)
 	}
 

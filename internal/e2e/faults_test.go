@@ -557,7 +557,7 @@ func TestFaultKafkaDown(t *testing.T) {
 		}
 		s.giftSeedWallet(u, 5)
 		s.do("GET", "/api/v1/wallet", s.token(u), "")
-		h, err := s.redis.HoldGift(ctx, u, gt, 1, "")
+		h, err := s.redis.HoldGift(ctx, u, gt, 1, "", store.Limit{})
 		if err != nil || h.Status != store.Held {
 			t.Fatalf("hold: %+v %v", h, err)
 		}

@@ -753,10 +753,10 @@ func TestGiftHoldReconciled(t *testing.T) {
 	}
 	ctx := context.Background()
 	lost, committed := store.NewGiftTicket(sender), store.NewGiftTicket(sender)
-	if res, err := s.redis.HoldGift(ctx, sender, lost, 30, ""); err != nil || res.Status != store.Held || res.Balance != 70 {
+	if res, err := s.redis.HoldGift(ctx, sender, lost, 30, "", store.Limit{}); err != nil || res.Status != store.Held || res.Balance != 70 {
 		t.Fatalf("hold: %+v %v", res, err)
 	}
-	if res, err := s.redis.HoldGift(ctx, sender, committed, 20, ""); err != nil || res.Status != store.Held || res.Balance != 50 {
+	if res, err := s.redis.HoldGift(ctx, sender, committed, 20, "", store.Limit{}); err != nil || res.Status != store.Held || res.Balance != 50 {
 		t.Fatalf("hold: %+v %v", res, err)
 	}
 	// The worker committed this one (ticket and debit) and died before it
@@ -775,7 +775,7 @@ func TestGiftHoldReconciled(t *testing.T) {
 	// A third hold was undone by a gateway whose produce failed: its marker
 	// stays only until no late message could still arrive.
 	undone := store.NewGiftTicket(sender)
-	if res, err := s.redis.HoldGift(ctx, sender, undone, 10, ""); err != nil || res.Status != store.Held {
+	if res, err := s.redis.HoldGift(ctx, sender, undone, 10, "", store.Limit{}); err != nil || res.Status != store.Held {
 		t.Fatalf("hold: %+v %v", res, err)
 	}
 	if ok, err := s.redis.UndoGift(ctx, sender, undone, ""); err != nil || !ok {
@@ -835,5 +835,49 @@ func TestGiftKafkaUnreachable(t *testing.T) {
 	}
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Status != 200 || w.Body["balance"] != float64(100) {
 		t.Errorf("wallet: %d %s", w.Status, w.Raw)
+	}
+}
+
+// TestGiftLimitInHoldScript: the sender's gift rate limit is applied by the
+// hold script itself, so an accepted gift is one Redis round trip. A wallet
+// that is not loaded yet and a replayed Idempotency-Key are not counted; a
+// refusal holds nothing and says how long to wait.
+func TestGiftLimitInHoldScript(t *testing.T) {
+	s := start(t, options{noWorker: true, noWS: true})
+	ctx := context.Background()
+	const sender = 31
+	limit := store.Limit{PerSecond: 0.5, Burst: 2} // two at once, then one every 2 s
+	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", limit); err != nil || r.Status != store.HoldNotLoaded {
+		t.Fatalf("before the wallet is loaded: %+v %v", r, err)
+	}
+	s.giftSeedWallet(sender, 100)
+	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) { // loads it
+		t.Fatalf("wallet: %s", w.Raw)
+	}
+	first := store.NewGiftTicket(sender)
+	for i, tk := range []string{first, store.NewGiftTicket(sender)} {
+		key := ""
+		if i == 0 {
+			key = "k1"
+		}
+		if r, err := s.redis.HoldGift(ctx, sender, tk, 1, key, limit); err != nil || r.Status != store.Held {
+			t.Fatalf("gift %d within the burst: %+v %v", i, r, err)
+		}
+	}
+	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "k1", limit); err != nil || r.Status != store.HoldReplay || r.Ticket != first {
+		t.Fatalf("a replay past the burst: %+v %v", r, err)
+	}
+	r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", limit)
+	if err != nil || r.Status != store.HoldLimited || r.RetryAfter <= 0 || r.RetryAfter > 2*time.Second {
+		t.Fatalf("third gift: %+v %v, want limited with a wait of at most 2 s", r, err)
+	}
+	if bal := s.giftHot(sender); bal != 98 {
+		t.Errorf("hot balance %d after two holds, want 98", bal)
+	}
+	if n := s.giftHolds(sender); n != 2 {
+		t.Errorf("%d holds, want 2", n)
+	}
+	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", store.Limit{}); err != nil || r.Status != store.Held {
+		t.Errorf("without a limit: %+v %v", r, err)
 	}
 }

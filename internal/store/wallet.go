@@ -70,26 +70,46 @@ const (
 	HoldReplay
 	HoldInsufficient
 	HoldNotLoaded
+	HoldLimited
 )
 
 // HoldResult is what HoldGift decided.
 type HoldResult struct {
-	Status  HoldStatus
-	Ticket  string    // a replay's original ticket
-	Balance int64     // after the hold; a replay's original answer; the balance when insufficient
-	HeldAt  time.Time // Held: Redis's clock when the coins were held
+	Status     HoldStatus
+	Ticket     string        // a replay's original ticket
+	Balance    int64         // after the hold; a replay's original answer; the balance when insufficient
+	HeldAt     time.Time     // Held: Redis's clock when the coins were held
+	RetryAfter time.Duration // HoldLimited: how long the sender must wait
 }
 
+// Limit is a per-user rate limit a script applies (GCRA): requests per
+// second and the burst allowed at once. The zero Limit is no limit.
+type Limit struct {
+	PerSecond float64
+	Burst     int
+}
+
+// interval is the GCRA emission interval in microseconds, "0" for none.
+func (l Limit) interval() string {
+	if l.PerSecond <= 0 || l.Burst <= 0 {
+		return "0"
+	}
+	return strconv.FormatInt(int64(1e6/l.PerSecond), 10)
+}
+
+// RateLimitKey is the key of a user's GCRA state for a class of requests.
+func RateLimitKey(id int64, class string) string { return uTag(id) + ":rl:" + class }
+
 // HoldGift takes coins from the sender's hot balance and holds them for the
-// ticket. idemKey may be "".
-func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string) (HoldResult, error) {
+// ticket, within the sender's rate limit. idemKey may be "".
+func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string, limit Limit) (HoldResult, error) {
 	idem := "0"
 	if idemKey != "" {
 		idem = "1"
 	}
 	vals, err := lua.GiftHold.Exec(ctx, s.C,
-		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey)},
-		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL},
+		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), RateLimitKey(senderID, "gift")},
+		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL, limit.interval(), strconv.Itoa(limit.Burst)},
 	).ToArray()
 	if err != nil {
 		return HoldResult{}, fmt.Errorf("cannot hold coins: %w", err)
@@ -103,6 +123,9 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 		r.HeldAt = time.UnixMilli(ms).UTC()
 	case HoldInsufficient:
 		r.Balance, _ = vals[1].AsInt64()
+	case HoldLimited:
+		us, _ := vals[1].AsInt64()
+		r.RetryAfter = time.Duration(us) * time.Microsecond
 	case HoldReplay:
 		prev, _ := vals[1].ToString()
 		i := strings.LastIndexByte(prev, ':')
