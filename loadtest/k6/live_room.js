@@ -224,11 +224,9 @@ export function viewer(data) {
     if (connectTimer !== null) clearTimeout(connectTimer);
     viewerMissing.add(Math.max(0, EXPECTED - seen.size));
     if (seen.size > 1 && last > first) viewerPushRate.add((seen.size - 1) / ((last - first) / 1000));
-    try {
-      if (ws.readyState === 0 || ws.readyState === 1) ws.close();
-    } catch (_) {
-      // still connecting; onopen closes it
-    }
+    // Only an open socket is closed here: one still connecting is closed by
+    // onopen, or fails on its own (k6 then fires error and close).
+    if (ws.readyState === 1) ws.close();
   }
 
   ws.onopen = () => {
@@ -268,7 +266,7 @@ export function viewer(data) {
 export function sender(data) {
   const me = data.senders[exec.scenario.iterationInTest];
   const gifts = new Map(); // ticket -> { at, outcome, pushedAt, missing, nextPoll }
-  const st = { next: 0, holdUntil: 0, sending: false, sent: false, done: false, deadline: 0 };
+  const st = { next: 0, holdUntil: 0, sending: false, sent: false, done: false, deadline: 0, socketLost: false };
   let ticker = null;
   let checker = null;
 
@@ -307,13 +305,16 @@ export function sender(data) {
   };
   ws.onerror = (e) => {
     connected();
-    if (st.done) return;
+    if (st.done || st.socketLost) return;
+    st.socketLost = true;
     socketErrors.add(1, { role: 'sender', why: 'error' });
     console.warn(`sender ${me.id}: socket error ${e && e.error}`);
     startSending();
   };
   ws.onclose = () => {
-    if (st.done) return;
+    // k6 follows an error with a close; count the socket once.
+    if (st.done || st.socketLost) return;
+    st.socketLost = true;
     socketErrors.add(1, { role: 'sender', why: 'closed_by_server' });
     startSending();
   };
@@ -409,11 +410,9 @@ export function sender(data) {
     for (const id of [ticker, checker]) if (id !== null) clearInterval(id);
     for (const id of [connectTimer, settleTimer]) if (id !== null) clearTimeout(id);
     ticker = checker = connectTimer = settleTimer = null;
-    try {
-      if (ws.readyState === 0 || ws.readyState === 1) ws.close();
-    } catch (_) {
-      // still connecting; onopen closes it
-    }
+    // Only an open socket is closed here: one still connecting is closed by
+    // onopen, or fails on its own (k6 then fires error and close).
+    if (ws.readyState === 1) ws.close();
   }
 }
 
