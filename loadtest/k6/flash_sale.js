@@ -115,7 +115,8 @@ export const options = {
   summaryTrendStats: ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'],
 };
 
-// buyers is this run's users: the tokens file, or the tokens setup() minted.
+// buyers is this run's users, for teardown: the first USERS of the tokens
+// file, or the tokens setup() minted.
 function buyers(data) {
   return FILE_USERS ? FILE_USERS.slice(0, USERS) : data.users;
 }
@@ -159,9 +160,10 @@ function existingEvent(id) {
 }
 
 export default function (data) {
+  // Index, do not slice: a SharedArray decodes every element it hands out.
   const i = exec.scenario.iterationInTest;
-  const users = buyers(data);
-  if (i >= users.length) {
+  const users = FILE_USERS || data.users;
+  if (i >= Math.min(users.length, USERS)) {
     usersExhausted.add(1);
     return;
   }
