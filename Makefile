@@ -18,10 +18,24 @@ FUZZ_SMOKE ?= 10000x
 export FUZZ_TARGETS FUZZ_SMOKE
 FUZZTIME ?= 500000x
 
-.PHONY: help build run test test-faults bench bench-go fuzz clean clean-data
+# k6 is not installed by the project (it is AGPL-licensed): bring your own
+# v1.x. K6 is the binary: k6 on PATH, else bin/k6 if you put one there.
+K6 ?= $(or $(shell command -v k6 2>/dev/null),$(wildcard bin/k6),k6)
+SCENARIO ?= flash_sale
+SCENARIOS := $(sort $(basename $(notdir $(wildcard loadtest/k6/*.js))))
+# Extra `k6 run` arguments for loadtest, e.g. K6_ARGS='--out json=run.json'
+K6_ARGS ?=
+# k6 resolves a relative open() path against the script's directory; make
+# hands the scripts an absolute path instead.
+ifneq ($(TOKENS_FILE),)
+override TOKENS_FILE := $(abspath $(TOKENS_FILE))
+export TOKENS_FILE
+endif
+
+.PHONY: help build run test test-faults bench bench-go fuzz k6 loadtest clean clean-data
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 build: ## build bin/flashgate
 	$(GO) build -o $(BIN) .
@@ -47,6 +61,31 @@ fuzz: ## run each of FUZZ_TARGETS for FUZZTIME
 		echo "fuzz $${t#*:} in $${t%%:*}"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
 	done
+
+k6: ## check for a k6 v1.x binary (K6=..., else k6 on PATH or bin/k6); the project does not install it
+	@if ! command -v "$(K6)" >/dev/null 2>&1; then \
+		echo "make k6: no k6 binary ('$(K6)')." >&2; \
+		echo "  The project does not install k6 (it is AGPL-licensed); bring your own v1.x:" >&2; \
+		echo "  your package manager's k6 package, or Grafana's k6 release for your platform." >&2; \
+		echo "  Put it on PATH, copy it to bin/k6, or name it with K6=/path/to/k6." >&2; \
+		exit 1; \
+	fi
+	@v=$$("$(K6)" version 2>/dev/null | head -n 1); \
+	case "$$v" in \
+		"k6 v"[1-9]*) echo "$$v";; \
+		*) echo "make k6: '$(K6) version' says '$$v'; the scenarios need k6 v1.x (k6/websockets)" >&2; exit 1;; \
+	esac
+
+loadtest: ## run a k6 scenario against a running `make run`: SCENARIO=flash_sale or live_room (K6_ARGS=...)
+	@case "$(SCENARIO)" in \
+		*[!a-z0-9_]*|"") ok=no;; \
+		*) if [ -f "loadtest/k6/$(SCENARIO).js" ]; then ok=yes; else ok=no; fi;; \
+	esac; \
+	if [ "$$ok" != yes ]; then \
+		echo "make loadtest: unknown SCENARIO '$(SCENARIO)'; one of: $(SCENARIOS)" >&2; exit 2; \
+	fi
+	@$(MAKE) --no-print-directory k6
+	$(K6) run $(K6_ARGS) loadtest/k6/$(SCENARIO).js
 
 clean: ## remove bin/ (keeps the data in .run/)
 	rm -rf bin
