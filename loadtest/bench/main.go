@@ -109,6 +109,7 @@ Flags:
 	fs.StringVar(&b.bin, "flashgate", "bin/flashgate", "the flashgate binary")
 	fs.StringVar(&b.bareBin, "bare", "bin/bare", "the bare reference server (go build ./loadtest/bare)")
 	fs.StringVar(&b.script, "script", "loadtest/wrk/requests.lua", "the wrk script")
+	keep := fs.Bool("keep", false, "after the table, keep the stack running until Ctrl-C (to look at /metrics, profile or poke it)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -168,6 +169,11 @@ Flags:
 	fmt.Print(report)
 	if err := b.save(report); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
+	}
+	if *keep {
+		b.logf("the stack keeps running (gateway %s, ws %s, worker %s, logs in %s); Ctrl-C stops it",
+			b.cfg.GatewayAddr, b.cfg.WSAddr, b.cfg.WorkerAddr, b.dir)
+		<-ctx.Done()
 	}
 	if b.failed {
 		fmt.Fprintln(os.Stderr, "bench: FAIL: a row broke a promise (see the check column)")
