@@ -94,9 +94,9 @@ func TestRequestsScript(t *testing.T) {
 func TestGiftTicket(t *testing.T) {
 	for msg, want := range map[string]string{
 		`{"type":"gift","room_id":2,"ticket":"g5-abc","sender_id":5}`: "g5-abc",
-		`{"type":"ticket","ticket":"o1-abc","status":"succeeded"}`:     "",
-		`{"type":"gift","room_id":2}`:                                  "",
-		`{"type":"gift","ticket":"g5-cut`:                              "",
+		`{"type":"ticket","ticket":"o1-abc","status":"succeeded"}`:    "",
+		`{"type":"gift","room_id":2}`:                                 "",
+		`{"type":"gift","ticket":"g5-cut`:                             "",
 	} {
 		if got := giftTicket([]byte(msg)); got != want {
 			t.Errorf("%s: %q, want %q", msg, got, want)
