@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 
@@ -66,13 +67,15 @@ type Server struct {
 	limiter  Limiter
 	ipLimit  *memLimiter[string] // per client IP, routes without a token
 	orderLim *memLimiter[int64]  // per user, orders that would reach Redis
-	inflight *inflight           // load shedding: see handler.go
-	draining atomic.Bool         // shutting down: answers close their connection
-	ready    obs.Readiness
-	payments sandboxPayments
-	pay      payState  // recharge and withdrawals: see pay.go
-	gifts    giftState // live-room gifts and wallet: see gifts.go
-	now      func() time.Time
+	// produceObs are the produce latency histograms of the hot topics.
+	produceObs map[string]prometheus.Observer
+	inflight   *inflight   // load shedding: see handler.go
+	draining   atomic.Bool // shutting down: answers close their connection
+	ready      obs.Readiness
+	payments   sandboxPayments
+	pay        payState  // recharge and withdrawals: see pay.go
+	gifts      giftState // live-room gifts and wallet: see gifts.go
+	now        func() time.Time
 
 	bg sync.WaitGroup
 }
@@ -92,6 +95,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.ipLimit = newMemLimiter[string](cfg.RateIP)
 	s.orderLim = newMemLimiter[int64](cfg.RateOrder)
+	s.produceObs = map[string]prometheus.Observer{}
+	for _, t := range []string{cfg.OrdersTopic(), cfg.GiftsTopic()} {
+		s.produceObs[t] = obs.KafkaProduceSeconds.WithLabelValues(t)
+	}
 	if !cfg.RateGift.Off() {
 		s.gifts.limit = store.Limit{PerSecond: cfg.RateGift.PerSecond, Burst: cfg.RateGift.Burst}
 	}

@@ -27,6 +27,15 @@ var (
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "undo_too_late_total",
 		Help: "Orders and gifts answered 503 whose undo failed and which the worker then committed anyway.",
 	})
+	// orderResults are the ordersTotal children, resolved once.
+	orderResults = func() map[string]prometheus.Counter {
+		m := map[string]prometheus.Counter{}
+		for _, r := range []string{"accepted", "accepted_late", "replay", "already_purchased", "sold_out", "sold_out_memory",
+			"not_found", "not_started", "ended", "not_warm", "redis_error", "kafka_error"} {
+			m[r] = ordersTotal.WithLabelValues(r)
+		}
+		return m
+	}()
 	orderLimited = rateLimited.WithLabelValues(ClassOrder.String(), "memory")
 	luaSeconds   = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "lua_seconds",
@@ -41,21 +50,21 @@ var (
 func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey string) (string, *apierr.Error) {
 	ev := s.events.get(eventID)
 	if ev == nil {
-		ordersTotal.WithLabelValues("not_found").Inc()
+		orderResults["not_found"].Inc()
 		return "", apierr.NotFound.With("no such event")
 	}
 	now := s.now()
 	switch {
 	case now.Before(ev.StartsAt):
-		ordersTotal.WithLabelValues("not_started").Inc()
+		orderResults["not_started"].Inc()
 		return "", apierr.NotStarted
 	case !now.Before(ev.EndsAt):
-		ordersTotal.WithLabelValues("ended").Inc()
+		orderResults["ended"].Inc()
 		return "", apierr.Ended
 	case ev.stockLeft.Load() <= 0 && idemKey == "":
 		// With an idempotency key the user may be replaying a success, which
 		// only Redis can tell, so only keyless requests are refused here.
-		ordersTotal.WithLabelValues("sold_out_memory").Inc()
+		orderResults["sold_out_memory"].Inc()
 		return "", apierr.SoldOut
 	}
 	// Only what would reach Redis is limited. The reserve script answers a
@@ -80,23 +89,23 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 			})
 		}
 		s.log.Warn("reserve failed", "event", eventID, "err", err)
-		ordersTotal.WithLabelValues("redis_error").Inc()
+		orderResults["redis_error"].Inc()
 		return "", apierr.Unavailable
 	}
 	switch res.Status {
 	case store.AlreadyBought:
 		if res.Replay {
-			ordersTotal.WithLabelValues("replay").Inc()
+			orderResults["replay"].Inc()
 			return res.Ticket, nil
 		}
-		ordersTotal.WithLabelValues("already_purchased").Inc()
+		orderResults["already_purchased"].Inc()
 		return "", apierr.AlreadyPurchased.WithTicket(res.Ticket)
 	case store.SoldOut:
 		ev.stockLeft.Store(0)
-		ordersTotal.WithLabelValues("sold_out").Inc()
+		orderResults["sold_out"].Inc()
 		return "", apierr.SoldOut
 	case store.NotWarm:
-		ordersTotal.WithLabelValues("not_warm").Inc()
+		orderResults["not_warm"].Inc()
 		return "", apierr.Unavailable.With("the sale is being loaded, try again in a moment")
 	}
 	ev.stockLeft.Store(res.StockLeft)
@@ -115,17 +124,17 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 			})
 		case !undone:
 			// The worker already claimed it: the order did reach Kafka.
-			ordersTotal.WithLabelValues("accepted_late").Inc()
+			orderResults["accepted_late"].Inc()
 			return ticket, nil
 		}
 		if undone {
 			ev.stockLeft.Add(1)
 		}
 		s.log.Warn("produce failed; reservation undone", "ticket", ticket, "err", err)
-		ordersTotal.WithLabelValues("kafka_error").Inc()
+		orderResults["kafka_error"].Inc()
 		return "", apierr.Unavailable
 	}
-	ordersTotal.WithLabelValues("accepted").Inc()
+	orderResults["accepted"].Inc()
 	return ticket, nil
 }
 
@@ -167,6 +176,15 @@ func (s *Server) compensate(eventID, userID int64, ticket string) (bool, error) 
 	return s.redis.Compensate(ctx, eventID, userID, ticket)
 }
 
+// produceSeconds is the produce latency histogram of a topic; the order and
+// gift topics' are resolved once.
+func (s *Server) produceSeconds(topic string) prometheus.Observer {
+	if o, ok := s.produceObs[topic]; ok {
+		return o
+	}
+	return obs.KafkaProduceSeconds.WithLabelValues(topic)
+}
+
 // produce sends one record and waits for the broker's acknowledgement, at
 // most ProduceTimeout. A full producer buffer fails at once.
 func (s *Server) produce(ctx context.Context, r *kgo.Record) error {
@@ -177,7 +195,7 @@ func (s *Server) produce(ctx context.Context, r *kgo.Record) error {
 	s.kafka.TryProduce(pctx, r, func(_ *kgo.Record, err error) { done <- err })
 	select {
 	case err := <-done:
-		obs.KafkaProduceSeconds.WithLabelValues(r.Topic).Observe(time.Since(start).Seconds())
+		s.produceSeconds(r.Topic).Observe(time.Since(start).Seconds())
 		return err
 	case <-pctx.Done():
 		return pctx.Err()

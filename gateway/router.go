@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // access says who may call a route.
@@ -34,6 +35,7 @@ type route struct {
 	limitLate bool
 	handle    func(s *Server, rc *reqCtx) *apierr.Error
 	segs      []string
+	ok        prometheus.Counter // requestsTotal{route, "ok"}, resolved once
 }
 
 // Route is a documented endpoint: its method and path pattern in OpenAPI form.
@@ -72,6 +74,7 @@ var routes = []*route{
 func init() {
 	for _, r := range routes {
 		r.segs = strings.Split(strings.TrimPrefix(r.pattern, "/"), "/")
+		r.ok = requestsTotal.WithLabelValues(r.pattern, "ok")
 	}
 }
 
