@@ -151,17 +151,20 @@ func (s *Store) Claim(ctx context.Context, eventID int64, tickets []string) (abo
 	if len(tickets) == 0 {
 		return nil, nil
 	}
-	execs := make([]rueidis.LuaExec, len(tickets))
+	keys := make([]string, len(tickets))
 	for i, t := range tickets {
-		execs[i] = rueidis.LuaExec{Keys: []string{TicketKey(eventID, t)}}
+		keys[i] = TicketKey(eventID, t)
+	}
+	res, err := lua.Claim.Exec(ctx, s.C, keys, nil).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("cannot claim tickets: %w", err)
+	}
+	if len(res) != len(tickets) {
+		return nil, fmt.Errorf("claim answered %d of %d tickets", len(res), len(tickets))
 	}
 	aborted = map[string]bool{}
-	for i, r := range lua.Claim.ExecMulti(ctx, s.C, execs...) {
-		n, err := r.AsInt64()
-		if err != nil {
-			return nil, fmt.Errorf("cannot claim tickets: %w", err)
-		}
-		if n == 0 {
+	for i, r := range res {
+		if n, _ := r.AsInt64(); n == 0 {
 			aborted[tickets[i]] = true
 		}
 	}
@@ -185,20 +188,34 @@ func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
 	if len(outs) == 0 {
 		return nil
 	}
-	ttl := ticketTTL
-	execs := make([]rueidis.LuaExec, len(outs))
-	for i, o := range outs {
-		status, ret := "failed", "0"
-		if o.Succeeded {
-			status = "succeeded"
+	// One script call per event: its keys share the event's hash tag.
+	byEvent := map[int64][]Outcome{}
+	var order []int64
+	for _, o := range outs {
+		if _, seen := byEvent[o.EventID]; !seen {
+			order = append(order, o.EventID)
 		}
-		if o.ReturnUnit {
-			ret = "1"
+		byEvent[o.EventID] = append(byEvent[o.EventID], o)
+	}
+	execs := make([]rueidis.LuaExec, 0, len(order))
+	for _, ev := range order {
+		group := byEvent[ev]
+		keys := make([]string, 3, 3+len(group))
+		keys[0], keys[1], keys[2] = StockKey(ev), BuyersKey(ev), PendingKey(ev)
+		args := make([]string, 1, 1+7*len(group))
+		args[0] = ticketTTL
+		for _, o := range group {
+			status, ret := "failed", "0"
+			if o.Succeeded {
+				status = "succeeded"
+			}
+			if o.ReturnUnit {
+				ret = "1"
+			}
+			keys = append(keys, TicketKey(ev, o.Ticket))
+			args = append(args, strconv.FormatInt(o.UserID, 10), o.Ticket, status, o.Reason, o.OrderNo, o.HeldTicket, ret)
 		}
-		execs[i] = rueidis.LuaExec{
-			Keys: []string{StockKey(o.EventID), BuyersKey(o.EventID), PendingKey(o.EventID), TicketKey(o.EventID, o.Ticket)},
-			Args: []string{strconv.FormatInt(o.UserID, 10), o.Ticket, status, o.Reason, o.OrderNo, o.HeldTicket, ret, ttl},
-		}
+		execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
 	}
 	for _, r := range lua.Settle.ExecMulti(ctx, s.C, execs...) {
 		if err := r.Error(); err != nil {
