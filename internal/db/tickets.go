@@ -116,11 +116,3 @@ type GiftIdem struct {
 	Balance   int64     `db:"balance_after"`
 	CreatedAt time.Time `db:"created_at"`
 }
-
-// RecentGiftIdem returns the gift Idempotency-Keys a user sent since t.
-func RecentGiftIdem(ctx context.Context, q sqlx.QueryerContext, userID int64, since time.Time) ([]GiftIdem, error) {
-	var out []GiftIdem
-	err := sqlx.SelectContext(ctx, q, &out, `SELECT idem_key, ticket, balance_after, created_at FROM tickets
-		WHERE user_id = ? AND kind = 'gift' AND idem_key IS NOT NULL AND created_at > ?`, userID, since.UTC())
-	return out, err
-}

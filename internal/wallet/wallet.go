@@ -114,64 +114,41 @@ func (w Wallets) Resync(ctx context.Context, userID int64) (bool, error) {
 	return err == nil, err
 }
 
-// load reads the balance and the recent credits in one snapshot and installs
-// them in Redis. Before the balance it puts back the answers to the user's
-// recent gift Idempotency-Keys that Redis lost with the balance (a flush, a
-// restart): no gift can be held until the balance is there, so a retry
-// meets its first answer, not a second debit.
+// load reads the balance, the recent credits and the recent gift
+// Idempotency-Keys in one snapshot and installs them in Redis. Before the
+// balance it puts back the answers to the user's recent gift keys that Redis
+// lost with the balance (a flush, a restart): no gift can be held until the
+// balance is there, so a retry meets its first answer, not a second debit.
 func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
-	bal, credited, err := w.snapshot(ctx, userID)
-	if err == nil {
-		err = w.restoreIdem(ctx, userID)
+	now := time.Now()
+	snap, err := db.ReadWalletSnapshot(ctx, w.DB, userID, creditWindow, now.Add(-store.IdemTTL))
+	if err == nil && len(snap.Idem) > 0 {
+		out := make([]store.GiftIdem, len(snap.Idem))
+		for i, k := range snap.Idem {
+			out[i] = store.GiftIdem{Key: k.IdemKey, Ticket: k.Ticket, Balance: k.Balance, Expires: k.CreatedAt.Add(store.IdemTTL)}
+		}
+		err = w.Redis.RestoreGiftIdem(ctx, userID, out, now)
 	}
 	if err != nil {
 		w.Redis.C.Do(ctx, w.Redis.C.B().Del().Key(store.LoadingKey(userID)).Build())
 		return 0, err
 	}
-	return w.Redis.FinishWalletLoad(ctx, userID, bal, credited)
-}
-
-func (w Wallets) restoreIdem(ctx context.Context, userID int64) error {
-	now := time.Now()
-	keys, err := db.RecentGiftIdem(ctx, w.DB, userID, now.Add(-store.IdemTTL))
-	if err != nil || len(keys) == 0 {
-		return err
-	}
-	out := make([]store.GiftIdem, len(keys))
-	for i, k := range keys {
-		out[i] = store.GiftIdem{Key: k.IdemKey, Ticket: k.Ticket, Balance: k.Balance, Expires: k.CreatedAt.Add(store.IdemTTL)}
-	}
-	return w.Redis.RestoreGiftIdem(ctx, userID, out, now)
+	return w.Redis.FinishWalletLoad(ctx, userID, snap.Balance, creditRefs(snap.Credits))
 }
 
 // snapshot reads the MySQL balance and the references of the credits it
 // includes, in one consistent read.
 func (w Wallets) snapshot(ctx context.Context, userID int64) (int64, []string, error) {
-	tx, err := w.DB.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
-	if err != nil {
-		return 0, nil, err
+	snap, err := db.ReadWalletSnapshot(ctx, w.DB, userID, creditWindow, time.Now())
+	return snap.Balance, creditRefs(snap.Credits), err
+}
+
+func creditRefs(cs []db.Credit) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = CreditRef(c.Kind, c.Ref)
 	}
-	defer tx.Rollback()
-	var bal int64
-	err = tx.GetContext(ctx, &bal, "SELECT balance FROM wallets WHERE user_id = ?", userID)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, nil, err
-	}
-	var refs []struct {
-		Kind string `db:"kind"`
-		Ref  string `db:"ref"`
-	}
-	err = tx.SelectContext(ctx, &refs, `SELECT kind, ref FROM ledger
-		WHERE user_id = ? AND account = 'balance' AND amount > 0 AND created_at > NOW(3) - INTERVAL ? SECOND`,
-		userID, int(creditWindow/time.Second))
-	if err != nil {
-		return 0, nil, err
-	}
-	credited := make([]string, len(refs))
-	for i, r := range refs {
-		credited[i] = CreditRef(r.Kind, r.Ref)
-	}
-	return bal, credited, nil
+	return out
 }
 
 // CreditHot applies a credit that MySQL committed to the hot balance, once
