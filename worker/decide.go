@@ -239,7 +239,8 @@ func decideGifts(msgs []bus.Gift, aborted map[string]bool, st giftState) giftPla
 		p.write.Tickets = append(p.write.Tickets, t)
 		p.outs = append(p.outs, out)
 	}
-	for _, d := range deltas {
+	for u, d := range deltas {
+		d.NewBalance, d.NewEarnings = wallets[u].Balance, wallets[u].Earnings
 		p.write.Wallets = append(p.write.Wallets, *d)
 	}
 	slices.SortFunc(p.write.Wallets, func(a, b db.WalletDelta) int { return cmp.Compare(a.UserID, b.UserID) })

@@ -151,12 +151,12 @@ func TestDecideGifts(t *testing.T) {
 		aborted map[string]bool
 		st      giftState
 		want    string
-		wallets string // net deltas "user:balance/earnings"
+		wallets string // net deltas and values after, "user:balance/earnings=balance/earnings"
 	}{
 		{"balance is spent in log order", []bus.Gift{gift("a", 1, 7, 6), gift("b", 1, 7, 6), gift("c", 1, 7, 4)}, nil,
-			giftState{wallets: wallets()}, "a:ok, b:insufficient_balance, c:ok", "1:-10/0 7:0/10"},
+			giftState{wallets: wallets()}, "a:ok, b:insufficient_balance, c:ok", "1:-10/0=0/0 7:0/10=0/110"},
 		{"gift before its marker wins", []bus.Gift{gift("a", 2, 7, 5), giftMarker("a", 2)}, nil,
-			giftState{wallets: wallets()}, "a:ok", "2:-5/0 7:0/5"},
+			giftState{wallets: wallets()}, "a:ok", "2:-5/0=0/0 7:0/5=0/105"},
 		{"marker before its gift fails it, no debit", []bus.Gift{giftMarker("a", 2), gift("a", 2, 7, 5)}, nil,
 			giftState{wallets: wallets()}, "a:timeout", ""},
 		{"undone by the gateway", []bus.Gift{gift("a", 1, 7, 1)}, map[string]bool{"g1-a": true},
@@ -166,9 +166,9 @@ func TestDecideGifts(t *testing.T) {
 		{"an Idempotency-Key MySQL already holds for another ticket", []bus.Gift{withKey(gift("b", 1, 7, 1), "k")}, nil,
 			giftState{wallets: wallets(), idem: map[db.IdemRef]string{{UserID: 1, Key: "k"}: "g1-a"}}, "b:duplicate", ""},
 		{"two copies of one key in a chunk: the first counts", []bus.Gift{withKey(gift("a", 1, 7, 1), "k"), withKey(gift("b", 1, 7, 1), "k")}, nil,
-			giftState{wallets: wallets()}, "a:ok, b:duplicate", "1:-1/0 7:0/1"},
+			giftState{wallets: wallets()}, "a:ok, b:duplicate", "1:-1/0=9/0 7:0/1=0/101"},
 		{"two senders, one anchor", []bus.Gift{gift("a", 1, 7, 3), gift("b", 2, 7, 2)}, nil,
-			giftState{wallets: wallets()}, "a:ok, b:ok", "1:-3/0 2:-2/0 7:0/5"},
+			giftState{wallets: wallets()}, "a:ok, b:ok", "1:-3/0=7/0 2:-2/0=3/0 7:0/5=0/105"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,7 +178,7 @@ func TestDecideGifts(t *testing.T) {
 			}
 			var ws []string
 			for _, d := range p.write.Wallets {
-				ws = append(ws, fmt.Sprintf("%d:%d/%d", d.UserID, d.Balance, d.Earnings))
+				ws = append(ws, fmt.Sprintf("%d:%d/%d=%d/%d", d.UserID, d.Balance, d.Earnings, d.NewBalance, d.NewEarnings))
 			}
 			if got := strings.Join(ws, " "); got != tc.wallets {
 				t.Errorf("wallet deltas %q, want %q", got, tc.wallets)

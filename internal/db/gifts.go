@@ -99,13 +99,17 @@ func GiftIdemHolders(ctx context.Context, tx *sqlx.Tx, refs []IdemRef) (map[Idem
 	return out, nil
 }
 
-// WalletDelta is the net change of one wallet in a chunk.
+// WalletDelta is the net change of one wallet in a chunk, and the balance
+// and earnings it leaves, computed from the values read under the wallet's
+// row lock.
 type WalletDelta struct {
-	UserID   int64
-	Balance  int64 // signed
-	Earnings int64 // signed
-	Spent    int64 // added to total_spent
-	Earned   int64 // added to total_earned
+	UserID      int64
+	Balance     int64 // signed
+	Earnings    int64 // signed
+	Spent       int64 // added to total_spent
+	Earned      int64 // added to total_earned
+	NewBalance  int64 // balance after the chunk
+	NewEarnings int64 // earnings after the chunk
 }
 
 // LedgerRow is one ledger entry with the account's value after it.
@@ -151,42 +155,27 @@ type GiftWrite struct {
 // last guard: a wrong decision fails the transaction instead of a wallet.
 func WriteGifts(ctx context.Context, tx *sqlx.Tx, w GiftWrite) error {
 	if len(w.Wallets) > 0 {
-		// One UPDATE with a CASE per column: an INSERT ... ON DUPLICATE KEY
-		// UPDATE would have MariaDB check the CHECK constraint against the
-		// candidate row of deltas, and a debit is negative.
-		var sb strings.Builder
-		var args []any
-		column := func(col string, v func(WalletDelta) int64) {
-			sb.WriteString(col + " = " + col + " + CASE user_id")
-			for _, d := range w.Wallets {
-				sb.WriteString(" WHEN ? THEN ?")
-				args = append(args, d.UserID, v(d))
-			}
-			sb.WriteString(" ELSE 0 END")
+		// The balances are absolute (read under the row locks this
+		// transaction holds, then moved in memory), so one multi-row
+		// statement writes every wallet in one pass; the candidate row
+		// MariaDB checks the CHECK constraint against holds the new values,
+		// which are never negative. An UPDATE with a CASE per column was
+		// quadratic in the chunk's wallets: 32 ms of a 500-gift chunk's
+		// 110 ms in MariaDB's slow log.
+		args := make([]any, 0, 5*len(w.Wallets))
+		for _, d := range w.Wallets {
+			args = append(args, d.UserID, d.NewBalance, d.NewEarnings, d.Spent, d.Earned)
 		}
-		sb.WriteString("UPDATE wallets SET ")
-		column("balance", func(d WalletDelta) int64 { return d.Balance })
-		sb.WriteString(", ")
-		column("earnings", func(d WalletDelta) int64 { return d.Earnings })
-		sb.WriteString(", ")
-		column("total_spent", func(d WalletDelta) int64 { return d.Spent })
-		sb.WriteString(", ")
-		column("total_earned", func(d WalletDelta) int64 { return d.Earned })
-		sb.WriteString(" WHERE user_id IN (")
-		for i, d := range w.Wallets {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteByte('?')
-			args = append(args, d.UserID)
-		}
-		sb.WriteByte(')')
-		res, err := tx.ExecContext(ctx, sb.String(), args...)
+		res, err := insertRows(ctx, tx, "INSERT INTO wallets (user_id, balance, earnings, total_spent, total_earned)", 5, len(w.Wallets),
+			` ON DUPLICATE KEY UPDATE balance = VALUES(balance), earnings = VALUES(earnings),
+				total_spent = total_spent + VALUES(total_spent), total_earned = total_earned + VALUES(total_earned)`, args)
 		if err != nil {
 			return fmt.Errorf("cannot update wallets: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n != int64(len(w.Wallets)) {
-			return fmt.Errorf("updated %d of %d wallets", n, len(w.Wallets))
+		// Each existing row changed counts twice; a row that was missing
+		// (LockWallets creates them all) would count once.
+		if n, _ := res.RowsAffected(); n != 2*int64(len(w.Wallets)) {
+			return fmt.Errorf("updated %d rows for %d wallets", n, len(w.Wallets))
 		}
 	}
 	if len(w.Ledger) > 0 {
