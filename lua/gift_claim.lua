@@ -1,7 +1,7 @@
 -- gift_claim: the worker marks a held gift as being committed before it
 -- writes MySQL, so a gateway that gave up on the produce can no longer undo it.
 --
--- KEYS[1] {u:N}:holds
+-- KEYS[1] {w:B}:holds:N
 -- ARGV[1] ticket
 --
 -- Returns 0 when the gateway already undid the hold (drop the gift), 1

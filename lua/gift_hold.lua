@@ -3,19 +3,26 @@
 -- The hold is stamped with Redis's own clock, which the hold reconciler
 -- also reads.
 --
--- KEYS[1] {u:N}:bal      hot balance (absent = not loaded)
--- KEYS[2] {u:N}:holds    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed,
---                        "a:<ms>" aborted, "d:<ms>" decided; "m:<ticket>" -> ms an abort
---                        marker was sent
--- KEYS[3] {u:N}:idem:<key>  the answer to an Idempotency-Key ({u:N}:idem: when none)
--- KEYS[4] {u:N}:rl:gift  the sender's gift rate limit: the GCRA's theoretical
---                        arrival time, microseconds (see ratelimit.lua)
+-- KEYS[1] {w:B}:bal:N      hot balance (absent = not loaded); B = N mod 1024
+-- KEYS[2] {w:B}:holds:N    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed,
+--                          "a:<ms>" aborted, "d:<ms>" decided; "m:<ticket>" -> ms an abort
+--                          marker was sent
+-- KEYS[3] {w:B}:idem:N:<key>  the answer to an Idempotency-Key ({w:B}:idem:N: when none)
+-- KEYS[4] {w:B}:rl:gift:N  the sender's gift rate limit: the GCRA's theoretical
+--                          arrival time, microseconds (see ratelimit.lua)
+-- KEYS[5] {w:B}:holders    zset: user id -> ms from which the hold reconciler
+--                          counts the pending timeout (see gift_holds_look.lua)
 -- ARGV[1] ticket
 -- ARGV[2] coins
 -- ARGV[3] "1" when an Idempotency-Key was sent
 -- ARGV[4] idempotency TTL, seconds
 -- ARGV[5] rate limit emission interval, microseconds; "0" for no limit
 -- ARGV[6] rate limit burst
+-- ARGV[7] the sender's user id (N)
+--
+-- The sender goes into the bucket's holders index with the hold's time, or
+-- keeps an earlier time that is there (ZADD LT: add, or lower the score,
+-- never raise it), so the reconciler finds every hold without a scan.
 --
 -- The limit is applied here, so that an accepted gift is one round trip. It
 -- counts the requests that reach the balance check; a replay, or a wallet
@@ -57,6 +64,7 @@ end
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local after = redis.call('DECRBY', KEYS[1], coins)
 redis.call('HSET', KEYS[2], ARGV[1], 'p:' .. coins .. ':' .. now)
+redis.call('ZADD', KEYS[5], 'LT', now, ARGV[7])
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[3], ARGV[1] .. ':' .. after, 'EX', ARGV[4])
 end

@@ -4,8 +4,8 @@
 -- becomes "d:<ms>" (decided), so a gateway still waiting for its produce
 -- learns that the gift got in; the hold reconciler drops it later.
 --
--- KEYS[1] {u:N}:bal
--- KEYS[2] {u:N}:holds
+-- KEYS[1] {w:B}:bal:N
+-- KEYS[2] {w:B}:holds:N
 -- ARGV[1] ticket
 -- ARGV[2] "1" committed, "0" failed
 --

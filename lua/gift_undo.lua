@@ -3,10 +3,12 @@
 -- worker already claimed or decided it, the gift did reach Kafka and nothing
 -- is undone.
 --
--- KEYS[1] {u:N}:bal
--- KEYS[2] {u:N}:holds
--- KEYS[3] {u:N}:idem:<key> ({u:N}:idem: when none)
+-- KEYS[1] {w:B}:bal:N
+-- KEYS[2] {w:B}:holds:N
+-- KEYS[3] {w:B}:idem:N:<key> ({w:B}:idem:N: when none)
+-- KEYS[4] {w:B}:holders   the bucket's index of users with holds
 -- ARGV[1] ticket
+-- ARGV[2] the sender's user id (N)
 --
 -- Returns 1 when undone (or nothing was held), 0 when too late.
 local h = redis.call('HGET', KEYS[2], ARGV[1])
@@ -25,9 +27,12 @@ if h then
 end
 -- Kept as "a:<ms>", also when nothing was held (the hold never ran, or Redis
 -- lost it), so that a message delivered late after all is dropped; the hold
--- reconciler deletes it a day later.
+-- reconciler deletes it a day later. The sender is indexed for that (NX: a
+-- sender with a hold is indexed already, at an earlier time).
 local t = redis.call('TIME')
-redis.call('HSET', KEYS[2], ARGV[1], string.format('a:%d', t[1] * 1000 + math.floor(t[2] / 1000)))
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[2], ARGV[1], string.format('a:%d', now))
+redis.call('ZADD', KEYS[4], 'NX', now, ARGV[2])
 local prev = redis.call('GET', KEYS[3])
 if prev and string.sub(prev, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
   redis.call('DEL', KEYS[3])

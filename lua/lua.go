@@ -1,6 +1,8 @@
 // Package lua embeds flashgate's Redis scripts. Each script names its KEYS
 // and ARGV in a header comment; all keys of one call share one hash tag
-// ({ev:N} for an event, {u:N} for a user's wallet), so every script runs in a single Redis Cluster slot.
+// ({ev:N} for an event; {w:B} for a user's wallet, B = the user id mod
+// 1024, store.WalletBuckets), so every script runs in a single Redis
+// Cluster slot.
 package lua
 
 import (
@@ -42,6 +44,10 @@ var (
 	giftClaimSrc string
 	//go:embed gift_settle.lua
 	giftSettleSrc string
+	//go:embed gift_holds_look.lua
+	giftHoldsLookSrc string
+	//go:embed wallet_unindex.lua
+	walletUnindexSrc string
 )
 
 // The scripts, loaded once and called by SHA (rueidis falls back to EVAL).
@@ -57,11 +63,13 @@ var (
 
 	RateLimit = rueidis.NewLuaScript(rateLimitSrc)
 
-	WalletLoad   = rueidis.NewLuaScript(walletLoadSrc)
-	WalletCredit = rueidis.NewLuaScript(walletCreditSrc)
-	WalletResync = rueidis.NewLuaScript(walletResyncSrc)
-	GiftHold     = rueidis.NewLuaScript(giftHoldSrc)
-	GiftUndo     = rueidis.NewLuaScript(giftUndoSrc)
-	GiftClaim    = rueidis.NewLuaScript(giftClaimSrc)
-	GiftSettle   = rueidis.NewLuaScript(giftSettleSrc)
+	WalletLoad    = rueidis.NewLuaScript(walletLoadSrc)
+	WalletCredit  = rueidis.NewLuaScript(walletCreditSrc)
+	WalletResync  = rueidis.NewLuaScript(walletResyncSrc)
+	WalletUnindex = rueidis.NewLuaScript(walletUnindexSrc)
+	GiftHold      = rueidis.NewLuaScript(giftHoldSrc)
+	GiftUndo      = rueidis.NewLuaScript(giftUndoSrc)
+	GiftClaim     = rueidis.NewLuaScript(giftClaimSrc)
+	GiftSettle    = rueidis.NewLuaScript(giftSettleSrc)
+	GiftHoldsLook = rueidis.NewLuaScript(giftHoldsLookSrc)
 )

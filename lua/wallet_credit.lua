@@ -1,9 +1,9 @@
 -- wallet_credit: add coins to the hot balance after MySQL committed them
 -- (a recharge, a refund), exactly once per reference.
 --
--- KEYS[1] {u:N}:bal
--- KEYS[2] {u:N}:loading
--- KEYS[3] {u:N}:credited
+-- KEYS[1] {w:B}:bal:N
+-- KEYS[2] {w:B}:loading:N
+-- KEYS[3] {w:B}:credited:N
 -- ARGV[1] coins
 -- ARGV[2] reference (e.g. "recharge:<order id>")
 -- ARGV[3] TTL of the credited set, seconds

@@ -3,8 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
+	"maps"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -199,125 +198,105 @@ func (w *Worker) syncStock(ctx context.Context, eventID int64) error {
 // reservations: a pending hold older than PendingTimeout gets an abort
 // marker on its gift's partition (keyed by sender), a hold whose gift was
 // decided but not settled is settled, claimed holds are left to the writer.
-// It also drops what holds hashes keep for a while: "d:" entries (decided;
-// a gateway still waiting for its produce reads them) after PendingTimeout,
-// "a:" entries (undone; a late record must find them) after a day.
-// Holds have no index across users (their keys must share each user's hash
-// tag), so this scans the keyspace: run it every
-// FLASHGATE_RECONCILE_INTERVAL, not on a hot path.
+// The holds hashes also drop what they keep for a while: "d:" entries
+// (decided; a gateway still waiting for its produce reads them) after
+// PendingTimeout, "a:" entries (undone; a late record must find them) after
+// a day.
+//
+// It walks no keyspace, which would stall Redis during a sale: each wallet
+// bucket indexes its users with holds by when they are next due
+// ({w:B}:holders), so a pass reads the users that are due, looks at each
+// one's holds with one script that also reschedules the user or drops them
+// from the index (gift_holds_look.lua), and reads MySQL only for the stale
+// holds it found. A sender is looked at about once per PendingTimeout
+// after their gifts, not on every pass.
 func (w *Worker) ReconcileGiftHolds(ctx context.Context) error {
 	now, err := w.redis.Now(ctx)
 	if err != nil {
 		return err
 	}
-	return w.scanKeys(ctx, "{u:*}:holds", func(keys []string) error {
-		for _, key := range keys {
-			if err := w.reconcileHolds(ctx, key, now); err != nil {
-				return err
-			}
+	due := now.Add(-w.cfg.PendingTimeout)
+	for from := 0; from < store.WalletBuckets; from += holdBucketsPerCall {
+		// At most reconcileBatch users per bucket and pass; the rest are
+		// still due on the next pass.
+		users, err := w.redis.HoldersDue(ctx, from, min(from+holdBucketsPerCall, store.WalletBuckets), due, reconcileBatch)
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-}
-
-// scanKeys calls f with every batch of keys matching pattern, on every
-// Redis node.
-func (w *Worker) scanKeys(ctx context.Context, pattern string, f func(keys []string) error) error {
-	for _, node := range w.redis.C.Nodes() {
-		var cursor uint64
-		for {
-			e, err := node.Do(ctx, node.B().Scan().Cursor(cursor).Match(pattern).Count(1000).Build()).AsScanEntry()
-			if err != nil {
-				return fmt.Errorf("cannot scan %s: %w", pattern, err)
-			}
-			if err := f(e.Elements); err != nil {
+		for len(users) > 0 {
+			n := min(len(users), reconcileBatch)
+			if err := w.reconcileHolders(ctx, users[:n], now); err != nil {
 				return err
 			}
-			if cursor = e.Cursor; cursor == 0 {
-				break
-			}
+			users = users[n:]
 		}
 	}
 	return nil
 }
 
-// reconcileHolds reconciles one user's holds hash.
-func (w *Worker) reconcileHolds(ctx context.Context, key string, now time.Time) error {
-	idPart, ok := strings.CutPrefix(key, "{u:")
-	if ok {
-		idPart, ok = strings.CutSuffix(idPart, "}:holds")
-	}
-	userID, err := strconv.ParseInt(idPart, 10, 64)
-	if !ok || err != nil || userID <= 0 {
-		return nil // not one of ours
-	}
-	holds, err := w.redis.C.Do(ctx, w.redis.C.B().Hgetall().Key(key).Build()).AsStrMap()
+// holdBucketsPerCall is how many buckets' holders indexes one round trip reads.
+const holdBucketsPerCall = 128
+
+// reconcileHolders looks at the holds of users that are due.
+func (w *Worker) reconcileHolders(ctx context.Context, users []int64, now time.Time) error {
+	looks, err := w.redis.LookAtHolds(ctx, users, now, w.cfg.PendingTimeout, keyLife)
 	if err != nil {
-		return fmt.Errorf("cannot read gift holds of user %d: %w", userID, err)
+		return err
 	}
-	cutoff := now.Add(-w.cfg.PendingTimeout).UnixMilli()
-	type staleHold struct {
-		ticket  string
-		pending bool
-		heldAt  int64
-	}
-	var stale []staleHold
-	var tickets, gone []string
-	for t, v := range holds {
-		if mt, isMark := strings.CutPrefix(t, "m:"); isMark {
-			if _, held := holds[mt]; !held {
-				gone = append(gone, t)
-			}
-			continue
+	var stale []int64
+	var tickets []string
+	for _, l := range looks {
+		if len(l.Stale) > 0 {
+			stale = append(stale, l.UserID)
 		}
-		state, rest, _ := strings.Cut(v, ":")
-		switch state {
-		case "a", "d":
-			life := w.cfg.PendingTimeout
-			if state == "a" {
-				life = keyLife
-			}
-			if at, err := strconv.ParseInt(rest, 10, 64); err != nil || at < now.Add(-life).UnixMilli() {
-				gone = append(gone, t)
-			}
-			continue
-		case "p", "c":
-		default:
-			continue
-		}
-		_, ms, _ := strings.Cut(rest, ":")
-		at, err := strconv.ParseInt(ms, 10, 64)
-		if err != nil || at >= cutoff {
-			continue // young enough to be in flight
-		}
-		stale = append(stale, staleHold{t, state == "p", at})
-		tickets = append(tickets, t)
-	}
-	if len(gone) > 0 {
-		if err := w.redis.C.Do(ctx, w.redis.C.B().Hdel().Key(key).Field(gone...).Build()).Error(); err != nil {
-			return fmt.Errorf("cannot drop old gift holds of user %d: %w", userID, err)
+		for _, h := range l.Stale {
+			tickets = append(tickets, h.Ticket)
 		}
 	}
 	if len(stale) == 0 {
 		return nil
 	}
-	decided, err := db.DecidedTickets(ctx, w.sql, tickets)
+	err = w.decideStaleHolds(ctx, looks, tickets, now)
 	if err != nil {
-		return err
+		// The look scheduled these users a PendingTimeout from now; have
+		// the next pass try again instead.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := w.redis.LookAgainAt(rctx, stale, now.Add(-w.cfg.PendingTimeout)); err != nil {
+			w.log.Warn("cannot bring the next look at gift holds forward", "users", len(stale), "err", err)
+		}
+		cancel()
+	}
+	return err
+}
+
+// decideStaleHolds settles the stale holds MySQL decided and sends abort
+// markers for the pending ones it did not.
+func (w *Worker) decideStaleHolds(ctx context.Context, looks []store.HoldsLook, tickets []string, now time.Time) error {
+	decided := map[string]db.Ticket{}
+	for len(tickets) > 0 {
+		n := min(len(tickets), 1000)
+		d, err := db.DecidedTickets(ctx, w.sql, tickets[:n])
+		if err != nil {
+			return err
+		}
+		maps.Copy(decided, d)
+		tickets = tickets[n:]
 	}
 	var sets []store.GiftSettlement
 	var markers []*kgo.Record
-	var marked []string
-	for _, h := range stale {
-		if d, ok := decided[h.ticket]; ok {
-			sets = append(sets, store.GiftSettlement{GiftRef: store.GiftRef{SenderID: userID, Ticket: h.ticket}, Committed: d.Status == "succeeded"})
-			continue
+	marked := map[int64][]string{}
+	for _, l := range looks {
+		for _, h := range l.Stale {
+			if d, ok := decided[h.Ticket]; ok {
+				sets = append(sets, store.GiftSettlement{GiftRef: store.GiftRef{SenderID: l.UserID, Ticket: h.Ticket}, Committed: d.Status == "succeeded"})
+				continue
+			}
+			if !h.Pending || h.Marked {
+				continue // claimed by a writer, or its marker is in Kafka
+			}
+			markers = append(markers, bus.GiftAbortRecord(w.cfg.GiftsTopic(), h.Ticket, l.UserID, h.HeldAt))
+			marked[l.UserID] = append(marked[l.UserID], h.Ticket)
 		}
-		if !h.pending || holds[store.HoldMarkField(h.ticket)] != "" {
-			continue // claimed by a writer, or its marker is in Kafka
-		}
-		markers = append(markers, bus.GiftAbortRecord(w.cfg.GiftsTopic(), h.ticket, userID, h.heldAt))
-		marked = append(marked, h.ticket)
 	}
 	if err := w.redis.SettleGifts(ctx, sets); err != nil {
 		return err
@@ -329,6 +308,11 @@ func (w *Worker) reconcileHolds(ctx context.Context, key string, now time.Time) 
 		return fmt.Errorf("cannot send abort markers: %w", err)
 	}
 	abortMarkers.WithLabelValues("gift").Add(float64(len(markers)))
-	w.log.Warn("gift holds waited too long; abort markers sent behind them", "user", userID, "tickets", len(markers))
-	return w.redis.MarkHolds(ctx, userID, marked, now)
+	w.log.Warn("gift holds waited too long; abort markers sent behind them", "users", len(marked), "tickets", len(markers))
+	for u, ts := range marked {
+		if err := w.redis.MarkHolds(ctx, u, ts, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -29,21 +29,11 @@ var walletResyncs = promauto.NewCounter(prometheus.CounterOpts{
 // walletBatch is how many wallets one pass compares at a time.
 const walletBatch = 500
 
-// ReconcileWallets compares every loaded hot balance with MySQL. Like the
-// hold reconciler it scans the keyspace, so it runs on a timer.
+// ReconcileWallets compares every loaded hot balance with MySQL. It walks
+// the per-bucket sets of loaded wallets ({w:B}:loaded), not the keyspace.
 func (w *Worker) ReconcileWallets(ctx context.Context) error {
 	gaps := map[int64]int64{}
-	err := w.scanKeys(ctx, "{u:*}:bal", func(keys []string) error {
-		var users []int64
-		for _, key := range keys {
-			id, ok := strings.CutPrefix(key, "{u:")
-			if ok {
-				id, ok = strings.CutSuffix(id, "}:bal")
-			}
-			if uid, err := strconv.ParseInt(id, 10, 64); ok && err == nil && uid > 0 {
-				users = append(users, uid)
-			}
-		}
+	err := w.redis.ScanLoaded(ctx, func(users []int64) error {
 		for len(users) > 0 {
 			n := min(len(users), walletBatch)
 			if err := w.walletGaps(ctx, users[:n], gaps); err != nil {
@@ -84,10 +74,12 @@ func (w *Worker) walletGaps(ctx context.Context, users []int64, gaps map[int64]i
 	hot := map[int64]int64{}
 	held := map[int64]map[string]int64{}
 	var tickets []string
+	var gone []int64
 	for i, u := range users {
 		b, err := res[2*i].AsInt64()
 		if rueidis.IsRedisNil(err) {
-			continue // unloaded since the scan
+			gone = append(gone, u) // deleted or evicted: not loaded any more
+			continue
 		}
 		if err != nil {
 			return err
@@ -108,6 +100,9 @@ func (w *Worker) walletGaps(ctx context.Context, users []int64, gaps map[int64]i
 			held[u][t] = n
 			tickets = append(tickets, t)
 		}
+	}
+	if err := w.redis.UnindexWallets(ctx, gone); err != nil {
+		return err
 	}
 	decided, err := db.DecidedTickets(ctx, w.sql, tickets)
 	if err != nil {

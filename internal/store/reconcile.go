@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -146,3 +147,165 @@ func (s *Store) MarkHolds(ctx context.Context, senderID int64, tickets []string,
 // HoldMarkField is the holds-hash field that records when an abort marker
 // for a held gift was sent.
 func HoldMarkField(ticket string) string { return "m:" + ticket }
+
+// The indexes the wallet timers walk instead of the keyspace: per wallet
+// bucket, the users with gift holds ({w:B}:holders) and the users with a
+// hot balance ({w:B}:loaded). Each call covers many buckets in one
+// pipelined round trip (rueidis sends each command to its slot's node).
+
+// HoldersDue returns the users of buckets [from, to) that are due for a
+// look by the hold reconciler (indexed at or before due), at most limit
+// per bucket.
+func (s *Store) HoldersDue(ctx context.Context, from, to int, due time.Time, limit int64) ([]int64, error) {
+	upTo := strconv.FormatInt(due.UnixMilli(), 10)
+	cmds := make(rueidis.Commands, 0, to-from)
+	for b := from; b < to; b++ {
+		cmds = append(cmds, s.C.B().Zrange().Key(HoldersKey(b)).Min("-inf").Max(upTo).Byscore().Limit(0, limit).Build())
+	}
+	var users []int64
+	for _, r := range s.C.DoMulti(ctx, cmds...) {
+		ms, err := r.AsStrSlice()
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the holders index: %w", err)
+		}
+		users = appendIDs(users, ms)
+	}
+	return users, nil
+}
+
+// LookAgainAt has the hold reconciler look at the users again once at is
+// due (it only ever brings a look forward), after a pass failed to deal
+// with their stale holds.
+func (s *Store) LookAgainAt(ctx context.Context, users []int64, at time.Time) error {
+	cmds := make(rueidis.Commands, len(users))
+	for i, u := range users {
+		cmds[i] = s.C.B().Zadd().Key(HoldersKey(WalletBucket(u))).Xx().Lt().ScoreMember().
+			ScoreMember(float64(at.UnixMilli()), strconv.FormatInt(u, 10)).Build()
+	}
+	for _, r := range s.C.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("cannot reschedule holders: %w", err)
+		}
+	}
+	return nil
+}
+
+// StaleHold is a pending or claimed gift hold older than the pending timeout.
+type StaleHold struct {
+	Ticket  string
+	Pending bool  // false: claimed by a writer
+	HeldAt  int64 // ms, Redis's clock
+	Marked  bool  // an abort marker for it was sent
+}
+
+// HoldsLook is what one look at a user's holds found (gift_holds_look.lua).
+type HoldsLook struct {
+	UserID int64
+	Stale  []StaleHold
+	Next   int64 // the user's new score in the holders index, ms; -1: left it
+}
+
+// LookAtHolds looks at the users' holds (see gift_holds_look.lua): drops
+// the entries that have served their time, returns the stale holds, and
+// reschedules each user in the holders index or takes them out.
+func (s *Store) LookAtHolds(ctx context.Context, users []int64, now time.Time, timeout, undoneLife time.Duration) ([]HoldsLook, error) {
+	if len(users) == 0 {
+		return nil, nil
+	}
+	args := func(u int64) []string {
+		return []string{strconv.FormatInt(u, 10), strconv.FormatInt(now.UnixMilli(), 10),
+			strconv.FormatInt(timeout.Milliseconds(), 10), strconv.FormatInt(undoneLife.Milliseconds(), 10)}
+	}
+	execs := make([]rueidis.LuaExec, len(users))
+	for i, u := range users {
+		execs[i] = rueidis.LuaExec{Keys: []string{HoldsKey(u), HoldersKey(WalletBucket(u))}, Args: args(u)}
+	}
+	out := make([]HoldsLook, len(users))
+	for i, r := range lua.GiftHoldsLook.ExecMulti(ctx, s.C, execs...) {
+		vals, err := r.ToArray()
+		if err != nil || len(vals) == 0 || (len(vals)-1)%3 != 0 {
+			return nil, fmt.Errorf("cannot look at the gift holds of user %d: %v (%d values)", users[i], err, len(vals))
+		}
+		l := HoldsLook{UserID: users[i]}
+		l.Next, _ = vals[0].AsInt64()
+		for j := 1; j < len(vals); j += 3 {
+			t, _ := vals[j].ToString()
+			v, _ := vals[j+1].ToString()
+			m, _ := vals[j+2].ToString()
+			// v is "p:<coins>:<ms>" or "c:<coins>:<ms>" (the script matched it).
+			at, _ := strconv.ParseInt(v[strings.LastIndexByte(v, ':')+1:], 10, 64)
+			l.Stale = append(l.Stale, StaleHold{Ticket: t, Pending: v[0] == 'p', HeldAt: at, Marked: m == "1"})
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// ScanLoaded calls f with the users of every bucket's loaded set, a batch
+// at a time (SSCAN of the small per-bucket sets; a user may come twice).
+func (s *Store) ScanLoaded(ctx context.Context, f func(users []int64) error) error {
+	const perCall = 128 // buckets per round trip
+	for from := 0; from < WalletBuckets; from += perCall {
+		type cur struct {
+			bucket int
+			cursor uint64
+		}
+		var open []cur
+		for b := from; b < min(from+perCall, WalletBuckets); b++ {
+			open = append(open, cur{b, 0})
+		}
+		for len(open) > 0 {
+			cmds := make(rueidis.Commands, len(open))
+			for i, c := range open {
+				cmds[i] = s.C.B().Sscan().Key(LoadedKey(c.bucket)).Cursor(c.cursor).Count(1000).Build()
+			}
+			var users []int64
+			next := open[:0]
+			for i, r := range s.C.DoMulti(ctx, cmds...) {
+				e, err := r.AsScanEntry()
+				if err != nil {
+					return fmt.Errorf("cannot read the loaded-wallets index: %w", err)
+				}
+				users = appendIDs(users, e.Elements)
+				if e.Cursor != 0 {
+					next = append(next, cur{open[i].bucket, e.Cursor})
+				}
+			}
+			open = next
+			if len(users) > 0 {
+				if err := f(users); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// UnindexWallets takes users whose hot balance is gone out of the loaded
+// sets, unless a load put it back meanwhile (wallet_unindex.lua).
+func (s *Store) UnindexWallets(ctx context.Context, users []int64) error {
+	if len(users) == 0 {
+		return nil
+	}
+	execs := make([]rueidis.LuaExec, len(users))
+	for i, u := range users {
+		execs[i] = rueidis.LuaExec{Keys: []string{BalanceKey(u), LoadedKey(WalletBucket(u))}, Args: []string{strconv.FormatInt(u, 10)}}
+	}
+	for _, r := range lua.WalletUnindex.ExecMulti(ctx, s.C, execs...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("cannot unindex wallets: %w", err)
+		}
+	}
+	return nil
+}
+
+// appendIDs appends the user ids among members; anything else is not ours.
+func appendIDs(ids []int64, members []string) []int64 {
+	for _, m := range members {
+		if id, err := strconv.ParseInt(m, 10, 64); err == nil && id > 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}

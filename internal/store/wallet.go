@@ -12,13 +12,53 @@ import (
 	"github.com/flashgate/flashgate/lua"
 )
 
-// Keys of a user's wallet; all share the {u:N} hash tag.
-func uTag(id int64) string              { return "{u:" + strconv.FormatInt(id, 10) + "}" }
-func BalanceKey(id int64) string        { return uTag(id) + ":bal" }
-func LoadingKey(id int64) string        { return uTag(id) + ":loading" }
-func CreditedKey(id int64) string       { return uTag(id) + ":credited" }
-func HoldsKey(id int64) string          { return uTag(id) + ":holds" }
-func IdemKey(id int64, k string) string { return uTag(id) + ":idem:" + k }
+// WalletBuckets is how many hash tags the wallets are spread over. A
+// user's wallet keys carry the tag of the user's bucket, {w:B} with B =
+// user id mod WalletBuckets, and the user id after it ({w:42}:bal:1066):
+// one user's keys stay in one Redis Cluster slot, so each script still runs
+// in one slot, and each bucket also holds the indexes of its users that the
+// timers walk instead of the keyspace ({w:B}:holders, {w:B}:loaded). 1024
+// buckets spread the wallets over more slots than any cluster has masters,
+// and keep a reconciler pass at about a thousand small reads. Changing it
+// moves every wallet key: treat that as a new key layout (see the README's
+// section on upgrading).
+const WalletBuckets = 1024
+
+// WalletBucket is the bucket of a user's wallet keys.
+func WalletBucket(id int64) int {
+	b := id % WalletBuckets
+	if b < 0 {
+		b += WalletBuckets
+	}
+	return int(b)
+}
+
+func bucketTag(b int) string { return "{w:" + strconv.Itoa(b) + "}" }
+
+// userKey is the key of one kind of a user's wallet state.
+func userKey(id int64, kind string) string {
+	return bucketTag(WalletBucket(id)) + ":" + kind + ":" + strconv.FormatInt(id, 10)
+}
+
+// Keys of a user's wallet; all share the user's {w:B} hash tag.
+func BalanceKey(id int64) string        { return userKey(id, "bal") }
+func LoadingKey(id int64) string        { return userKey(id, "loading") }
+func CreditedKey(id int64) string       { return userKey(id, "credited") }
+func HoldsKey(id int64) string          { return userKey(id, "holds") }
+func IdemKey(id int64, k string) string { return userKey(id, "idem") + ":" + k }
+
+// HoldersKey is a bucket's index of users with gift holds: a sorted set of
+// user ids, scored by the ms from which the hold reconciler counts
+// FLASHGATE_PENDING_TIMEOUT before it looks at the user (first: the time
+// of the user's oldest hold). A user is in it while the holds hash has any
+// entry; gift_hold.lua adds the sender, gift_holds_look.lua reschedules or
+// drops a user it looked at.
+func HoldersKey(bucket int) string { return bucketTag(bucket) + ":holders" }
+
+// LoadedKey is a bucket's index of users whose hot balance is in Redis: a
+// set of user ids, added by wallet_load.lua and wallet_resync.lua, walked
+// by the wallet reconciler.
+func LoadedKey(bucket int) string { return bucketTag(bucket) + ":loaded" }
 
 // CreditedTTL is how long the references of applied credits are remembered.
 // A wallet load marks the credits MySQL already had within this window.
@@ -98,7 +138,7 @@ func (l Limit) interval() string {
 }
 
 // RateLimitKey is the key of a user's GCRA state for a class of requests.
-func RateLimitKey(id int64, class string) string { return uTag(id) + ":rl:" + class }
+func RateLimitKey(id int64, class string) string { return userKey(id, "rl:"+class) }
 
 // HoldGift takes coins from the sender's hot balance and holds them for the
 // ticket, within the sender's rate limit. idemKey may be "".
@@ -108,8 +148,10 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 		idem = "1"
 	}
 	vals, err := lua.GiftHold.Exec(ctx, s.C,
-		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), RateLimitKey(senderID, "gift")},
-		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL, limit.interval(), strconv.Itoa(limit.Burst)},
+		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), RateLimitKey(senderID, "gift"),
+			HoldersKey(WalletBucket(senderID))},
+		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL, limit.interval(), strconv.Itoa(limit.Burst),
+			strconv.FormatInt(senderID, 10)},
 	).ToArray()
 	if err != nil {
 		return HoldResult{}, fmt.Errorf("cannot hold coins: %w", err)
@@ -173,8 +215,8 @@ func (s *Store) RestoreGiftIdem(ctx context.Context, senderID int64, keys []Gift
 // worker already claimed the gift, i.e. it is in Kafka after all.
 func (s *Store) UndoGift(ctx context.Context, senderID int64, ticket, idemKey string) (bool, error) {
 	n, err := lua.GiftUndo.Exec(ctx, s.C,
-		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey)},
-		[]string{ticket}).AsInt64()
+		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), HoldersKey(WalletBucket(senderID))},
+		[]string{ticket, strconv.FormatInt(senderID, 10)}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("cannot undo hold %s: %w", ticket, err)
 	}
@@ -262,8 +304,9 @@ func (s *Store) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Dura
 // FinishWalletLoad installs a balance read from MySQL (unless one is there)
 // and marks the credit references that read included. It returns the hot balance.
 func (s *Store) FinishWalletLoad(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
-	args := append([]string{strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
-	n, err := lua.WalletLoad.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID)}, args).AsInt64()
+	args := append([]string{strconv.FormatInt(userID, 10), strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
+	n, err := lua.WalletLoad.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID),
+		LoadedKey(WalletBucket(userID))}, args).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("cannot load wallet %d: %w", userID, err)
 	}
@@ -300,8 +343,9 @@ func (s *Store) CreditWallet(ctx context.Context, userID, coins int64, ref strin
 // BeginWalletLoad) minus the coins still held, and marks the credit
 // references that read included. It returns the new hot balance.
 func (s *Store) ResyncWallet(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
-	args := append([]string{strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
-	n, err := lua.WalletResync.Exec(ctx, s.C, []string{BalanceKey(userID), HoldsKey(userID), LoadingKey(userID), CreditedKey(userID)}, args).AsInt64()
+	args := append([]string{strconv.FormatInt(userID, 10), strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
+	n, err := lua.WalletResync.Exec(ctx, s.C, []string{BalanceKey(userID), HoldsKey(userID), LoadingKey(userID), CreditedKey(userID),
+		LoadedKey(WalletBucket(userID))}, args).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("cannot resync wallet %d: %w", userID, err)
 	}
