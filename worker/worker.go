@@ -178,7 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 		w.every(gctx, cfg.ReconcileEvery, "reconcile gift holds", w.ReconcileGiftHolds)
 		return nil
 	})
-	g.Go(func() error { w.every(gctx, cfg.ReconcileEvery, "reconcile wallets", w.ReconcileWallets); return nil })
+	g.Go(func() error { w.every(gctx, cfg.WalletsEvery, "reconcile wallets", w.ReconcileWallets); return nil })
 	g.Go(func() error { w.every(gctx, time.Second, "stock push", w.FlushStockPushes); return nil })
 	g.Go(func() error { w.every(gctx, 5*time.Second, "lag report", w.reportLag); return nil })
 	log.Info("worker started", "orders", cfg.OrdersTopic(), "gifts", cfg.GiftsTopic(), "withdrawals", cfg.WithdrawalsTopic())

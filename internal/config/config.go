@@ -57,6 +57,7 @@ type Config struct {
 	ExpireInterval  time.Duration // FLASHGATE_EXPIRE_INTERVAL
 	PendingTimeout  time.Duration // FLASHGATE_PENDING_TIMEOUT
 	ReconcileEvery  time.Duration // FLASHGATE_RECONCILE_INTERVAL
+	WalletsEvery    time.Duration // FLASHGATE_WALLET_RECONCILE_INTERVAL
 	ShutdownTimeout time.Duration // FLASHGATE_SHUTDOWN_TIMEOUT
 	DrainDelay      time.Duration // FLASHGATE_DRAIN_DELAY; zero means none
 	WorkerBatch     int           // FLASHGATE_WORKER_BATCH
@@ -216,6 +217,7 @@ var Vars = []Var{
 	durVar("FLASHGATE_EXPIRE_INTERVAL", "1s", "how often the worker expires unpaid orders", func(c *Config) *time.Duration { return &c.ExpireInterval }),
 	durVar("FLASHGATE_PENDING_TIMEOUT", "45s", "a reservation or gift hold still pending after this long gets an abort marker behind its record: a record that never reached Kafka fails (timeout) and gives its unit or coins back, one that did is decided however late; must be greater than FLASHGATE_PRODUCE_TIMEOUT + 2 × FLASHGATE_REDIS_TIMEOUT", func(c *Config) *time.Duration { return &c.PendingTimeout }),
 	durVar("FLASHGATE_RECONCILE_INTERVAL", "10s", "how often the worker reconciles Redis against MySQL", func(c *Config) *time.Duration { return &c.ReconcileEvery }),
+	durVar("FLASHGATE_WALLET_RECONCILE_INTERVAL", "1m", "how often the worker compares every loaded hot balance with MySQL (a pass reads each loaded wallet, so it is slower than the other reconcilers)", func(c *Config) *time.Duration { return &c.WalletsEvery }),
 	durVar("FLASHGATE_SHUTDOWN_TIMEOUT", "10s", "how long a service drains in-flight work on shutdown, after FLASHGATE_DRAIN_DELAY", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	durVarZeroOK("FLASHGATE_DRAIN_DELAY", "5s", "on shutdown, how long gateway and ws keep serving with /readyz answering 503, so load balancers stop sending before the listener closes; 0 means no delay (the default in dev mode)", func(c *Config) *time.Duration { return &c.DrainDelay }),
 	intVar("FLASHGATE_WORKER_BATCH", "500", "most records the worker writes to MySQL in one batch", func(c *Config) *int { return &c.WorkerBatch }),

@@ -39,7 +39,7 @@ import (
 // that pending timeout.
 func fastReconcile(pending, every time.Duration) func(*config.Config) {
 	return func(c *config.Config) {
-		c.PendingTimeout, c.ReconcileEvery = pending, every
+		c.PendingTimeout, c.ReconcileEvery, c.WalletsEvery = pending, every, every
 		c.ProduceTimeout, c.RedisTimeout = pending/3, pending/6
 	}
 }

@@ -70,6 +70,7 @@ func envOf(cfg config.Config) []string {
 		"FLASHGATE_EXPIRE_INTERVAL=" + d(cfg.ExpireInterval),
 		"FLASHGATE_PENDING_TIMEOUT=" + d(cfg.PendingTimeout),
 		"FLASHGATE_RECONCILE_INTERVAL=" + d(cfg.ReconcileEvery),
+		"FLASHGATE_WALLET_RECONCILE_INTERVAL=" + d(cfg.WalletsEvery),
 		"FLASHGATE_SHUTDOWN_TIMEOUT=" + d(cfg.ShutdownTimeout),
 		"FLASHGATE_DRAIN_DELAY=0s",
 		fmt.Sprintf("FLASHGATE_WORKER_BATCH=%d", cfg.WorkerBatch),

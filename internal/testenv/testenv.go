@@ -198,6 +198,7 @@ func ConfigKafka(t testing.TB) (config.Config, *kfake.Cluster) {
 	cfg.WarmInterval = 100 * time.Millisecond
 	cfg.ExpireInterval = 100 * time.Millisecond
 	cfg.ReconcileEvery = 500 * time.Millisecond
+	cfg.WalletsEvery = 500 * time.Millisecond
 	cfg.ShutdownTimeout = 3 * time.Second
 	// No load balancer watches /readyz in tests; the drain tests turn it on.
 	cfg.DrainDelay = 0
