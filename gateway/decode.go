@@ -16,6 +16,11 @@ func decodeJSON(body []byte, v any) *apierr.Error {
 	if len(b) == 0 || b[0] != '{' {
 		return apierr.InvalidRequest.With("the body must be a JSON object")
 	}
+	if len(b) == 2 && b[1] == '}' {
+		// An order's body. Decoding it leaves v as it is, and the decoder
+		// was 6% of the gateway's time on sold-out answers (perf).
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
