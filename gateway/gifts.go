@@ -35,14 +35,8 @@ var (
 	}, []string{"result"})
 	// giftResults are the giftsTotal children, resolved once: WithLabelValues
 	// on every request would allocate on the gift path.
-	giftResults = func() map[string]prometheus.Counter {
-		m := map[string]prometheus.Counter{}
-		for _, r := range []string{"accepted", "accepted_late", "replay", "insufficient_balance", "invalid", "self_gift",
-			"not_found", "no_catalog", "wallet_load_error", "not_loaded", "redis_error", "kafka_error"} {
-			m[r] = giftsTotal.WithLabelValues(r)
-		}
-		return m
-	}()
+	giftResults = resolve(giftsTotal, "accepted", "accepted_late", "replay", "insufficient_balance", "invalid", "self_gift",
+		"not_found", "no_catalog", "wallet_load_error", "not_loaded", "redis_error", "kafka_error")
 	giftLimitedCache = rateLimited.WithLabelValues(ClassGift.String(), "cache")
 	giftLimitedRedis = rateLimited.WithLabelValues(ClassGift.String(), "redis")
 	giftHoldSeconds  = promauto.NewHistogram(prometheus.HistogramOpts{

@@ -28,14 +28,8 @@ var (
 		Help: "Orders and gifts answered 503 whose undo failed and which the worker then committed anyway.",
 	})
 	// orderResults are the ordersTotal children, resolved once.
-	orderResults = func() map[string]prometheus.Counter {
-		m := map[string]prometheus.Counter{}
-		for _, r := range []string{"accepted", "accepted_late", "replay", "already_purchased", "sold_out", "sold_out_memory",
-			"not_found", "not_started", "ended", "not_warm", "redis_error", "kafka_error"} {
-			m[r] = ordersTotal.WithLabelValues(r)
-		}
-		return m
-	}()
+	orderResults = resolve(ordersTotal, "accepted", "accepted_late", "replay", "already_purchased", "sold_out", "sold_out_memory",
+		"not_found", "not_started", "ended", "not_warm", "redis_error", "kafka_error")
 	orderLimited = rateLimited.WithLabelValues(ClassOrder.String(), "memory")
 	luaSeconds   = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "lua_seconds",
@@ -174,6 +168,16 @@ func (s *Server) compensate(eventID, userID int64, ticket string) (bool, error) 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
 	defer cancel()
 	return s.redis.Compensate(ctx, eventID, userID, ticket)
+}
+
+// resolve returns the children of a one-label counter for the given
+// values, so the hot paths index a map instead of hashing label values.
+func resolve(vec *prometheus.CounterVec, values ...string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(values))
+	for _, v := range values {
+		m[v] = vec.WithLabelValues(v)
+	}
+	return m
 }
 
 // produceSeconds is the produce latency histogram of a topic; the order and
