@@ -70,6 +70,28 @@ type Config struct {
 	pingPeriod, pongWait time.Duration
 }
 
+// setDefaults fills zero or negative fields with their defaults.
+func (cfg *Config) setDefaults() {
+	if cfg.WSSendQueue <= 0 {
+		cfg.WSSendQueue = DefaultSendQueue
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.pingPeriod <= 0 {
+		cfg.pingPeriod = pingPeriod
+	}
+	if cfg.pongWait <= 0 {
+		cfg.pongWait = pongWait
+	}
+}
+
 func (cfg *Config) validate() error {
 	if cfg.TokenSecret == "" {
 		return ErrNoTokenSecret
@@ -99,24 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
-	if cfg.WSSendQueue <= 0 {
-		cfg.WSSendQueue = DefaultSendQueue
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.ReadHeaderTimeout <= 0 {
-		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.pingPeriod <= 0 {
-		cfg.pingPeriod = pingPeriod
-	}
-	if cfg.pongWait <= 0 {
-		cfg.pongWait = pongWait
-	}
+	cfg.setDefaults()
 	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	log := base.With("component", "ws")
 
@@ -141,24 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cl.Close()
 
-	s := &server{
-		log:       log,
-		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
-		hub:       newHub(),
-		sendQueue: cfg.WSSendQueue,
-		msgRate:   cfg.WSMsgRate,
-		ping:      cfg.pingPeriod,
-		pongWait:  cfg.pongWait,
-		ready:     &obs.Readiness{Check: cl.Ping},
-	}
-	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   1024, // client frames are tiny
-		// Buffers only while writing, so idle connections hold none.
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     checkOrigin(cfg.Config),
-		Error:           writeUpgradeError,
-	}
+	s := newServer(cfg, log, newHub(), &obs.Readiness{Check: cl.Ping})
 
 	consumeCtx, stopConsuming := context.WithCancel(context.Background())
 	consumed := make(chan struct{})
@@ -247,6 +235,29 @@ func checkOrigin(cfg config.Config) func(*http.Request) bool {
 		u, err := url.Parse(origin)
 		return len(allowed) == 0 && err == nil && strings.EqualFold(u.Host, r.Host)
 	}
+}
+
+// newServer returns the GET /ws handler of Run; cfg has its defaults set.
+func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *server {
+	s := &server{
+		log:       log,
+		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
+		hub:       h,
+		sendQueue: cfg.WSSendQueue,
+		msgRate:   cfg.WSMsgRate,
+		ping:      cfg.pingPeriod,
+		pongWait:  cfg.pongWait,
+		ready:     ready,
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024, // client frames are tiny
+		// Buffers only while writing, so idle connections hold none.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     checkOrigin(cfg.Config),
+		Error:           writeUpgradeError,
+	}
+	return s
 }
 
 // server serves GET /ws.
