@@ -125,7 +125,7 @@ func (f *fanout) members() int {
 }
 
 func (f *fanout) deliver(data []byte) {
-	f.hub.deliver(f.hub.rooms, benchRoom, outbound{data: data, delivered: deliveredGift})
+	f.hub.deliver(toRoom, benchRoom, data, deliveredGift)
 }
 
 // joinFrame is {"type":"join","room_id":2} as a client frame, masked with a
