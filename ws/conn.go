@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -69,6 +70,12 @@ type conn struct {
 	readWait   time.Duration // read deadline: one ping period plus the pong wait
 
 	send chan outbound
+	// queued counts the payload bytes in send plus the one being written:
+	// added by enqueue, released by writeLoop once written. A room push's
+	// bytes are shared by its recipients, but each one's count says how far
+	// that client lags, which is what the budget bounds.
+	queued    atomic.Int64
+	sendBytes int64 // budget of queued
 
 	// Inbound flood limit, a token bucket touched only by readLoop.
 	msgRate   config.Rate
@@ -86,8 +93,9 @@ type conn struct {
 	events map[int64]struct{}
 }
 
-func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, rate config.Rate, ping, pongWait time.Duration, log *slog.Logger) *conn {
+func newConn(ws *websocket.Conn, userID int64, h *hub, queue, queueBytes int, rate config.Rate, ping, pongWait time.Duration, log *slog.Logger) *conn {
 	return &conn{
+		sendBytes:  int64(queueBytes),
 		pingPeriod: ping,
 		readWait:   ping + pongWait,
 		msgRate:    rate,
@@ -105,11 +113,21 @@ func newConn(ws *websocket.Conn, userID int64, h *hub, queue int, rate config.Ra
 	}
 }
 
-// enqueue queues msg without blocking. A full queue means the client reads
-// slower than results arrive; waiting for it would stall every other
-// connection behind the dispatcher, so it is disconnected instead and
-// catches up through GET /api/v1/tickets/{ticket} after reconnecting.
+// enqueue queues msg without blocking. A full queue, in messages or in
+// bytes, means the client reads slower than results arrive; waiting for it
+// would stall every other connection behind the dispatcher, so it is
+// disconnected instead and catches up through GET /api/v1/tickets/{ticket}
+// after reconnecting.
 func (c *conn) enqueue(msg outbound) {
+	select {
+	case <-c.done: // going away: do not queue what will not be sent
+		return
+	default:
+	}
+	if c.queued.Add(int64(len(msg.data))) > c.sendBytes {
+		c.shutdown(dropSlow, websocket.ClosePolicyViolation, "send queue full")
+		return
+	}
 	select {
 	case c.send <- msg:
 	default:
@@ -163,6 +181,7 @@ func (c *conn) writeLoop() {
 				c.shutdown(dropWriteFailed, 0, "")
 				return
 			}
+			c.queued.Add(-int64(len(m.data)))
 			m.delivered.Inc()
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {

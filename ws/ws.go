@@ -8,11 +8,11 @@
 // replica held a user's connection are not replayed: clients read missed
 // outcomes from GET /api/v1/tickets/{ticket}.
 //
-// Each connection has one reader, one writer and a bounded send queue
-// (FLASHGATE_WS_SEND_QUEUE messages). The dispatcher never waits for a
-// client: when a queue is full the connection is closed with code 1008
-// (policy violation, reason "send queue full"); on shutdown every connection
-// is closed with 1001 (going away).
+// Each connection has one reader, one writer and a send queue bounded in
+// messages (FLASHGATE_WS_SEND_QUEUE) and in bytes (FLASHGATE_WS_SEND_BYTES).
+// The dispatcher never waits for a client: when a queue is full the
+// connection is closed with code 1008 (policy violation, reason "send queue
+// full"); on shutdown every connection is closed with 1001 (going away).
 package ws
 
 import (
@@ -40,6 +40,7 @@ import (
 // Defaults for zero or negative config fields.
 const (
 	DefaultSendQueue         = 256
+	DefaultSendBytes         = 1 << 20
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
@@ -74,6 +75,9 @@ type Config struct {
 func (cfg *Config) setDefaults() {
 	if cfg.WSSendQueue <= 0 {
 		cfg.WSSendQueue = DefaultSendQueue
+	}
+	if cfg.WSSendBytes <= 0 {
+		cfg.WSSendBytes = DefaultSendBytes
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
@@ -244,6 +248,7 @@ func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *serv
 		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
 		hub:       h,
 		sendQueue: cfg.WSSendQueue,
+		sendBytes: cfg.WSSendBytes,
 		msgRate:   cfg.WSMsgRate,
 		ping:      cfg.pingPeriod,
 		pongWait:  cfg.pongWait,
@@ -266,7 +271,8 @@ type server struct {
 	signer    *auth.Signer
 	hub       *hub
 	upgrader  websocket.Upgrader
-	sendQueue int
+	sendQueue int // messages
+	sendBytes int
 	msgRate   config.Rate
 	ping      time.Duration // ping period
 	pongWait  time.Duration
@@ -296,7 +302,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
 		return
 	}
-	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.msgRate, s.ping, s.pongWait, s.log)
+	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.sendBytes, s.msgRate, s.ping, s.pongWait, s.log)
 	if !s.hub.add(c) {
 		ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),
