@@ -52,17 +52,17 @@ func dispatch(r *kgo.Record, h *hub, log *slog.Logger) {
 	// Push is forwarded byte for byte (it is the frame as clients receive
 	// it) and shared by all recipients, which only read it.
 	var (
-		ix  index
+		to  target
 		id  int64
 		cnt = deliveredTicket
 	)
 	switch res.Type {
 	case resultTicket:
-		ix, id = h.users, res.UserID
+		to, id = toUser, res.UserID
 	case resultStock:
-		ix, id, cnt = h.events, res.EventID, deliveredStock
+		to, id, cnt = toEvent, res.EventID, deliveredStock
 	case resultGift:
-		ix, id, cnt = h.rooms, res.RoomID, deliveredGift
+		to, id, cnt = toRoom, res.RoomID, deliveredGift
 	default:
 		// A newer producer may add types; this replica cannot route them.
 		skippedRecords.WithLabelValues("unknown_type").Inc()
@@ -74,5 +74,5 @@ func dispatch(r *kgo.Record, h *hub, log *slog.Logger) {
 		log.Warn("skipping result without a target id", "type", res.Type, "partition", r.Partition, "offset", r.Offset)
 		return
 	}
-	h.deliver(ix, id, outbound{data: res.Push, delivered: cnt})
+	h.deliver(to, id, res.Push, cnt)
 }

@@ -1,6 +1,11 @@
 package ws
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // maxSubscriptions caps the rooms a connection may join and, separately, the
 // events it may watch. Without a cap one client could make the hub hold
@@ -105,12 +110,43 @@ func (h *hub) leave(c *conn, room int64)    { h.subscribe(true, c, room, false) 
 func (h *hub) watch(c *conn, event int64)   { h.subscribe(false, c, event, true) }
 func (h *hub) unwatch(c *conn, event int64) { h.subscribe(false, c, event, false) }
 
-// deliver queues msg on every connection interested in id. It never blocks:
-// a connection whose queue is full is told to go away instead.
-func (h *hub) deliver(ix index, id int64, msg outbound) {
+// target says which index a push is routed by.
+type target int
+
+const (
+	toUser  target = iota // a ticket, to its owner's connections
+	toEvent               // a stock change, to the event's watchers
+	toRoom                // a gift, to the room's viewers
+)
+
+func (h *hub) index(t target) index {
+	switch t {
+	case toEvent:
+		return h.events
+	case toRoom:
+		return h.rooms
+	}
+	return h.users
+}
+
+// deliver queues data on every connection interested in id. It never
+// blocks: a connection whose queue is full is told to go away instead.
+// A push to an event or a room is framed once, and only if some connection
+// here wants it: most results concern nobody on this replica.
+func (h *hub) deliver(t target, id int64, data []byte, delivered prometheus.Counter) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for c := range ix[id] {
+	set := h.index(t)[id]
+	if len(set) == 0 {
+		return
+	}
+	msg := outbound{data: data, delivered: delivered}
+	if t != toUser {
+		// Cannot fail: it frames uncompressed text into memory. Should it
+		// ever, the writers frame data themselves.
+		msg.prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, data)
+	}
+	for c := range set {
 		c.enqueue(msg)
 	}
 }

@@ -8,11 +8,11 @@
 // replica held a user's connection are not replayed: clients read missed
 // outcomes from GET /api/v1/tickets/{ticket}.
 //
-// Each connection has one reader, one writer and a bounded send queue
-// (FLASHGATE_WS_SEND_QUEUE messages). The dispatcher never waits for a
-// client: when a queue is full the connection is closed with code 1008
-// (policy violation, reason "send queue full"); on shutdown every connection
-// is closed with 1001 (going away).
+// Each connection has one reader, one writer and a send queue bounded in
+// messages (FLASHGATE_WS_SEND_QUEUE) and in bytes (FLASHGATE_WS_SEND_BYTES).
+// The dispatcher never waits for a client: when a queue is full the
+// connection is closed with code 1008 (policy violation, reason "send queue
+// full"); on shutdown every connection is closed with 1001 (going away).
 package ws
 
 import (
@@ -40,6 +40,7 @@ import (
 // Defaults for zero or negative config fields.
 const (
 	DefaultSendQueue         = 256
+	DefaultSendBytes         = 1 << 20
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultIdleTimeout       = 60 * time.Second
@@ -68,6 +69,31 @@ type Config struct {
 	// Ping period and pong wait of WebSocket connections; zero means
 	// API.md's 25 s and 10 s. Tests shorten them.
 	pingPeriod, pongWait time.Duration
+}
+
+// setDefaults fills zero or negative fields with their defaults.
+func (cfg *Config) setDefaults() {
+	if cfg.WSSendQueue <= 0 {
+		cfg.WSSendQueue = DefaultSendQueue
+	}
+	if cfg.WSSendBytes <= 0 {
+		cfg.WSSendBytes = DefaultSendBytes
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.pingPeriod <= 0 {
+		cfg.pingPeriod = pingPeriod
+	}
+	if cfg.pongWait <= 0 {
+		cfg.pongWait = pongWait
+	}
 }
 
 func (cfg *Config) validate() error {
@@ -99,24 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
-	if cfg.WSSendQueue <= 0 {
-		cfg.WSSendQueue = DefaultSendQueue
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.ReadHeaderTimeout <= 0 {
-		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.pingPeriod <= 0 {
-		cfg.pingPeriod = pingPeriod
-	}
-	if cfg.pongWait <= 0 {
-		cfg.pongWait = pongWait
-	}
+	cfg.setDefaults()
 	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	log := base.With("component", "ws")
 
@@ -141,24 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cl.Close()
 
-	s := &server{
-		log:       log,
-		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
-		hub:       newHub(),
-		sendQueue: cfg.WSSendQueue,
-		msgRate:   cfg.WSMsgRate,
-		ping:      cfg.pingPeriod,
-		pongWait:  cfg.pongWait,
-		ready:     &obs.Readiness{Check: cl.Ping},
-	}
-	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		ReadBufferSize:   1024, // client frames are tiny
-		// Buffers only while writing, so idle connections hold none.
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     checkOrigin(cfg.Config),
-		Error:           writeUpgradeError,
-	}
+	s := newServer(cfg, log, newHub(), &obs.Readiness{Check: cl.Ping})
 
 	consumeCtx, stopConsuming := context.WithCancel(context.Background())
 	consumed := make(chan struct{})
@@ -249,13 +241,38 @@ func checkOrigin(cfg config.Config) func(*http.Request) bool {
 	}
 }
 
+// newServer returns the GET /ws handler of Run; cfg has its defaults set.
+func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *server {
+	s := &server{
+		log:       log,
+		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
+		hub:       h,
+		sendQueue: cfg.WSSendQueue,
+		sendBytes: cfg.WSSendBytes,
+		msgRate:   cfg.WSMsgRate,
+		ping:      cfg.pingPeriod,
+		pongWait:  cfg.pongWait,
+		ready:     ready,
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024, // client frames are tiny
+		// Buffers only while writing, so idle connections hold none.
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     checkOrigin(cfg.Config),
+		Error:           writeUpgradeError,
+	}
+	return s
+}
+
 // server serves GET /ws.
 type server struct {
 	log       *slog.Logger
 	signer    *auth.Signer
 	hub       *hub
 	upgrader  websocket.Upgrader
-	sendQueue int
+	sendQueue int // messages
+	sendBytes int
 	msgRate   config.Rate
 	ping      time.Duration // ping period
 	pongWait  time.Duration
@@ -285,7 +302,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
 		return
 	}
-	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.msgRate, s.ping, s.pongWait, s.log)
+	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.sendBytes, s.msgRate, s.ping, s.pongWait, s.log)
 	if !s.hub.add(c) {
 		ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),

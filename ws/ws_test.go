@@ -542,6 +542,62 @@ func TestSlowClientDropped(t *testing.T) {
 	t.Logf("slow client dropped after %d messages: %v", n, err)
 }
 
+// FLASHGATE_WS_SEND_BYTES: with a message limit it can never reach, a client
+// that stops reading is dropped once the bytes queued for it pass the
+// budget, while a client that reads gets every push, many times the budget
+// in all (so bytes are given back once written).
+func TestSlowClientDroppedByBytes(t *testing.T) {
+	// A round is half the budget, so a client that reads keeps well
+	// within it even when a whole round reaches the server at once.
+	const budget, perRound = 256 << 10, 8
+	e := startWS(t, func(c *config.Config) {
+		c.WSSendQueue = 1 << 20 // far more than this test sends
+		c.WSSendBytes = budget
+	})
+	const slowSeries = `flashgate_ws_dropped_connections_total{reason="slow"}`
+	dropsBefore := e.metricValue(slowSeries)
+
+	normal := e.dial(33)
+	slow := e.dialWith(e.dialer(), e.wsURL+"?token="+url.QueryEscape(e.token(33)), nil, 0)
+
+	pad := strings.Repeat("p", 16<<10)
+	n, bytes := 0, 0
+	round := func() {
+		t.Helper()
+		recs := make([]*kgo.Record, perRound)
+		wants := make([]string, perRound)
+		for i := range recs {
+			n++
+			r := bus.TicketResult("", 33, bus.TicketPush{Ticket: fmt.Sprintf("T-%d", n), Kind: "order", Status: "failed", Reason: pad})
+			recs[i], wants[i] = r, pushOf(t, r)
+			bytes += len(wants[i])
+		}
+		e.produce(recs...)
+		for _, w := range wants {
+			normal.expect(w)
+		}
+	}
+	for i := 0; e.metricValue(slowSeries) == dropsBefore; i++ {
+		if i == 500 {
+			t.Fatalf("slow client not dropped after %d messages", n)
+		}
+		round()
+	}
+	for bytes < 8*budget {
+		round() // the normal client still gets everything
+	}
+	rec, want := ticketRec(t, 33, "T-last")
+	e.produce(rec)
+	normal.expect(want)
+
+	err := slow.closed()
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("slow client: %v, want the server to close the connection", err)
+	}
+	t.Logf("slow client dropped after %d messages (%d KiB to the normal one): %v", n, bytes>>10, err)
+}
+
 // 6. Operations endpoints.
 func TestOperations(t *testing.T) {
 	e := startWS(t, nil)

@@ -63,6 +63,7 @@ type Config struct {
 	WorkerBatch     int           // FLASHGATE_WORKER_BATCH
 	GiftCatalogTTL  time.Duration // FLASHGATE_GIFT_CATALOG_TTL
 	WSSendQueue     int           // FLASHGATE_WS_SEND_QUEUE
+	WSSendBytes     int           // FLASHGATE_WS_SEND_BYTES
 	WSOrigins       string        // FLASHGATE_WS_ORIGINS
 	WSMsgRate       Rate          // FLASHGATE_WS_MSG_RATE
 	RateOrder       Rate          // FLASHGATE_RATE_ORDER
@@ -223,6 +224,7 @@ var Vars = []Var{
 	intVar("FLASHGATE_WORKER_BATCH", "500", "most records the worker writes to MySQL in one batch", func(c *Config) *int { return &c.WorkerBatch }),
 	durVar("FLASHGATE_GIFT_CATALOG_TTL", "5s", "how often the gateway reloads the gift catalog from MySQL (a change is served within this long)", func(c *Config) *time.Duration { return &c.GiftCatalogTTL }),
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
+	intVar("FLASHGATE_WS_SEND_BYTES", "1048576", "bytes of messages queued per WebSocket connection before a slow client is dropped, whichever of this and FLASHGATE_WS_SEND_QUEUE comes first (close 1008)", func(c *Config) *int { return &c.WSSendBytes }),
 	strVar("FLASHGATE_WS_ORIGINS", "", "comma-separated origins (scheme://host[:port]) allowed to open WebSockets, or * for any; empty: any in dev mode, else only the ws host itself and clients that send no Origin", func(c *Config) *string { return &c.WSOrigins }),
 	rateVar("FLASHGATE_WS_MSG_RATE", "10:20", "messages a WebSocket client may send: <per second>:<burst>; past it the connection is closed (1008)", func(c *Config) *Rate { return &c.WSMsgRate }),
 	rateVar("FLASHGATE_RATE_ORDER", "5:10", "per-user limit of order requests that reach Redis, kept in each gateway's memory: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOrder }),
