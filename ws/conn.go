@@ -88,7 +88,10 @@ type conn struct {
 	text       string
 	readerDone chan struct{} // closed when readLoop returns
 
-	// Guarded by hub.mu; nil once the hub removed the connection.
+	// The hub's shard that holds the connection, set by hub.add. The
+	// connection's rooms and events are guarded by its lock, and are nil
+	// once the hub removed the connection.
+	shard  *shard
 	rooms  map[int64]struct{}
 	events map[int64]struct{}
 }

@@ -7,8 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +19,6 @@ import (
 
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/config"
-	"github.com/flashgate/flashgate/internal/obs"
 )
 
 // The fan-out benchmarks measure ws alone: Run's GET /ws handler with many
@@ -54,31 +53,15 @@ type fanout struct {
 
 func newFanout(tb testing.TB, viewers int, mod func(*Config)) *fanout {
 	tb.Helper()
-	cfg := Config{Config: config.Default()}
-	cfg.TokenSecret = strings.Repeat("s", 32)
-	// Pings would only add noise; an hour outlasts any run.
-	cfg.pingPeriod, cfg.pongWait = time.Hour, time.Hour
-	cfg.WSMsgRate = config.Rate{}
-	if mod != nil {
-		mod(&cfg)
-	}
-	cfg.setDefaults()
-	f := &fanout{tb: tb, hub: newHub(), wake: make(chan struct{}, 1)}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s := newServer(cfg, log, f.hub, &obs.Readiness{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(s.serveWS), ConnState: trackConnState}
-	go srv.Serve(timeoutListener{ln})
-	tb.Cleanup(func() {
-		f.hub.closeAll(websocket.CloseGoingAway, "bench over")
-		srv.Close()
-		f.hub.conns.Wait()
+	s, addr := hubServer(tb, func(c *Config) {
+		// Pings would only add noise; an hour outlasts any run.
+		c.pingPeriod, c.pongWait = time.Hour, time.Hour
+		if mod != nil {
+			mod(c)
+		}
 	})
+	f := &fanout{tb: tb, hub: s.hub, wake: make(chan struct{}, 1)}
 
-	addr := ln.Addr().String()
 	conns := make([]net.Conn, viewers)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -119,9 +102,14 @@ func newFanout(tb testing.TB, viewers int, mod func(*Config)) *fanout {
 }
 
 func (f *fanout) members() int {
-	f.hub.mu.RLock()
-	defer f.hub.mu.RUnlock()
-	return len(f.hub.rooms[benchRoom])
+	n := 0
+	for i := range f.hub.shards {
+		s := &f.hub.shards[i]
+		s.mu.RLock()
+		n += len(s.rooms[benchRoom])
+		s.mu.RUnlock()
+	}
+	return n
 }
 
 func (f *fanout) deliver(data []byte) {
@@ -267,4 +255,75 @@ func BenchmarkRoomFanoutOne(b *testing.B) {
 	if n := f.closed.Load(); n > 0 {
 		b.Fatalf("%d viewers were cut off", n)
 	}
+}
+
+// BenchmarkRoomJoinDuringFanout times a viewer joining and leaving the
+// room while pushes stream to its 2,000 viewers, 200 us apart: p50-ns and
+// p99-ns are one join plus one leave, which wait for the hub's lock that
+// deliveries hold (ns/op includes the pauses). Run it with a count
+// (-benchtime 5000x).
+func BenchmarkRoomJoinDuringFanout(b *testing.B) {
+	f := newFanout(b, benchViewers, nil)
+	// The joiner is a connection without a socket: a goroutine drains its
+	// queue and stands in for both of its loops in the hub's accounting.
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c := newConn(nil, 1, f.hub, DefaultSendQueue, DefaultSendBytes, config.Rate{}, time.Hour, time.Hour, log)
+	if !f.hub.add(c) {
+		b.Fatal("hub closed")
+	}
+	go func() {
+		defer f.hub.conns.Done()
+		for {
+			select {
+			case m := <-c.send:
+				c.queued.Add(-int64(len(m.data)))
+			case <-c.done:
+				return
+			}
+		}
+	}()
+	defer func() {
+		c.shutdown("", 0, "")
+		f.hub.remove(c)
+		f.hub.conns.Done()
+	}()
+
+	stop := make(chan struct{})
+	pushed := make(chan struct{})
+	go func() {
+		var i int64
+		defer close(pushed)
+		for ; ; i++ {
+			select {
+			case <-stop:
+				f.waitFor(i * benchViewers)
+				return
+			default:
+			}
+			f.waitFor((i - benchWindow + 1) * benchViewers)
+			f.deliver(benchGift)
+		}
+	}()
+	for f.got.Load() < benchWindow*benchViewers { // pushes are streaming
+		time.Sleep(time.Millisecond) // not waitFor: the pusher waits there
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	took := make([]time.Duration, b.N)
+	start, before := time.Now(), f.got.Load()
+	for i := 0; i < b.N; i++ {
+		t := time.Now()
+		f.hub.join(c, benchRoom)
+		f.hub.leave(c, benchRoom)
+		took[i] = time.Since(t)
+		// Spread the joins over the deliveries, as viewers arrive.
+		time.Sleep(200 * time.Microsecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(f.got.Load()-before)/time.Since(start).Seconds(), "deliveries/s")
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(took[len(took)*99/100].Nanoseconds()), "p99-ns")
+	close(stop)
+	<-pushed
 }
