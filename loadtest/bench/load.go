@@ -76,7 +76,7 @@ func (r wrkResult) answers() string {
 			all = append(all, kv{k + " error", n})
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n || all[i].n == all[j].n && all[i].k < all[j].k })
 	parts := make([]string, len(all))
 	for i, e := range all {
 		parts[i] = fmt.Sprintf("%s×%d", e.k, e.n)
@@ -251,7 +251,8 @@ func breakdown(before, after map[string]int64, items int64, skip ...string) (str
 		all = append(all, kv{k, d})
 		total += d
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n })
+	// Largest first, ties by name, so the line reads the same every run.
+	sort.Slice(all, func(i, j int) bool { return all[i].n > all[j].n || all[i].n == all[j].n && all[i].k < all[j].k })
 	var parts []string
 	for _, c := range all {
 		if per := float64(c.n) / float64(items); per >= 0.01 {
