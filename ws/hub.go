@@ -165,7 +165,7 @@ func (s *shard) index(t target) index {
 // A push to an event or a room is framed once, and only if some connection
 // here wants it: most results concern nobody on this replica.
 func (h *hub) deliver(t target, id int64, data []byte, delivered prometheus.Counter) {
-	msg := outbound{data: data, delivered: delivered}
+	msg := outbound{data: data, delivered: delivered, at: monotime()}
 	framed := t == toUser
 	for i := range h.shards {
 		s := &h.shards[i]
