@@ -161,7 +161,11 @@ func (c *conn) shutdown(reason string, code int, text string) {
 			// The writer is most likely stuck in a write to the full socket;
 			// expire that write now so the connection goes away promptly.
 			// Safe concurrently: net.Conn methods may be called from any goroutine.
-			c.ws.UnderlyingConn().SetWriteDeadline(time.Now())
+			if bc, ok := c.ws.UnderlyingConn().(*batchConn); ok {
+				bc.expire() // not SetWriteDeadline, which waits for the write
+			} else {
+				c.ws.UnderlyingConn().SetWriteDeadline(time.Now())
+			}
 		}
 	})
 }
@@ -173,6 +177,7 @@ func (c *conn) writeLoop() {
 	defer c.ws.Close()
 	ping := time.NewTicker(c.pingPeriod)
 	defer ping.Stop()
+	bc, _ := c.ws.UnderlyingConn().(*batchConn)
 	for {
 		// Checked first because select picks among ready cases at random: a
 		// connection told to go away must not keep draining its queue.
@@ -187,14 +192,10 @@ func (c *conn) writeLoop() {
 			c.closeHandshake()
 			return
 		case m := <-c.send:
-			c.ws.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := m.write(c.ws); err != nil {
+			if err := c.writeQueued(bc, m); err != nil {
 				c.shutdown(dropWriteFailed, 0, "")
 				return
 			}
-			c.queued.Add(-int64(len(m.data)))
-			m.delivered.Inc()
-			pushSeconds.Observe(float64(monotime()-m.at) / 1e9)
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
 				c.shutdown(dropWriteFailed, 0, "")
@@ -202,6 +203,51 @@ func (c *conn) writeLoop() {
 			}
 		}
 	}
+}
+
+// writeQueued writes m and, when more pushes wait behind it and the socket
+// is a batchConn, up to maxBatchMessages and maxBatchBytes of them with one
+// write to the socket. The pushes count as delivered, and their bytes leave
+// the queue's budget, once written.
+func (c *conn) writeQueued(bc *batchConn, m outbound) error {
+	c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+	more := len(c.send)
+	if bc == nil || more == 0 {
+		if err := m.write(c.ws); err != nil {
+			return err
+		}
+		c.queued.Add(-int64(len(m.data)))
+		m.delivered.Inc()
+		pushSeconds.Observe(float64(monotime()-m.at) / 1e9)
+		writeBatch.Observe(1)
+		return nil
+	}
+	var batch [maxBatchMessages]outbound
+	batch[0] = m
+	n, size := 1, len(m.data)
+	bc.hold()
+	err := m.write(c.ws)
+	for ; err == nil && more > 0 && n < maxBatchMessages && size < maxBatchBytes; more-- {
+		m = <-c.send // only this goroutine receives: it is there
+		batch[n] = m
+		n++
+		size += len(m.data)
+		err = m.write(c.ws)
+	}
+	if ferr := bc.flush(time.Now().Add(writeWait)); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	c.queued.Add(-int64(size))
+	now := monotime()
+	for _, m := range batch[:n] {
+		m.delivered.Inc()
+		pushSeconds.Observe(float64(now-m.at) / 1e9)
+	}
+	writeBatch.Observe(float64(n))
+	return nil
 }
 
 // closeHandshake sends the close frame, if any, and gives the client a

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/bus"
@@ -23,8 +24,8 @@ func giftOfSize(t *testing.T, room int64, ticket string, size int) (*kgo.Record,
 	return &kgo.Record{Value: v}, push
 }
 
-// Room pushes are framed once (a PreparedMessage) and written to each
-// viewer; tickets are framed by each writer.
+// Room pushes are framed once (a PreparedMessage) and written, often
+// several at a time, to each viewer; tickets are framed by each writer.
 // Every viewer reads each push as one text frame holding exactly the bytes
 // the worker published, whatever its length: around the 125/126 and
 // 65535/65536 bytes where a frame header changes size, and with pushes of
@@ -56,4 +57,67 @@ func TestPushFrames(t *testing.T) {
 			v.expect(w)
 		}
 	}
+}
+
+// When pushes queue up behind a connection's writer they go out in one
+// write to the socket; the client still reads them one frame each, intact
+// and in order. Pushes are delivered to the hub until the writers have
+// batched some, which the write_batch_messages histogram tells.
+func TestBatchedFrames(t *testing.T) {
+	e, h := hubEnv(t, nil)
+	viewers := []*wsClient{e.dial(1), e.dial(2)}
+	for _, v := range viewers {
+		v.send(`{"type":"join","room_id":3}`)
+		v.sync()
+	}
+	batchedBefore := batchedWrites(t)
+	pad := strings.Repeat("p", 8<<10) // slows the writer down a little
+	n := 0
+	for round := 0; batchedWrites(t) == batchedBefore; round++ {
+		if round == 50 {
+			t.Fatalf("no two pushes were written at once in %d rounds", round)
+		}
+		var pushes []string
+		for range 32 {
+			n++
+			push := fmt.Sprintf(`{"type":"gift","room_id":3,"n":%d,"pad":%q}`, n, pad)
+			if n%3 == 0 {
+				// Tickets are written with WriteMessage, in the same batch.
+				push = fmt.Sprintf(`{"type":"ticket","n":%d}`, n)
+				h.deliver(toUser, 1, []byte(push), deliveredTicket)
+				h.deliver(toUser, 2, []byte(push), deliveredTicket)
+			} else {
+				h.deliver(toRoom, 3, []byte(push), deliveredGift)
+			}
+			pushes = append(pushes, push)
+		}
+		for _, v := range viewers {
+			for _, p := range pushes {
+				v.expect(p)
+			}
+		}
+	}
+	t.Logf("%d pushes until some were batched", n)
+}
+
+// batchedWrites is how many socket writes carried more than one push.
+func batchedWrites(t *testing.T) uint64 {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "flashgate_ws_write_batch_messages" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		for _, b := range h.GetBucket() {
+			if b.GetUpperBound() == 1 {
+				return h.GetSampleCount() - b.GetCumulativeCount()
+			}
+		}
+	}
+	t.Fatal("no flashgate_ws_write_batch_messages histogram")
+	return 0
 }

@@ -296,7 +296,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.Unauthorized)
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := s.upgrader.Upgrade(batchHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
 		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
