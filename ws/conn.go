@@ -34,8 +34,10 @@ const (
 	maxFrameSize = 4 << 10
 )
 
-// outbound is one queued push, shared by every recipient, and the counter to
-// bump once it reached this connection's socket.
+// outbound is one queued push, shared by every recipient (queues hold
+// pointers to it: a slot is 8 bytes, and a connection's queue of 256 costs
+// 2 KiB, not 256 copies of this struct), and the counter to bump once it
+// reached this connection's socket.
 //
 // A push to a room or an event's watchers carries a PreparedMessage: framed
 // once, written by each recipient's writer straight to its socket, where
@@ -47,18 +49,11 @@ type outbound struct {
 	data      []byte
 	prepared  *websocket.PreparedMessage // nil: frame data in the writer
 	delivered prometheus.Counter
-	at        int64 // monotime of the delivery, for pushSeconds
+	at        time.Time // of the delivery, for pushSeconds
 }
 
-// epoch is the origin of monotime.
-var epoch = time.Now()
-
-// monotime is a monotonic clock reading in nanoseconds, a quarter of the
-// size of a time.Time in every queued push.
-func monotime() int64 { return int64(time.Since(epoch)) }
-
 // write sends m as one text frame.
-func (m outbound) write(ws *websocket.Conn) error {
+func (m *outbound) write(ws *websocket.Conn) error {
 	if m.prepared != nil {
 		return ws.WritePreparedMessage(m.prepared)
 	}
@@ -77,7 +72,7 @@ type conn struct {
 	pingPeriod time.Duration
 	readWait   time.Duration // read deadline: one ping period plus the pong wait
 
-	send chan outbound
+	send chan *outbound // shared with the other recipients: read only
 	// queued counts the payload bytes in send plus the one being written:
 	// added by enqueue, released by writeLoop once written. A room push's
 	// bytes are shared by its recipients, but each one's count says how far
@@ -116,7 +111,7 @@ func newConn(ws *websocket.Conn, userID int64, h *hub, queue, queueBytes int, ra
 		userID:     userID,
 		hub:        h,
 		log:        log,
-		send:       make(chan outbound, queue),
+		send:       make(chan *outbound, queue),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		rooms:      map[int64]struct{}{},
@@ -129,7 +124,7 @@ func newConn(ws *websocket.Conn, userID int64, h *hub, queue, queueBytes int, ra
 // would stall every other connection behind the dispatcher, so it is
 // disconnected instead and catches up through GET /api/v1/tickets/{ticket}
 // after reconnecting.
-func (c *conn) enqueue(msg outbound) {
+func (c *conn) enqueue(msg *outbound) {
 	select {
 	case <-c.done: // going away: do not queue what will not be sent
 		return
@@ -209,7 +204,7 @@ func (c *conn) writeLoop() {
 // is a batchConn, up to maxBatchMessages and maxBatchBytes of them with one
 // write to the socket. The pushes count as delivered, and their bytes leave
 // the queue's budget, once written.
-func (c *conn) writeQueued(bc *batchConn, m outbound) error {
+func (c *conn) writeQueued(bc *batchConn, m *outbound) error {
 	c.ws.SetWriteDeadline(time.Now().Add(writeWait))
 	more := len(c.send)
 	if bc == nil || more == 0 {
@@ -218,11 +213,11 @@ func (c *conn) writeQueued(bc *batchConn, m outbound) error {
 		}
 		c.queued.Add(-int64(len(m.data)))
 		m.delivered.Inc()
-		pushSeconds.Observe(float64(monotime()-m.at) / 1e9)
+		pushSeconds.Observe(time.Since(m.at).Seconds())
 		writeBatch.Observe(1)
 		return nil
 	}
-	var batch [maxBatchMessages]outbound
+	var batch [maxBatchMessages]*outbound
 	batch[0] = m
 	n, size := 1, len(m.data)
 	bc.hold()
@@ -241,10 +236,10 @@ func (c *conn) writeQueued(bc *batchConn, m outbound) error {
 		return err
 	}
 	c.queued.Add(-int64(size))
-	now := monotime()
+	now := time.Now()
 	for _, m := range batch[:n] {
 		m.delivered.Inc()
-		pushSeconds.Observe(float64(now-m.at) / 1e9)
+		pushSeconds.Observe(now.Sub(m.at).Seconds())
 	}
 	writeBatch.Observe(float64(n))
 	return nil

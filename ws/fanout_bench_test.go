@@ -327,3 +327,13 @@ func BenchmarkRoomJoinDuringFanout(b *testing.B) {
 	close(stop)
 	<-pushed
 }
+
+// BenchmarkNewConn: B/op is what a connection costs before its socket's
+// buffers, most of it the send queue's slots.
+func BenchmarkNewConn(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		newConn(nil, 1, nil, DefaultSendQueue, DefaultSendBytes, config.Rate{}, time.Hour, time.Hour, log)
+	}
+}
