@@ -18,13 +18,14 @@ import (
 // Timings of API.md: ping every 25 s, and a client that has not answered
 // 10 s after a ping is gone. The read deadline therefore covers one ping
 // period plus the pong wait, and each pong pushes it out again. (Config's
-// unexported fields shorten the first two for tests.)
+// unexported fields change the first three for tests.)
 const (
 	pingPeriod = 25 * time.Second
 	pongWait   = 10 * time.Second
 
-	// writeWait bounds one frame write. The send queue, not this, is what
-	// catches slow clients; this catches clients whose TCP window stays shut.
+	// writeWait bounds one write to the socket (one push, or one batch of
+	// them). The send queue, not this, is what catches slow clients; this
+	// catches clients whose TCP window stays shut.
 	writeWait = 10 * time.Second
 	// closeWait bounds the close handshake: the close frame write and the
 	// wait for the peer's answering close frame.
@@ -70,6 +71,7 @@ type conn struct {
 	log    *slog.Logger
 
 	pingPeriod time.Duration
+	writeWait  time.Duration // bound of one write to the socket
 	readWait   time.Duration // read deadline: one ping period plus the pong wait
 
 	send chan *outbound // shared with the other recipients: read only
@@ -99,19 +101,28 @@ type conn struct {
 	events map[int64]struct{}
 }
 
-func newConn(ws *websocket.Conn, userID int64, h *hub, queue, queueBytes int, rate config.Rate, ping, pongWait time.Duration, log *slog.Logger) *conn {
+// connLimits are the settings of a server's connections.
+type connLimits struct {
+	queue, queueBytes int         // FLASHGATE_WS_SEND_QUEUE, FLASHGATE_WS_SEND_BYTES
+	msgRate           config.Rate // FLASHGATE_WS_MSG_RATE
+	ping, pongWait    time.Duration
+	writeWait         time.Duration
+}
+
+func newConn(ws *websocket.Conn, userID int64, h *hub, lim connLimits, log *slog.Logger) *conn {
 	return &conn{
-		sendBytes:  int64(queueBytes),
-		pingPeriod: ping,
-		readWait:   ping + pongWait,
-		msgRate:    rate,
-		msgTokens:  float64(rate.Burst),
+		sendBytes:  int64(lim.queueBytes),
+		pingPeriod: lim.ping,
+		readWait:   lim.ping + lim.pongWait,
+		writeWait:  lim.writeWait,
+		msgRate:    lim.msgRate,
+		msgTokens:  float64(lim.msgRate.Burst),
 		msgAt:      time.Now(),
 		ws:         ws,
 		userID:     userID,
 		hub:        h,
 		log:        log,
-		send:       make(chan *outbound, queue),
+		send:       make(chan *outbound, lim.queue),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		rooms:      map[int64]struct{}{},
@@ -192,7 +203,7 @@ func (c *conn) writeLoop() {
 				return
 			}
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeWait)); err != nil {
 				c.shutdown(dropWriteFailed, 0, "")
 				return
 			}
@@ -205,7 +216,7 @@ func (c *conn) writeLoop() {
 // write to the socket. The pushes count as delivered, and their bytes leave
 // the queue's budget, once written.
 func (c *conn) writeQueued(bc *batchConn, m *outbound) error {
-	c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+	c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
 	more := len(c.send)
 	if bc == nil || more == 0 {
 		if err := m.write(c.ws); err != nil {
@@ -229,7 +240,7 @@ func (c *conn) writeQueued(bc *batchConn, m *outbound) error {
 		size += len(m.data)
 		err = m.write(c.ws)
 	}
-	if ferr := bc.flush(time.Now().Add(writeWait)); err == nil {
+	if ferr := bc.flush(time.Now().Add(c.writeWait)); err == nil {
 		err = ferr
 	}
 	if err != nil {
