@@ -18,13 +18,14 @@ import (
 // Timings of API.md: ping every 25 s, and a client that has not answered
 // 10 s after a ping is gone. The read deadline therefore covers one ping
 // period plus the pong wait, and each pong pushes it out again. (Config's
-// unexported fields shorten the first two for tests.)
+// unexported fields change the first three for tests.)
 const (
 	pingPeriod = 25 * time.Second
 	pongWait   = 10 * time.Second
 
-	// writeWait bounds one frame write. The send queue, not this, is what
-	// catches slow clients; this catches clients whose TCP window stays shut.
+	// writeWait bounds one write to the socket (one push, or one batch of
+	// them). The send queue, not this, is what catches slow clients; this
+	// catches clients whose TCP window stays shut.
 	writeWait = 10 * time.Second
 	// closeWait bounds the close handshake: the close frame write and the
 	// wait for the peer's answering close frame.
@@ -34,8 +35,10 @@ const (
 	maxFrameSize = 4 << 10
 )
 
-// outbound is one queued push, shared by every recipient, and the counter to
-// bump once it reached this connection's socket.
+// outbound is one queued push, shared by every recipient (queues hold
+// pointers to it: a slot is 8 bytes, and a connection's queue of 256 costs
+// 2 KiB, not 256 copies of this struct), and the counter to bump once it
+// reached this connection's socket.
 //
 // A push to a room or an event's watchers carries a PreparedMessage: framed
 // once, written by each recipient's writer straight to its socket, where
@@ -47,10 +50,11 @@ type outbound struct {
 	data      []byte
 	prepared  *websocket.PreparedMessage // nil: frame data in the writer
 	delivered prometheus.Counter
+	at        time.Time // of the delivery, for pushSeconds
 }
 
 // write sends m as one text frame.
-func (m outbound) write(ws *websocket.Conn) error {
+func (m *outbound) write(ws *websocket.Conn) error {
 	if m.prepared != nil {
 		return ws.WritePreparedMessage(m.prepared)
 	}
@@ -67,9 +71,10 @@ type conn struct {
 	log    *slog.Logger
 
 	pingPeriod time.Duration
+	writeWait  time.Duration // bound of one write to the socket
 	readWait   time.Duration // read deadline: one ping period plus the pong wait
 
-	send chan outbound
+	send chan *outbound // shared with the other recipients: read only
 	// queued counts the payload bytes in send plus the one being written:
 	// added by enqueue, released by writeLoop once written. A room push's
 	// bytes are shared by its recipients, but each one's count says how far
@@ -96,19 +101,28 @@ type conn struct {
 	events map[int64]struct{}
 }
 
-func newConn(ws *websocket.Conn, userID int64, h *hub, queue, queueBytes int, rate config.Rate, ping, pongWait time.Duration, log *slog.Logger) *conn {
+// connLimits are the settings of a server's connections.
+type connLimits struct {
+	queue, queueBytes int         // FLASHGATE_WS_SEND_QUEUE, FLASHGATE_WS_SEND_BYTES
+	msgRate           config.Rate // FLASHGATE_WS_MSG_RATE
+	ping, pongWait    time.Duration
+	writeWait         time.Duration
+}
+
+func newConn(ws *websocket.Conn, userID int64, h *hub, lim connLimits, log *slog.Logger) *conn {
 	return &conn{
-		sendBytes:  int64(queueBytes),
-		pingPeriod: ping,
-		readWait:   ping + pongWait,
-		msgRate:    rate,
-		msgTokens:  float64(rate.Burst),
+		sendBytes:  int64(lim.queueBytes),
+		pingPeriod: lim.ping,
+		readWait:   lim.ping + lim.pongWait,
+		writeWait:  lim.writeWait,
+		msgRate:    lim.msgRate,
+		msgTokens:  float64(lim.msgRate.Burst),
 		msgAt:      time.Now(),
 		ws:         ws,
 		userID:     userID,
 		hub:        h,
 		log:        log,
-		send:       make(chan outbound, queue),
+		send:       make(chan *outbound, lim.queue),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		rooms:      map[int64]struct{}{},
@@ -121,7 +135,7 @@ func newConn(ws *websocket.Conn, userID int64, h *hub, queue, queueBytes int, ra
 // would stall every other connection behind the dispatcher, so it is
 // disconnected instead and catches up through GET /api/v1/tickets/{ticket}
 // after reconnecting.
-func (c *conn) enqueue(msg outbound) {
+func (c *conn) enqueue(msg *outbound) {
 	select {
 	case <-c.done: // going away: do not queue what will not be sent
 		return
@@ -153,7 +167,11 @@ func (c *conn) shutdown(reason string, code int, text string) {
 			// The writer is most likely stuck in a write to the full socket;
 			// expire that write now so the connection goes away promptly.
 			// Safe concurrently: net.Conn methods may be called from any goroutine.
-			c.ws.UnderlyingConn().SetWriteDeadline(time.Now())
+			if bc, ok := c.ws.UnderlyingConn().(*batchConn); ok {
+				bc.expire() // not SetWriteDeadline, which waits for the write
+			} else {
+				c.ws.UnderlyingConn().SetWriteDeadline(time.Now())
+			}
 		}
 	})
 }
@@ -165,6 +183,7 @@ func (c *conn) writeLoop() {
 	defer c.ws.Close()
 	ping := time.NewTicker(c.pingPeriod)
 	defer ping.Stop()
+	bc, _ := c.ws.UnderlyingConn().(*batchConn)
 	for {
 		// Checked first because select picks among ready cases at random: a
 		// connection told to go away must not keep draining its queue.
@@ -179,20 +198,62 @@ func (c *conn) writeLoop() {
 			c.closeHandshake()
 			return
 		case m := <-c.send:
-			c.ws.SetWriteDeadline(time.Now().Add(writeWait))
-			if err := m.write(c.ws); err != nil {
+			if err := c.writeQueued(bc, m); err != nil {
 				c.shutdown(dropWriteFailed, 0, "")
 				return
 			}
-			c.queued.Add(-int64(len(m.data)))
-			m.delivered.Inc()
 		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.writeWait)); err != nil {
 				c.shutdown(dropWriteFailed, 0, "")
 				return
 			}
 		}
 	}
+}
+
+// writeQueued writes m and, when more pushes wait behind it and the socket
+// is a batchConn, up to maxBatchMessages and maxBatchBytes of them with one
+// write to the socket. The pushes count as delivered, and their bytes leave
+// the queue's budget, once written.
+func (c *conn) writeQueued(bc *batchConn, m *outbound) error {
+	c.ws.SetWriteDeadline(time.Now().Add(c.writeWait))
+	more := len(c.send)
+	if bc == nil || more == 0 {
+		if err := m.write(c.ws); err != nil {
+			return err
+		}
+		c.queued.Add(-int64(len(m.data)))
+		m.delivered.Inc()
+		pushSeconds.Observe(time.Since(m.at).Seconds())
+		writeBatch.Observe(1)
+		return nil
+	}
+	var batch [maxBatchMessages]*outbound
+	batch[0] = m
+	n, size := 1, len(m.data)
+	bc.hold()
+	err := m.write(c.ws)
+	for ; err == nil && more > 0 && n < maxBatchMessages && size < maxBatchBytes; more-- {
+		m = <-c.send // only this goroutine receives: it is there
+		batch[n] = m
+		n++
+		size += len(m.data)
+		err = m.write(c.ws)
+	}
+	if ferr := bc.flush(time.Now().Add(c.writeWait)); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	c.queued.Add(-int64(size))
+	now := time.Now()
+	for _, m := range batch[:n] {
+		m.delivered.Inc()
+		pushSeconds.Observe(now.Sub(m.at).Seconds())
+	}
+	writeBatch.Observe(float64(n))
+	return nil
 }
 
 // closeHandshake sends the close frame, if any, and gives the client a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -34,6 +35,9 @@ func consume(ctx context.Context, cl *kgo.Client, h *hub, log *slog.Logger) {
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			consumedRecords.Inc()
+			if !r.Timestamp.IsZero() {
+				resultAge.Observe(time.Since(r.Timestamp).Seconds())
+			}
 			dispatch(r, h, log)
 		})
 	}

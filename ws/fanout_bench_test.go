@@ -18,7 +18,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/flashgate/flashgate/internal/auth"
-	"github.com/flashgate/flashgate/internal/config"
 )
 
 // The fan-out benchmarks measure ws alone: Run's GET /ws handler with many
@@ -37,6 +36,12 @@ const (
 	// every writer busy, well below the send queue so nobody is dropped.
 	benchWindow = 64
 )
+
+// benchLimits are Run's defaults for connections made without a server.
+var benchLimits = connLimits{
+	queue: DefaultSendQueue, queueBytes: DefaultSendBytes,
+	ping: time.Hour, pongWait: time.Hour, writeWait: writeWait,
+}
 
 // benchGift is a gift push of the size the worker produces.
 var benchGift = []byte(`{"type":"gift","room_id":2,"ticket":"g1000042-01JDX3Q7ZK8W5N3M2P4R6T8V0Y","sender_id":1000042,"receiver_id":7,"gift_id":2,"count":1,"effect_url":"https://cdn.example.com/gifts/rose.webp"}`)
@@ -267,7 +272,7 @@ func BenchmarkRoomJoinDuringFanout(b *testing.B) {
 	// The joiner is a connection without a socket: a goroutine drains its
 	// queue and stands in for both of its loops in the hub's accounting.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c := newConn(nil, 1, f.hub, DefaultSendQueue, DefaultSendBytes, config.Rate{}, time.Hour, time.Hour, log)
+	c := newConn(nil, 1, f.hub, benchLimits, log)
 	if !f.hub.add(c) {
 		b.Fatal("hub closed")
 	}
@@ -326,4 +331,14 @@ func BenchmarkRoomJoinDuringFanout(b *testing.B) {
 	b.ReportMetric(float64(took[len(took)*99/100].Nanoseconds()), "p99-ns")
 	close(stop)
 	<-pushed
+}
+
+// BenchmarkNewConn: B/op is what a connection costs before its socket's
+// buffers, most of it the send queue's slots.
+func BenchmarkNewConn(b *testing.B) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		newConn(nil, 1, nil, benchLimits, log)
+	}
 }

@@ -3,6 +3,7 @@ package ws
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
@@ -165,17 +166,18 @@ func (s *shard) index(t target) index {
 // A push to an event or a room is framed once, and only if some connection
 // here wants it: most results concern nobody on this replica.
 func (h *hub) deliver(t target, id int64, data []byte, delivered prometheus.Counter) {
-	msg := outbound{data: data, delivered: delivered}
-	framed := t == toUser
+	var msg *outbound // made for the first recipient
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
 		set := s.index(t)[id]
-		if len(set) > 0 && !framed {
-			// Cannot fail: it frames uncompressed text into memory. Should
-			// it ever, the writers frame data themselves.
-			msg.prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, data)
-			framed = true
+		if len(set) > 0 && msg == nil {
+			msg = &outbound{data: data, delivered: delivered, at: time.Now()}
+			if t != toUser {
+				// Cannot fail: it frames uncompressed text into memory.
+				// Should it ever, the writers frame data themselves.
+				msg.prepared, _ = websocket.NewPreparedMessage(websocket.TextMessage, data)
+			}
 		}
 		for c := range set {
 			c.enqueue(msg)

@@ -223,3 +223,88 @@ func churn(e *testEnv, uid int64, round int, room, otherRoom, event int64) error
 		last[key] = n
 	}
 }
+
+// A viewer that stops reading holds nobody up. Its writes may take an hour
+// here, so a dispatcher that waited for its socket even once would stall
+// the room for good. While the stuck viewer's socket is full the other
+// viewer gets every push; the stuck one, if its queue can hold them all
+// ("held"), gets them all in order once it reads again, and otherwise
+// ("dropped") is dropped as a slow consumer, its stuck write cut short.
+func TestStuckViewerDoesNotHoldTheRoom(t *testing.T) {
+	const pushes = 256 // 16 MiB: more than three times what the kernel buffers for the stuck one
+	for _, tc := range []struct {
+		name  string
+		queue int
+	}{
+		{"held", 2 * pushes},
+		{"dropped", 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			credits, stop := make(chan struct{}, 8), make(chan struct{})
+			delivered := make(chan struct{})
+			// Registered first, so it runs after hubServer's cleanup,
+			// which cuts the sockets.
+			t.Cleanup(func() { close(stop); <-delivered })
+			e, h := hubEnv(t, func(c *Config) {
+				c.writeWait = time.Hour
+				c.WSSendQueue, c.WSSendBytes = tc.queue, 1<<30
+				c.pingPeriod, c.pongWait = time.Hour, time.Hour // never timed out
+			})
+			reader := e.dial(1)
+			// The stuck viewer's socket buffers little, and its client
+			// stops reading the socket once it holds a frame nobody took
+			// (buffer 0).
+			d := e.dialer()
+			d.NetDial = func(network, addr string) (net.Conn, error) {
+				c, err := net.Dial(network, addr)
+				if err == nil {
+					err = c.(*net.TCPConn).SetReadBuffer(256 << 10)
+				}
+				return c, err
+			}
+			stuck := e.dialWith(d, e.wsURL+"?token="+e.token(2), nil, 0)
+			for _, c := range []*wsClient{reader, stuck} {
+				c.send(`{"type":"join","room_id":4}`)
+				c.sync()
+			}
+
+			pad := strings.Repeat("p", 64<<10)
+			want := make([]string, pushes)
+			for i := range want {
+				want[i] = fmt.Sprintf(`{"type":"gift","room_id":4,"n":%d,"pad":%q}`, i, pad)
+			}
+			// Delivered from another goroutine, so that a dispatcher that
+			// hangs fails the test rather than hanging it, and at most 8
+			// ahead of the reader, whose queue is as short as the stuck
+			// one's in the "dropped" case.
+			for range cap(credits) {
+				credits <- struct{}{}
+			}
+			go func() {
+				defer close(delivered)
+				for _, w := range want {
+					select {
+					case <-credits:
+					case <-stop:
+						return
+					}
+					h.deliver(toRoom, 4, []byte(w), deliveredGift)
+				}
+			}()
+			for _, w := range want {
+				reader.expect(w)
+				credits <- struct{}{}
+			}
+			if tc.name == "dropped" {
+				stuck.closed() // fails the test if it stays open
+				return
+			}
+			if n := h.count(toRoom, 4); n != 2 {
+				t.Fatalf("%d viewers in the room, want 2: the stuck one was dropped", n)
+			}
+			for _, w := range want {
+				stuck.expect(w)
+			}
+		})
+	}
+}

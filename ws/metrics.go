@@ -30,6 +30,21 @@ var (
 		Namespace: obs.Namespace, Subsystem: "ws", Name: "dropped_connections_total",
 		Help: "Connections closed by the server because of the client, by reason (slow, pong_timeout, too_large, write_failed).",
 	}, []string{"reason"})
+	resultAge = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "result_age_seconds",
+		Help:    "Time from a result's production (its Kafka timestamp) to this service reading it: the latency before ws.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	pushSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "push_seconds",
+		Help:    "Time from reading a result to writing its push to a connection's socket, once per recipient: the latency in ws.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	writeBatch = promauto.NewHistogram(prometheus.HistogramOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "write_batch_messages",
+		Help:    "Pushes written to a connection's socket at once: more than 1 when pushes queue up faster than the connection's writer writes them.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+	})
 	consumedRecords = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "ws", Name: "consumed_records_total",
 		Help: "Records read from the results topic.",

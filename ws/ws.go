@@ -69,6 +69,9 @@ type Config struct {
 	// Ping period and pong wait of WebSocket connections; zero means
 	// API.md's 25 s and 10 s. Tests shorten them.
 	pingPeriod, pongWait time.Duration
+	// writeWait bounds one write to a connection's socket; zero means
+	// 10 s. Tests lengthen it, to hold a client that does not read.
+	writeWait time.Duration
 }
 
 // setDefaults fills zero or negative fields with their defaults.
@@ -93,6 +96,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.pongWait <= 0 {
 		cfg.pongWait = pongWait
+	}
+	if cfg.writeWait <= 0 {
+		cfg.writeWait = writeWait
 	}
 }
 
@@ -244,15 +250,18 @@ func checkOrigin(cfg config.Config) func(*http.Request) bool {
 // newServer returns the GET /ws handler of Run; cfg has its defaults set.
 func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *server {
 	s := &server{
-		log:       log,
-		signer:    auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
-		hub:       h,
-		sendQueue: cfg.WSSendQueue,
-		sendBytes: cfg.WSSendBytes,
-		msgRate:   cfg.WSMsgRate,
-		ping:      cfg.pingPeriod,
-		pongWait:  cfg.pongWait,
-		ready:     ready,
+		log:    log,
+		signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
+		hub:    h,
+		limits: connLimits{
+			queue:      cfg.WSSendQueue,
+			queueBytes: cfg.WSSendBytes,
+			msgRate:    cfg.WSMsgRate,
+			ping:       cfg.pingPeriod,
+			pongWait:   cfg.pongWait,
+			writeWait:  cfg.writeWait,
+		},
+		ready: ready,
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -267,16 +276,12 @@ func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *serv
 
 // server serves GET /ws.
 type server struct {
-	log       *slog.Logger
-	signer    *auth.Signer
-	hub       *hub
-	upgrader  websocket.Upgrader
-	sendQueue int // messages
-	sendBytes int
-	msgRate   config.Rate
-	ping      time.Duration // ping period
-	pongWait  time.Duration
-	ready     *obs.Readiness
+	log      *slog.Logger
+	signer   *auth.Signer
+	hub      *hub
+	upgrader websocket.Upgrader
+	limits   connLimits
+	ready    *obs.Readiness
 }
 
 // serveWS authenticates, upgrades and runs one connection. The token is
@@ -296,13 +301,13 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.Unauthorized)
 		return
 	}
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := s.upgrader.Upgrade(batchHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
 		s.log.Debug("upgrade failed", "remote", r.RemoteAddr, "user_id", claims.UserID, "err", err)
 		return
 	}
-	c := newConn(ws, claims.UserID, s.hub, s.sendQueue, s.sendBytes, s.msgRate, s.ping, s.pongWait, s.log)
+	c := newConn(ws, claims.UserID, s.hub, s.limits, s.log)
 	if !s.hub.add(c) {
 		ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"),

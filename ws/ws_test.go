@@ -252,7 +252,10 @@ func (e *testEnv) dialWith(d *websocket.Dialer, u string, hdr http.Header, buffe
 	go func() {
 		defer close(c.msgs)
 		for {
-			_, data, err := conn.ReadMessage()
+			typ, data, err := conn.ReadMessage()
+			if err == nil && typ != websocket.TextMessage {
+				err = fmt.Errorf("got a frame of type %d; API.md's pushes are text frames", typ)
+			}
 			if err != nil {
 				c.errc <- err
 				return
