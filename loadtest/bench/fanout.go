@@ -16,7 +16,7 @@ import (
 
 const (
 	viewers    = 2000
-	fanoutRate = 25 // gifts per second: 25 × 2,000 viewers = 50,000 deliveries/s asked of ws
+	fanoutRate = 30 // gifts per second: 30 × 2,000 viewers = 60,000 deliveries/s asked of ws
 )
 
 // delivery is one gift push a viewer read, by ticket.
@@ -99,7 +99,6 @@ func (b *bench) rowFanout(ctx context.Context) error {
 	sent := make([]time.Time, n)
 	tickets := make([]string, n)
 	var refused atomic.Int64
-	began := time.Now()
 	tick := time.NewTicker(time.Second / fanoutRate)
 	var senders sync.WaitGroup
 	for i := range n {
@@ -167,7 +166,7 @@ func (b *bench) rowFanout(ctx context.Context) error {
 		}
 	}
 	var lat []time.Duration
-	var lastAt time.Time
+	var firstAt, lastAt time.Time
 	var missed, dups, closed int64
 	for _, v := range vs {
 		seen := map[string]bool{}
@@ -179,6 +178,9 @@ func (b *bench) rowFanout(ctx context.Context) error {
 			seen[d.ticket] = true
 			if at, ok := sentAt[d.ticket]; ok {
 				lat = append(lat, d.at.Sub(at))
+			}
+			if firstAt.IsZero() || d.at.Before(firstAt) {
+				firstAt = d.at
 			}
 			if d.at.After(lastAt) {
 				lastAt = d.at
@@ -194,9 +196,13 @@ func (b *bench) rowFanout(ctx context.Context) error {
 		return fmt.Errorf("no viewer received a gift")
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	// The rate is over the delivery window, first push read to last: a
+	// ws that keeps up delivers what is asked, one that falls behind
+	// stretches the window. (From the first gift sent, the window would
+	// include one push latency and the rate could never reach the ask.)
 	r := row{
 		name: fmt.Sprintf("WebSocket fan-out: %d viewers in one room, %d gifts/s", viewers, fanoutRate),
-		rate: float64(len(lat)) / lastAt.Sub(began).Seconds(), unit: "deliveries/s",
+		rate: float64(len(lat)) / lastAt.Sub(firstAt).Seconds(), unit: "deliveries/s",
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100],
 		answers: fmt.Sprintf("%d gifts (%d refused), %d deliveries, %d duplicates, %d viewers cut off", succeeded, refused.Load(), len(lat), dups, closed),
 		check:   "ok",
