@@ -7,6 +7,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -29,6 +30,7 @@ var (
 	ErrMalformed = errors.New("malformed token")
 	ErrSignature = errors.New("bad token signature")
 	ErrExpired   = errors.New("token expired")
+	ErrMissing   = errors.New("missing bearer token")
 )
 
 // Claims are what a token says about its bearer.
@@ -44,7 +46,7 @@ func (c Claims) IsAdmin() bool { return c.Role == RoleAdmin }
 // Signer signs tokens with one secret and verifies them with it or, during a
 // key rotation, with the previous one. It is safe for concurrent use.
 type Signer struct {
-	pool sync.Pool // of hash.Hash keyed with the secret
+	pool sync.Pool // of *macState keyed with the secret
 	now  func() time.Time
 
 	prev      *Signer   // nil outside a rotation
@@ -55,7 +57,7 @@ type Signer struct {
 func NewSigner(secret string) *Signer {
 	key := []byte(secret)
 	return &Signer{
-		pool: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }},
+		pool: sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, key)} }},
 		now:  time.Now,
 	}
 }
@@ -88,65 +90,154 @@ func (s *Signer) Sign(userID int64, role string, ttl time.Duration) string {
 }
 
 func (s *Signer) mac(msg []byte) []byte {
-	h := s.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write(msg)
-	sum := h.Sum(nil)
-	s.pool.Put(h)
+	st := s.pool.Get().(*macState)
+	sum := append([]byte(nil), st.sum(msg)...)
+	s.pool.Put(st)
 	return sum
+}
+
+// maxToken is the longest token Verify looks at; anything longer is
+// malformed.
+const maxToken = 512
+
+// macState is a keyed HMAC with buffers for one verification, pooled so
+// that verifying a token allocates nothing: the gateway does it on every
+// request, sold-out answers included.
+type macState struct {
+	h   hash.Hash
+	out [sha256.Size]byte
+	tok [maxToken]byte // the token, copied in
+	raw [maxToken]byte // its decoded payload
+}
+
+// sum returns the HMAC of msg, in st.out.
+func (st *macState) sum(msg []byte) []byte {
+	st.h.Reset()
+	st.h.Write(msg)
+	return st.h.Sum(st.out[:0])
 }
 
 // Verify checks the token's signature and expiry and returns its claims.
 func (s *Signer) Verify(token string) (Claims, error) {
-	dot := strings.IndexByte(token, '.')
-	if dot <= 0 || dot == len(token)-1 || len(token) > 512 {
+	if len(token) > maxToken {
 		return Claims{}, ErrMalformed
 	}
-	p, sig := token[:dot], token[dot+1:]
+	st := s.pool.Get().(*macState)
+	defer s.pool.Put(st)
+	return s.verify(st, st.tok[:copy(st.tok[:], token)])
+}
+
+// VerifyHeader is Verify for an Authorization header value ("Bearer
+// <token>"), as bytes straight from the request. ErrMissing means there is
+// no bearer token in it.
+func (s *Signer) VerifyHeader(h []byte) (Claims, error) {
+	tok := bearer(h)
+	if len(tok) == 0 {
+		return Claims{}, ErrMissing
+	}
+	if len(tok) > maxToken {
+		return Claims{}, ErrMalformed
+	}
+	st := s.pool.Get().(*macState)
+	defer s.pool.Put(st)
+	return s.verify(st, st.tok[:copy(st.tok[:], tok)])
+}
+
+// verify checks tok, which is in st's buffer.
+func (s *Signer) verify(st *macState, tok []byte) (Claims, error) {
+	dot := bytes.IndexByte(tok, '.')
+	if dot <= 0 || dot == len(tok)-1 {
+		return Claims{}, ErrMalformed
+	}
+	p, sig := tok[:dot], tok[dot+1:]
 	var sigBuf [sha256.Size]byte
 	if enc.DecodedLen(len(sig)) != sha256.Size {
 		return Claims{}, ErrMalformed
 	}
-	if _, err := enc.Decode(sigBuf[:], []byte(sig)); err != nil {
+	if _, err := enc.Decode(sigBuf[:], sig); err != nil {
 		return Claims{}, ErrMalformed
 	}
-	if !hmac.Equal(sigBuf[:], s.mac([]byte(p))) {
-		if s.prev == nil || !s.now().Before(s.prevUntil) || !hmac.Equal(sigBuf[:], s.prev.mac([]byte(p))) {
+	if !hmac.Equal(sigBuf[:], st.sum(p)) {
+		if s.prev == nil || !s.now().Before(s.prevUntil) || !hmac.Equal(sigBuf[:], s.prev.mac(p)) {
 			return Claims{}, ErrSignature
 		}
 	}
-	raw, err := enc.DecodeString(p)
+	n, err := enc.Decode(st.raw[:], p)
 	if err != nil {
 		return Claims{}, ErrMalformed
 	}
-	parts := strings.Split(string(raw), ".")
-	if len(parts) != 3 {
+	uid, rest, ok := bytes.Cut(st.raw[:n], []byte{'.'})
+	if !ok {
 		return Claims{}, ErrMalformed
 	}
-	uid, err := strconv.ParseInt(parts[0], 10, 64)
-	if err != nil || uid <= 0 {
+	role, exp, ok := bytes.Cut(rest, []byte{'.'})
+	if !ok {
 		return Claims{}, ErrMalformed
 	}
-	if parts[1] != RoleUser && parts[1] != RoleAdmin {
+	var c Claims
+	switch string(role) {
+	case RoleUser:
+		c.Role = RoleUser
+	case RoleAdmin:
+		c.Role = RoleAdmin
+	default:
 		return Claims{}, ErrMalformed
 	}
-	exp, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil {
+	if c.UserID, ok = parseInt(uid); !ok || c.UserID <= 0 {
 		return Claims{}, ErrMalformed
 	}
-	c := Claims{UserID: uid, Role: parts[1], Expires: time.Unix(exp, 0)}
+	e, ok := parseInt(exp)
+	if !ok {
+		return Claims{}, ErrMalformed
+	}
+	c.Expires = time.Unix(e, 0)
 	if !s.now().Before(c.Expires) {
 		return c, ErrExpired
 	}
 	return c, nil
 }
 
+// parseInt parses a decimal int64 as strconv.ParseInt(b, 10, 64) does,
+// sign included, without making a string of b.
+func parseInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg || len(b) > 0 && b[0] == '+' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n > 1<<63-1 {
+		return 0, false
+	}
+	if neg {
+		return -int64(n), true
+	}
+	return int64(n), true
+}
+
 // FromHeader extracts the token from an Authorization header value
 // ("Bearer <token>"); it returns "" when there is none.
 func FromHeader(h string) string {
-	const prefix = "Bearer "
-	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
-		return strings.TrimSpace(h[len(prefix):])
+	if len(h) > len(bearerPrefix) && strings.EqualFold(h[:len(bearerPrefix)], bearerPrefix) {
+		return strings.TrimSpace(h[len(bearerPrefix):])
 	}
 	return ""
+}
+
+const bearerPrefix = "Bearer "
+
+// bearer is FromHeader on bytes.
+func bearer(h []byte) []byte {
+	if len(h) > len(bearerPrefix) && bytes.EqualFold(h[:len(bearerPrefix)], []byte(bearerPrefix)) {
+		return bytes.TrimSpace(h[len(bearerPrefix):])
+	}
+	return nil
 }

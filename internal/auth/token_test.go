@@ -110,5 +110,30 @@ func FuzzVerify(f *testing.F) {
 		if err == nil && (c.UserID <= 0 || (c.Role != RoleUser && c.Role != RoleAdmin)) {
 			t.Fatalf("accepted %q with claims %+v", tok, c)
 		}
+		// The header form, which the gateway uses, agrees with Verify.
+		hc, herr := s.VerifyHeader([]byte("Bearer " + tok))
+		if strings.TrimSpace(tok) == tok && tok != "" && (hc != c || herr != err) {
+			t.Fatalf("VerifyHeader(Bearer %q) = %+v, %v; Verify = %+v, %v", tok, hc, herr, c, err)
+		}
 	})
+}
+
+// The gateway verifies a token on every request, the cheap answers
+// included: doing it must not allocate.
+func TestVerifyAllocatesNothing(t *testing.T) {
+	s := NewSigner("0123456789abcdef-secret")
+	h := []byte("Bearer " + s.Sign(42, RoleUser, time.Hour))
+	if _, err := s.VerifyHeader([]byte("Basic abc")); err != ErrMissing {
+		t.Errorf("VerifyHeader(Basic) = %v, want ErrMissing", err)
+	}
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := s.VerifyHeader(h); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("VerifyHeader allocates %v times per call, want 0", n)
+	}
 }
