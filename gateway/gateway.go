@@ -120,6 +120,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.redis.SyncClock(ctx); err != nil {
+		log.Warn("cannot read Redis's clock yet; stamping reservations with this machine's until it can", "err", err)
+	}
 	if err := s.refreshEvents(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("cannot load events: %w", err)
@@ -172,6 +175,8 @@ func Run(ctx context.Context, cfg Config) error {
 	bgctx, stopBg := context.WithCancel(context.Background())
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.refreshEvery(bgctx, cfg.EventRefresh, "events", s.refreshEvents) }()
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.refreshEvery(bgctx, time.Second, "Redis's clock", s.redis.SyncClock) }()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

@@ -243,8 +243,8 @@ type ticketJSON struct {
 	CreatedAt string `json:"created_at"`
 }
 
-// getTicket answers GET /tickets/{ticket}. An order ticket's hash in Redis
-// ({ev:N}:t:<ticket>) lives for a day and knows the ticket from the
+// getTicket answers GET /tickets/{ticket}. An order ticket's state in Redis
+// ({ev:N}:tickets) lives as long as the event's keys and knows it from the
 // reservation on: pending, being committed, decided or undone. While Redis
 // knows it the answer comes from there, without a MySQL read, so that
 // buyers polling after a sale are answered while MySQL is slow. MySQL is

@@ -1,23 +1,29 @@
 -- claim: the worker marks a batch of one event's tickets as being committed
 -- before it writes MySQL, so that a gateway that gave up on the produce can
--- no longer undo them. One call per batch: the tickets share the event's
--- hash tag.
+-- no longer undo them. Two commands per batch, however large: one HMGET,
+-- one HSET.
 --
--- KEYS[i] {ev:N}:t:<ticket>, one per ticket of the batch
+-- KEYS[1] {ev:N}:tickets
+-- ARGV    the batch's tickets
 --
--- Returns, per ticket in KEYS order, 0 when the gateway already undid the
--- reservation (drop the order), 1 otherwise (also when the ticket hash is
--- gone, e.g. after a Redis flush).
-local out = {}
-for i, key in ipairs(KEYS) do
-  local s = redis.call('HGET', key, 's')
-  if s == 'aborted' then
+-- Returns, per ticket in ARGV order, 0 when the gateway already undid the
+-- reservation (drop the order), 1 otherwise (also when Redis does not know
+-- the ticket, e.g. after a flush).
+local cur = redis.call('HMGET', KEYS[1], unpack(ARGV))
+local out, upd = {}, {}
+for i = 1, #ARGV do
+  local v = cur[i]
+  if v and string.sub(v, 1, 8) == 'aborted|' then
     out[i] = 0
   else
-    if s == 'pending' then
-      redis.call('HSET', key, 's', 'committing')
+    if v and string.sub(v, 1, 8) == 'pending|' then
+      upd[#upd + 1] = ARGV[i]
+      upd[#upd + 1] = 'committing' .. string.sub(v, 8)
     end
     out[i] = 1
   end
+end
+if #upd > 0 then
+  redis.call('HSET', KEYS[1], unpack(upd))
 end
 return out

@@ -1,17 +1,18 @@
--- compensate: undo a reservation whose order never reached Kafka (the produce
--- failed), so a 503 leaves nothing reserved. If the worker already claimed the
--- ticket, the order did reach Kafka after all and nothing is undone.
+-- compensate: undo a reservation whose produce failed, unless the worker
+-- already claimed it (then the order is in Kafka after all).
 --
 -- KEYS[1] {ev:N}:stock
 -- KEYS[2] {ev:N}:buyers
 -- KEYS[3] {ev:N}:pending
--- KEYS[4] {ev:N}:t:<ticket>
+-- KEYS[4] {ev:N}:tickets
 -- ARGV[1] user id
 -- ARGV[2] ticket
--- ARGV[3] ticket hash TTL, seconds
+-- ARGV[3] TTL, seconds, for the tickets hash should this call create it
 --
--- Returns 1 when undone, 0 when too late (the worker has the order).
-local s = redis.call('HGET', KEYS[4], 's')
+-- Returns 1 when the reservation is undone (or never existed: the ticket is
+-- then marked aborted so a late claim drops it), 0 when the worker has it.
+local v = redis.call('HGET', KEYS[4], ARGV[2])
+local s = v and string.match(v, '^[^|]*')
 if s == 'committing' or s == 'succeeded' or s == 'failed' then
   return 0
 end
@@ -23,9 +24,13 @@ if s == 'pending' then
     redis.call('HDEL', KEYS[2], ARGV[1], 'k:' .. ARGV[1])
   end
 end
--- Written even when nothing was reserved (the reserve never ran, or Redis
--- lost it): a record that reaches Kafka after all must find the ticket
--- aborted and be dropped, since its buyer was told 503.
-redis.call('HSET', KEYS[4], 'u', ARGV[1], 's', 'aborted')
-redis.call('EXPIRE', KEYS[4], ARGV[3])
+local created = ''
+if v then
+  created = string.match(v, '^[^|]*|[^|]*|([^|]*)') or ''
+end
+local fresh = redis.call('EXISTS', KEYS[4]) == 0
+redis.call('HSET', KEYS[4], ARGV[2], 'aborted|' .. ARGV[1] .. '|' .. created .. '|||')
+if fresh then
+  redis.call('EXPIRE', KEYS[4], ARGV[3])
+end
 return 1

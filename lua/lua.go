@@ -20,6 +20,8 @@ var (
 	claimSrc string
 	//go:embed settle.lua
 	settleSrc string
+	//go:embed mark_pending.lua
+	markPendingSrc string
 	//go:embed release.lua
 	releaseSrc string
 	//go:embed warm.lua
@@ -52,14 +54,15 @@ var (
 
 // The scripts, loaded once and called by SHA (rueidis falls back to EVAL).
 var (
-	Reserve    = rueidis.NewLuaScript(reserveSrc)
-	Compensate = rueidis.NewLuaScript(compensateSrc)
-	Claim      = rueidis.NewLuaScript(claimSrc)
-	Settle     = rueidis.NewLuaScript(settleSrc)
-	Release    = rueidis.NewLuaScript(releaseSrc)
-	Warm       = rueidis.NewLuaScript(warmSrc)
-	StockSync  = rueidis.NewLuaScript(stockSyncSrc)
-	AddStock   = rueidis.NewLuaScript(addStockSrc)
+	Reserve     = rueidis.NewLuaScript(reserveSrc)
+	Compensate  = rueidis.NewLuaScript(compensateSrc)
+	Claim       = rueidis.NewLuaScript(claimSrc)
+	Settle      = rueidis.NewLuaScript(settleSrc)
+	Release     = rueidis.NewLuaScript(releaseSrc)
+	MarkPending = rueidis.NewLuaScript(markPendingSrc)
+	Warm        = rueidis.NewLuaScript(warmSrc)
+	StockSync   = rueidis.NewLuaScript(stockSyncSrc)
+	AddStock    = rueidis.NewLuaScript(addStockSrc)
 
 	RateLimit = rueidis.NewLuaScript(rateLimitSrc)
 

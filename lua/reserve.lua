@@ -1,18 +1,20 @@
 -- reserve: take one unit of an event for a user, atomically, and record the
--- pending reservation. The gateway runs this once per accepted order request.
--- The reservation is stamped with Redis's own clock, which the reconciler
--- also reads, so gateways and workers whose clocks disagree still agree on
--- how old a reservation is.
+-- pending reservation. The gateway runs this once per accepted order request,
+-- in one round trip: six commands, no per-ticket key and no TIME. The
+-- reservation is stamped with Redis's clock as the gateway reads it (it
+-- measures its offset from Redis's TIME every second), the clock the
+-- reconciler ages reservations by, so gateways and workers whose clocks
+-- disagree still agree on how old a reservation is.
 --
 -- KEYS[1] {ev:N}:stock    units left for reservation (absent = event not warm)
 -- KEYS[2] {ev:N}:buyers   hash: user id -> ticket, and "k:<user>" -> idempotency key
 -- KEYS[3] {ev:N}:pending  zset: ticket -> ms when the reconciler next looks at it
 --                         (first: reserved-at), reservations without an outcome
--- KEYS[4] {ev:N}:t:<ticket>  hash of the new ticket: u user, s status, c created ms
+-- KEYS[4] {ev:N}:tickets  hash: ticket -> its state, see store.TicketState
 -- ARGV[1] user id
 -- ARGV[2] new ticket
 -- ARGV[3] idempotency key, or ""
--- ARGV[4] ticket hash TTL, seconds
+-- ARGV[4] now, ms by Redis's clock
 --
 -- Returns {0, ticket, stock_left, reserved_at_ms} reserved; {1,
 -- existing_ticket, replay 0|1} the user already holds a unit (replay=1 when
@@ -34,14 +36,13 @@ stock = tonumber(stock)
 if stock <= 0 then
   return {2}
 end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('DECR', KEYS[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[2], 'k:' .. ARGV[1], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2], 'k:' .. ARGV[1], ARGV[3])
+else
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 end
-redis.call('ZADD', KEYS[3], now, ARGV[2])
-redis.call('HSET', KEYS[4], 'u', ARGV[1], 's', 'pending', 'c', now)
-redis.call('EXPIRE', KEYS[4], ARGV[4])
-return {0, ARGV[2], stock - 1, now}
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+-- status|user|created|reason|order no|marked
+redis.call('HSET', KEYS[4], ARGV[2], 'pending|' .. ARGV[1] .. '|' .. ARGV[4] .. '|||')
+return {0, ARGV[2], stock - 1, tonumber(ARGV[4])}

@@ -63,8 +63,8 @@ func TestOrderBadInput(t *testing.T) {
 	if st, _ := s.redisStock(ev); st != 5 {
 		t.Errorf("Redis stock %d after bad requests, want 5", st)
 	}
-	if n, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Hlen().Key(store.BuyersKey(ev)).Build()).AsInt64(); n != 0 {
-		t.Errorf("%d buyer records after bad requests", n)
+	if b, tk, err := s.redis.Counts(context.Background(), ev); err != nil || b != 0 || tk != 0 {
+		t.Errorf("%d buyer records and %d tickets after bad requests (%v)", b, tk, err)
 	}
 	if n, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64(); n != 0 {
 		t.Errorf("%d pending reservations after bad requests", n)

@@ -25,9 +25,9 @@ func (s *system) snapshot(events []int64, users []int64) snapshot {
 	for _, ev := range events {
 		st, ok := s.redisStock(ev)
 		sn.redis[fmt.Sprintf("stock %d", ev)] = fmt.Sprint(st, ok)
-		n, _ := s.redis.C.Do(ctx, s.redis.C.B().Hlen().Key(store.BuyersKey(ev)).Build()).AsInt64()
-		sn.redis[fmt.Sprintf("buyers %d", ev)] = fmt.Sprint(n)
-		n, _ = s.redis.C.Do(ctx, s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
+		b, tk, err := s.redis.Counts(ctx, ev)
+		sn.redis[fmt.Sprintf("buyers, tickets %d", ev)] = fmt.Sprint(b, tk, err)
+		n, _ := s.redis.C.Do(ctx, s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
 		sn.redis[fmt.Sprintf("pending %d", ev)] = fmt.Sprint(n)
 	}
 	for _, u := range users {

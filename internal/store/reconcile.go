@@ -44,23 +44,26 @@ func (s *Store) PendingDue(ctx context.Context, eventID int64, t time.Time, limi
 		Max(strconv.FormatInt(t.UnixMilli(), 10)).Byscore().Limit(0, limit).Build()).AsStrSlice()
 }
 
-// Tickets reads the hashes of several tickets of one event. A ticket Redis
+// Tickets reads the state of several tickets of one event. A ticket Redis
 // does not know is missing from the map.
 func (s *Store) Tickets(ctx context.Context, eventID int64, tickets []string) (map[string]TicketState, error) {
 	out := make(map[string]TicketState, len(tickets))
 	if len(tickets) == 0 {
 		return out, nil
 	}
-	cmds := make(rueidis.Commands, len(tickets))
-	for i, t := range tickets {
-		cmds[i] = s.C.B().Hgetall().Key(TicketKey(eventID, t)).Build()
+	vals, err := s.C.Do(ctx, s.C.B().Hmget().Key(TicketsKey(eventID)).Field(tickets...).Build()).ToArray()
+	if err != nil {
+		return nil, fmt.Errorf("cannot read tickets: %w", err)
 	}
-	for i, r := range s.C.DoMulti(ctx, cmds...) {
-		m, err := r.AsStrMap()
+	for i, v := range vals {
+		str, err := v.ToString()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("cannot read tickets: %w", err)
 		}
-		if st, ok := ticketState(m); ok {
+		if st, ok := parseTicketState(str); ok {
 			out[tickets[i]] = st
 		}
 	}
@@ -71,18 +74,11 @@ func (s *Store) Tickets(ctx context.Context, eventID int64, tickets []string) (m
 // has the reconciler look at them again only at next (to settle them if
 // the worker's own settle was lost). Tickets no longer pending are skipped.
 func (s *Store) MarkPending(ctx context.Context, eventID int64, tickets []string, now, next time.Time) error {
-	if len(tickets) == 0 {
-		return nil
-	}
-	cmds := make(rueidis.Commands, 0, 2*len(tickets))
-	ms := strconv.FormatInt(now.UnixMilli(), 10)
-	for _, t := range tickets {
-		cmds = append(cmds,
-			s.C.B().Zadd().Key(PendingKey(eventID)).Xx().ScoreMember().ScoreMember(float64(next.UnixMilli()), t).Build(),
-			s.C.B().Hset().Key(TicketKey(eventID, t)).FieldValue().FieldValue("m", ms).Build())
-	}
-	for _, r := range s.C.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
+	for len(tickets) > 0 {
+		chunk := tickets[:min(len(tickets), scriptChunk)]
+		tickets = tickets[len(chunk):]
+		args := append([]string{strconv.FormatInt(next.UnixMilli(), 10), strconv.FormatInt(now.UnixMilli(), 10)}, chunk...)
+		if err := lua.MarkPending.Exec(ctx, s.C, []string{PendingKey(eventID), TicketsKey(eventID)}, args).Error(); err != nil {
 			return fmt.Errorf("cannot mark reservations: %w", err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -18,7 +19,9 @@ import (
 	"github.com/flashgate/flashgate/lua"
 )
 
-// TicketTTL is how long Redis keeps a ticket's hash; MySQL keeps outcomes forever.
+// TicketTTL is how long Redis keeps what it knows of a ticket when there is
+// no event to tie it to (warm.lua gives an event's tickets the event's
+// life); MySQL keeps outcomes forever.
 const TicketTTL = 24 * time.Hour
 
 var ticketTTL = strconv.Itoa(int(TicketTTL / time.Second))
@@ -26,6 +29,10 @@ var ticketTTL = strconv.Itoa(int(TicketTTL / time.Second))
 // Store wraps a rueidis client.
 type Store struct {
 	C rueidis.Client
+
+	// clockOffset is Redis's clock minus this process's, in ns, as
+	// SyncClock last measured it; see Clock.
+	clockOffset atomic.Int64
 }
 
 // New connects to Redis at addr. Concurrent calls are auto-pipelined.
@@ -52,11 +59,11 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // Keys of an event; all share the {ev:N} hash tag.
-func evTag(id int64) string               { return "{ev:" + strconv.FormatInt(id, 10) + "}" }
-func StockKey(id int64) string            { return evTag(id) + ":stock" }
-func BuyersKey(id int64) string           { return evTag(id) + ":buyers" }
-func PendingKey(id int64) string          { return evTag(id) + ":pending" }
-func TicketKey(id int64, t string) string { return evTag(id) + ":t:" + t }
+func evTag(id int64) string      { return "{ev:" + strconv.FormatInt(id, 10) + "}" }
+func StockKey(id int64) string   { return evTag(id) + ":stock" }
+func BuyersKey(id int64) string  { return evTag(id) + ":buyers" }
+func PendingKey(id int64) string { return evTag(id) + ":pending" }
+func TicketsKey(id int64) string { return evTag(id) + ":tickets" }
 
 // NewOrderTicket returns a fresh ticket for an order on event id:
 // "o<event id>-<16 hex digits>".
@@ -110,9 +117,10 @@ type ReserveResult struct {
 // Reserve runs reserve.lua for one order request.
 func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string) (ReserveResult, error) {
 	uid := strconv.FormatInt(userID, 10)
+	now := strconv.FormatInt(s.Clock().UnixMilli(), 10)
 	vals, err := lua.Reserve.Exec(ctx, s.C,
-		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketKey(eventID, ticket)},
-		[]string{uid, ticket, idemKey, ticketTTL},
+		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketsKey(eventID)},
+		[]string{uid, ticket, idemKey, now},
 	).ToArray()
 	if err != nil {
 		return ReserveResult{}, fmt.Errorf("cannot reserve stock: %w", err)
@@ -137,7 +145,7 @@ func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idem
 // the worker already claimed the ticket, i.e. the order is in Kafka after all.
 func (s *Store) Compensate(ctx context.Context, eventID, userID int64, ticket string) (undone bool, err error) {
 	n, err := lua.Compensate.Exec(ctx, s.C,
-		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketKey(eventID, ticket)},
+		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketsKey(eventID)},
 		[]string{strconv.FormatInt(userID, 10), ticket, ticketTTL}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("cannot compensate reservation %s: %w", ticket, err)
@@ -148,28 +156,29 @@ func (s *Store) Compensate(ctx context.Context, eventID, userID int64, ticket st
 // Claim marks the tickets as being committed and returns those the gateway
 // already undid (their orders must be dropped).
 func (s *Store) Claim(ctx context.Context, eventID int64, tickets []string) (aborted map[string]bool, err error) {
-	if len(tickets) == 0 {
-		return nil, nil
-	}
-	keys := make([]string, len(tickets))
-	for i, t := range tickets {
-		keys[i] = TicketKey(eventID, t)
-	}
-	res, err := lua.Claim.Exec(ctx, s.C, keys, nil).ToArray()
-	if err != nil {
-		return nil, fmt.Errorf("cannot claim tickets: %w", err)
-	}
-	if len(res) != len(tickets) {
-		return nil, fmt.Errorf("claim answered %d of %d tickets", len(res), len(tickets))
-	}
 	aborted = map[string]bool{}
-	for i, r := range res {
-		if n, _ := r.AsInt64(); n == 0 {
-			aborted[tickets[i]] = true
+	for len(tickets) > 0 {
+		chunk := tickets[:min(len(tickets), scriptChunk)]
+		tickets = tickets[len(chunk):]
+		res, err := lua.Claim.Exec(ctx, s.C, []string{TicketsKey(eventID)}, chunk).ToArray()
+		if err != nil {
+			return nil, fmt.Errorf("cannot claim tickets: %w", err)
+		}
+		if len(res) != len(chunk) {
+			return nil, fmt.Errorf("claim answered %d of %d tickets", len(res), len(chunk))
+		}
+		for i, r := range res {
+			if n, _ := r.AsInt64(); n == 0 {
+				aborted[chunk[i]] = true
+			}
 		}
 	}
 	return aborted, nil
 }
+
+// scriptChunk is the most tickets one batch script call takes: Lua's
+// unpack has a stack limit of a few thousand values.
+const scriptChunk = 500
 
 // Outcome is a ticket's final state, as settle.lua records it.
 type Outcome struct {
@@ -199,23 +208,24 @@ func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
 	}
 	execs := make([]rueidis.LuaExec, 0, len(order))
 	for _, ev := range order {
-		group := byEvent[ev]
-		keys := make([]string, 3, 3+len(group))
-		keys[0], keys[1], keys[2] = StockKey(ev), BuyersKey(ev), PendingKey(ev)
-		args := make([]string, 1, 1+7*len(group))
-		args[0] = ticketTTL
-		for _, o := range group {
-			status, ret := "failed", "0"
-			if o.Succeeded {
-				status = "succeeded"
+		keys := []string{StockKey(ev), BuyersKey(ev), PendingKey(ev), TicketsKey(ev)}
+		for group := byEvent[ev]; len(group) > 0; {
+			chunk := group[:min(len(group), scriptChunk)]
+			group = group[len(chunk):]
+			args := make([]string, 1, 1+7*len(chunk))
+			args[0] = ticketTTL
+			for _, o := range chunk {
+				status, ret := "failed", "0"
+				if o.Succeeded {
+					status = "succeeded"
+				}
+				if o.ReturnUnit {
+					ret = "1"
+				}
+				args = append(args, strconv.FormatInt(o.UserID, 10), o.Ticket, status, o.Reason, o.OrderNo, o.HeldTicket, ret)
 			}
-			if o.ReturnUnit {
-				ret = "1"
-			}
-			keys = append(keys, TicketKey(ev, o.Ticket))
-			args = append(args, strconv.FormatInt(o.UserID, 10), o.Ticket, status, o.Reason, o.OrderNo, o.HeldTicket, ret)
+			execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
 		}
-		execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
 	}
 	for _, r := range lua.Settle.ExecMulti(ctx, s.C, execs...) {
 		if err := r.Error(); err != nil {
@@ -252,7 +262,7 @@ const warmChunk = 500
 // then the stock, which opens the event for reservations. It reports whether
 // it warmed the event.
 func (s *Store) Warm(ctx context.Context, eventID, stock int64, expireAt time.Time, buyers map[int64]string) (bool, error) {
-	keys := []string{StockKey(eventID), BuyersKey(eventID)}
+	keys := []string{StockKey(eventID), BuyersKey(eventID), TicketsKey(eventID)}
 	exp := strconv.FormatInt(expireAt.Unix(), 10)
 	args := []string{"", exp}
 	flush := func(last bool) (int64, error) {
@@ -278,6 +288,24 @@ func (s *Store) Warm(ctx context.Context, eventID, stock int64, expireAt time.Ti
 	return n == 1, nil
 }
 
+// Counts returns how many buyers and tickets Redis holds for an event,
+// not counting the "_" field warm.lua puts in each hash.
+func (s *Store) Counts(ctx context.Context, eventID int64) (buyers, tickets int64, err error) {
+	var n [2]int64
+	for i, key := range []string{BuyersKey(eventID), TicketsKey(eventID)} {
+		fields, err := s.C.Do(ctx, s.C.B().Hkeys().Key(key).Build()).AsStrSlice()
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, f := range fields {
+			if f != "_" {
+				n[i]++
+			}
+		}
+	}
+	return n[0], n[1], nil
+}
+
 // Stocks returns the Redis stock of each event; cold events are missing.
 func (s *Store) Stocks(ctx context.Context, ids []int64) (map[int64]int64, error) {
 	out := make(map[int64]int64, len(ids))
@@ -301,7 +329,10 @@ func (s *Store) Stocks(ctx context.Context, ids []int64) (map[int64]int64, error
 	return out, nil
 }
 
-// TicketState is what Redis knows of a ticket.
+// TicketState is what Redis knows of a ticket. In the event's tickets hash
+// it is one field per ticket, "status|user|created ms|reason|order
+// no|marked ms", written by reserve.lua and moved on by claim, settle,
+// compensate and mark_pending.
 type TicketState struct {
 	UserID    int64
 	Status    string // pending, committing, aborted, succeeded, failed
@@ -314,27 +345,57 @@ type TicketState struct {
 // ErrNoTicket means Redis does not know the ticket.
 var ErrNoTicket = errors.New("ticket not in Redis")
 
-// Ticket reads a ticket's hash.
+// Ticket reads a ticket's state.
 func (s *Store) Ticket(ctx context.Context, eventID int64, ticket string) (TicketState, error) {
-	m, err := s.C.Do(ctx, s.C.B().Hgetall().Key(TicketKey(eventID, ticket)).Build()).AsStrMap()
+	v, err := s.C.Do(ctx, s.C.B().Hget().Key(TicketsKey(eventID)).Field(ticket).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return TicketState{}, ErrNoTicket
+	}
 	if err != nil {
 		return TicketState{}, err
 	}
-	st, ok := ticketState(m)
+	st, ok := parseTicketState(v)
 	if !ok {
 		return TicketState{}, ErrNoTicket
 	}
 	return st, nil
 }
 
-// ticketState reads a ticket hash; ok is false when it has no owner.
-func ticketState(m map[string]string) (TicketState, bool) {
-	if len(m) == 0 || m["u"] == "" {
+// parseTicketState reads a tickets hash field; ok is false when it names
+// no owner.
+func parseTicketState(v string) (TicketState, bool) {
+	var f [6]string
+	for i := range f {
+		var ok bool
+		if f[i], v, ok = strings.Cut(v, "|"); !ok {
+			break
+		}
+	}
+	uid, _ := strconv.ParseInt(f[1], 10, 64)
+	if uid <= 0 {
 		return TicketState{}, false
 	}
-	uid, _ := strconv.ParseInt(m["u"], 10, 64)
-	ms, _ := strconv.ParseInt(m["c"], 10, 64)
-	st := TicketState{UserID: uid, Status: m["s"], Reason: m["r"], OrderNo: m["o"], CreatedAt: time.UnixMilli(ms).UTC()}
-	st.Marked = m["m"] != ""
-	return st, true
+	ms, _ := strconv.ParseInt(f[2], 10, 64)
+	return TicketState{UserID: uid, Status: f[0], Reason: f[3], OrderNo: f[4], CreatedAt: time.UnixMilli(ms).UTC(), Marked: f[5] != ""}, true
+}
+
+// SyncClock measures Redis's clock against this process's, for Clock. A
+// gateway calls it every second: reservations are stamped with Redis's
+// clock without a TIME command per reservation.
+func (s *Store) SyncClock(ctx context.Context) error {
+	before := time.Now()
+	r, err := s.Now(ctx)
+	if err != nil {
+		return err
+	}
+	rtt := time.Since(before)
+	s.clockOffset.Store(int64(r.Sub(before.Add(rtt / 2))))
+	return nil
+}
+
+// Clock is Redis's clock as of SyncClock's last measure: this process's
+// clock plus the offset measured, to within half a round trip and the
+// drift since. Before any measure it is this process's clock.
+func (s *Store) Clock() time.Time {
+	return time.Now().Add(time.Duration(s.clockOffset.Load()))
 }
