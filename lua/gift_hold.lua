@@ -1,7 +1,8 @@
 -- gift_hold: take the coins of one gift from the sender's hot balance and
 -- hold them until the worker commits the gift. Runs once per accepted gift.
--- The hold is stamped with Redis's own clock, which the hold reconciler
--- also reads.
+-- The hold is stamped with Redis's clock as the gateway reads it (it
+-- measures its offset from Redis's TIME every second), the clock the hold
+-- reconciler reads: no TIME command per gift.
 --
 -- KEYS[1] {w:B}:bal:N      hot balance (absent = not loaded); B = N mod 1024
 -- KEYS[2] {w:B}:holds:N    hash: ticket -> "p:<coins>:<ms>" pending, "c:<coins>:<ms>" claimed,
@@ -19,6 +20,7 @@
 -- ARGV[5] rate limit emission interval, microseconds; "0" for no limit
 -- ARGV[6] rate limit burst
 -- ARGV[7] the sender's user id (N)
+-- ARGV[8] now, microseconds by Redis's clock
 --
 -- The sender goes into the bucket's holders index with the hold's time, or
 -- keeps an earlier time that is there (ZADD LT: add, or lower the score,
@@ -41,10 +43,9 @@ local bal = redis.call('GET', KEYS[1])
 if not bal then
   return {3}
 end
-local t = redis.call('TIME')
+local now_us = tonumber(ARGV[8])
 local interval = tonumber(ARGV[5])
 if interval > 0 then
-  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local tat = tonumber(redis.call('GET', KEYS[4]) or '0')
   if tat < now_us then
     tat = now_us
@@ -61,7 +62,7 @@ local coins = tonumber(ARGV[2])
 if bal < coins then
   return {2, bal}
 end
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local now = math.floor(now_us / 1000)
 local after = redis.call('DECRBY', KEYS[1], coins)
 redis.call('HSET', KEYS[2], ARGV[1], 'p:' .. coins .. ':' .. now)
 redis.call('ZADD', KEYS[5], 'LT', now, ARGV[7])

@@ -151,7 +151,7 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), RateLimitKey(senderID, "gift"),
 			HoldersKey(WalletBucket(senderID))},
 		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL, limit.interval(), strconv.Itoa(limit.Burst),
-			strconv.FormatInt(senderID, 10)},
+			strconv.FormatInt(senderID, 10), strconv.FormatInt(s.Clock().UnixMicro(), 10)},
 	).ToArray()
 	if err != nil {
 		return HoldResult{}, fmt.Errorf("cannot hold coins: %w", err)
