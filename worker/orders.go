@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -30,6 +31,10 @@ var (
 	commitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "mysql_commit_seconds",
 		Help: "Time to write one event's batch to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	})
+	redecided = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "order_batches_redecided_total",
+		Help: "Order batches a unique key refused on their first write (a redelivery, or a buyer who holds a unit), decided again with MySQL's reads.",
 	})
 	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
@@ -124,7 +129,29 @@ func (w *Worker) processEvent(ctx context.Context, eventID int64, msgs []bus.Ord
 
 // writeOrders decides one event's messages under its row lock and writes
 // the decisions in the same transaction.
+//
+// A first delivery of new reservations, the common case by far, is
+// decided without reading the batch's tickets and buyers back: MySQL's
+// unique keys (tickets.ticket, orders' buyer key) refuse the write if any
+// was decided or holds a unit already, and the batch is then decided again
+// with those reads, in a new transaction. A batch with an abort marker
+// reads them from the start: a marker's outcome names the ticket its user
+// still holds. (perf under make bench: the two reads were a seventh of
+// MariaDB's time per batch.)
 func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Order, aborted map[string]bool) ([]outcome, error) {
+	careful := slices.ContainsFunc(msgs, func(m bus.Order) bool { return m.Abort })
+	for {
+		outs, err := w.writeOrdersTx(ctx, eventID, msgs, aborted, careful)
+		if !careful && db.IsDuplicate(err) {
+			careful = true // a redelivery: decide again, knowing what MySQL has
+			redecided.Inc()
+			continue
+		}
+		return outs, err
+	}
+}
+
+func (w *Worker) writeOrdersTx(ctx context.Context, eventID int64, msgs []bus.Order, aborted map[string]bool, careful bool) ([]outcome, error) {
 	start := time.Now()
 	var plan orderPlan
 	err := db.InTx(ctx, w.sql, nil, func(tx *sqlx.Tx) error {
@@ -132,18 +159,20 @@ func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Orde
 		if err != nil {
 			return err
 		}
-		tickets := make([]string, len(msgs))
-		users := make([]int64, len(msgs))
-		for i, m := range msgs {
-			tickets[i], users[i] = m.Ticket, m.UserID
-		}
 		st := orderState{found: found, event: ev}
-		if st.decided, err = db.DecidedTickets(ctx, tx, tickets); err != nil {
-			return err
-		}
-		if found {
-			if st.holders, err = db.ActiveHolders(ctx, tx, eventID, users); err != nil {
+		if careful {
+			tickets := make([]string, len(msgs))
+			users := make([]int64, len(msgs))
+			for i, m := range msgs {
+				tickets[i], users[i] = m.Ticket, m.UserID
+			}
+			if st.decided, err = db.DecidedTickets(ctx, tx, tickets); err != nil {
 				return err
+			}
+			if found {
+				if st.holders, err = db.ActiveHolders(ctx, tx, eventID, users); err != nil {
+					return err
+				}
 			}
 		}
 		plan = decideOrders(msgs, aborted, st)
