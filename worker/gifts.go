@@ -159,19 +159,35 @@ func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
 }
 
 // writeGifts decides a chunk under the locks of the wallets it changes and
-// writes it in the same transaction.
+// writes it in the same transaction. As for orders (writeOrders), a first
+// delivery is decided without reading its tickets back: the tickets
+// table's key refuses the write of one decided before, and the chunk is
+// then decided again with that read.
 func (w *Worker) writeGifts(ctx context.Context, gifts []bus.Gift, aborted map[string]bool) ([]giftOutcome, error) {
+	for careful := false; ; careful = true {
+		outs, err := w.writeGiftsTx(ctx, gifts, aborted, careful)
+		if !careful && db.IsDuplicate(err) {
+			redecided.WithLabelValues("gift").Inc()
+			continue
+		}
+		return outs, err
+	}
+}
+
+func (w *Worker) writeGiftsTx(ctx context.Context, gifts []bus.Gift, aborted map[string]bool, careful bool) ([]giftOutcome, error) {
 	start := time.Now()
 	var plan giftPlan
 	err := db.InTx(ctx, w.sql, nil, func(tx *sqlx.Tx) error {
-		tickets := make([]string, len(gifts))
-		for i, g := range gifts {
-			tickets[i] = g.Ticket
-		}
 		st := giftState{}
 		var err error
-		if st.decided, err = db.DecidedTickets(ctx, tx, tickets); err != nil {
-			return err
+		if careful {
+			tickets := make([]string, len(gifts))
+			for i, g := range gifts {
+				tickets[i] = g.Ticket
+			}
+			if st.decided, err = db.DecidedTickets(ctx, tx, tickets); err != nil {
+				return err
+			}
 		}
 		var users []int64
 		var keys []db.IdemRef

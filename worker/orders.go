@@ -32,10 +32,10 @@ var (
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "mysql_commit_seconds",
 		Help: "Time to write one event's batch to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
-	redecided = promauto.NewCounter(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "order_batches_redecided_total",
-		Help: "Order batches a unique key refused on their first write (a redelivery, or a buyer who holds a unit), decided again with MySQL's reads.",
-	})
+	redecided = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "batches_redecided_total",
+		Help: "Batches of orders (kind=order) or gifts (kind=gift) a unique key refused on their first write (a redelivery, or a buyer who holds a unit), decided again with MySQL's reads.",
+	}, []string{"kind"})
 	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
 		Help: "Records sent to a dead-letter topic, by topic.",
@@ -144,7 +144,7 @@ func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Orde
 		outs, err := w.writeOrdersTx(ctx, eventID, msgs, aborted, careful)
 		if !careful && db.IsDuplicate(err) {
 			careful = true // a redelivery: decide again, knowing what MySQL has
-			redecided.Inc()
+			redecided.WithLabelValues("order").Inc()
 			continue
 		}
 		return outs, err
