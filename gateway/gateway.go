@@ -27,6 +27,7 @@ import (
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/store"
+	"github.com/flashgate/flashgate/internal/wallet"
 )
 
 // MaxBodySize is the largest request body accepted (API.md: 413 above it).
@@ -56,17 +57,19 @@ type Config struct {
 
 // Server is the gateway: its dependencies and in-memory state.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	signer   *auth.Signer
-	redis    *store.Store
-	sql      *sqlx.DB
-	db       db.Store
-	kafka    *kgo.Client
-	events   eventCache
-	limiter  Limiter
-	ipLimit  *memLimiter[string] // per client IP, routes without a token
-	orderLim *memLimiter[int64]  // per user, orders that would reach Redis
+	cfg    Config
+	log    *slog.Logger
+	signer *auth.Signer
+	redis  *store.Store
+	sql    *sqlx.DB
+	db     db.Store
+	kafka  *kgo.Client
+	// walletLoader batches the MySQL reads of cold wallets' loads.
+	walletLoader *wallet.Loader
+	events       eventCache
+	limiter      Limiter
+	ipLimit      *memLimiter[string] // per client IP, routes without a token
+	orderLim     *memLimiter[int64]  // per user, orders that would reach Redis
 	// produceObs are the produce latency histograms of the hot topics.
 	produceObs map[string]prometheus.Observer
 	inflight   *inflight   // load shedding: see handler.go
@@ -108,6 +111,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.db = db.Store{DB: s.sql}
+	s.walletLoader = &wallet.Loader{DB: s.sql}
 	s.kafka, err = bus.NewClient(cfg.Config, log,
 		kgo.ProducerLinger(time.Millisecond),
 		// The request path waits at most ProduceTimeout (see produce); franz-go

@@ -123,7 +123,9 @@ func (s *Server) listGifts(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
-func (s *Server) wallets() wallet.Wallets { return wallet.Wallets{Redis: s.redis, DB: s.sql} }
+func (s *Server) wallets() wallet.Wallets {
+	return wallet.Wallets{Redis: s.redis, DB: s.sql, Loader: s.walletLoader}
+}
 
 // getWallet answers the spendable balance from Redis (it already excludes
 // coins held by gifts in flight, so it is what the next gift can spend) and

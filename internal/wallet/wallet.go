@@ -49,6 +49,8 @@ type Wallet struct {
 type Wallets struct {
 	Redis *store.Store
 	DB    *sqlx.DB
+	// Loader, when set, batches the MySQL reads of concurrent loads.
+	Loader *Loader
 }
 
 // Get returns the user's MySQL wallet; a user without one has an empty wallet.
@@ -121,7 +123,13 @@ func (w Wallets) Resync(ctx context.Context, userID int64) (bool, error) {
 // balance is there, so a retry meets its first answer, not a second debit.
 func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
 	now := time.Now()
-	snap, err := db.ReadWalletSnapshot(ctx, w.DB, userID, creditWindow, now.Add(-store.IdemTTL))
+	var snap db.WalletSnapshot
+	var err error
+	if w.Loader != nil {
+		snap, err = w.Loader.Snapshot(ctx, userID, now.Add(-store.IdemTTL))
+	} else {
+		snap, err = db.ReadWalletSnapshot(ctx, w.DB, userID, creditWindow, now.Add(-store.IdemTTL))
+	}
 	if err == nil && len(snap.Idem) > 0 {
 		out := make([]store.GiftIdem, len(snap.Idem))
 		for i, k := range snap.Idem {
