@@ -27,7 +27,7 @@ type Loader struct {
 	reading int // reads in flight
 
 	beforeRead func(n int) // a test's hook, before each read's statement of n loads
-	reads      int    // statements run, under mu
+	reads      int         // statements run, under mu
 }
 
 const (
