@@ -94,6 +94,11 @@ func (b *bench) rowFanout(ctx context.Context) error {
 	}
 	mu.Unlock()
 
+	pushBefore, err := buckets(b.cfg.WSAddr, "flashgate_ws_push_seconds")
+	if err != nil {
+		return err
+	}
+
 	// The gifts, at a fixed rate, each from its own sender.
 	n := int(b.duration.Seconds()) * fanoutRate
 	sent := make([]time.Time, n)
@@ -152,6 +157,10 @@ func (b *bench) rowFanout(ctx context.Context) error {
 		}
 		return complete || time.Since(lastChange) > 5*time.Second, nil
 	})
+	pushAfter, err := buckets(b.cfg.WSAddr, "flashgate_ws_push_seconds")
+	if err != nil {
+		return err
+	}
 	cutOff := map[*viewer]bool{} // closed by the server, not by the bench
 	for _, v := range vs {
 		cutOff[v] = v.closed.Load()
@@ -204,7 +213,9 @@ func (b *bench) rowFanout(ctx context.Context) error {
 		name: fmt.Sprintf("WebSocket fan-out: %d viewers in one room, %d gifts/s", viewers, fanoutRate),
 		rate: float64(len(lat)) / lastAt.Sub(firstAt).Seconds(), unit: "deliveries/s",
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100],
-		answers: fmt.Sprintf("%d gifts (%d refused), %d deliveries, %d duplicates, %d viewers cut off", succeeded, refused.Load(), len(lat), dups, closed),
+		answers: fmt.Sprintf("%d gifts (%d refused), %d deliveries, %d duplicates, %d viewers cut off; "+
+			"p99 within ws (result read to push written, flashgate_ws_push_seconds) %s",
+			succeeded, refused.Load(), len(lat), dups, closed, quantile(pushBefore, pushAfter, 0.99)),
 		check:   "ok",
 	}
 	if missed > 0 {

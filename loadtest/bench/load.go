@@ -191,6 +191,54 @@ func (b *bench) gatewayCount(metric, prefix string) (int64, error) {
 	return sum, sc.Err()
 }
 
+// buckets reads a histogram's cumulative bucket counts from a service's
+// /metrics, by upper bound ("+Inf" included).
+func buckets(addr, name string) (map[string]float64, error) {
+	resp, err := httpc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	prefix := name + `_bucket{le="`
+	for sc.Scan() {
+		le, rest, ok := strings.Cut(strings.TrimPrefix(sc.Text(), prefix), `"} `)
+		if !ok || !strings.HasPrefix(sc.Text(), prefix) {
+			continue
+		}
+		v, _ := strconv.ParseFloat(rest, 64)
+		out[le] = v
+	}
+	return out, sc.Err()
+}
+
+// quantile is the upper bound of the bucket holding quantile q of the
+// observations between two reads of a histogram's buckets.
+func quantile(before, after map[string]float64, q float64) string {
+	type b struct {
+		le float64
+		n  float64
+	}
+	var bs []b
+	for le, n := range after {
+		v, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			continue // +Inf
+		}
+		bs = append(bs, b{v, n - before[le]})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	total := after["+Inf"] - before["+Inf"]
+	for _, x := range bs {
+		if total > 0 && x.n >= q*total {
+			return "≤ " + time.Duration(x.le*float64(time.Second)).String()
+		}
+	}
+	return "over the largest bucket"
+}
+
 // counters is a snapshot of the work Redis and MariaDB did: calls per
 // Redis command, and MariaDB's Questions (statements from clients).
 type counters struct {
