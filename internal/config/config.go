@@ -21,6 +21,17 @@ const DevTokenSecret = "flashgate-dev-secret-do-not-use-in-production"
 // DevPaySecret is the payment-callback secret used in dev mode when none is set.
 const DevPaySecret = "flashgate-dev-pay-secret"
 
+// PublicSecrets are secrets anyone can read: the dev defaults and every
+// example value the README and docs print (a test keeps this list in step
+// with them). Outside dev mode no secret may contain one: with a public
+// token secret anyone signs an admin token, with a public pay secret anyone
+// signs a payment notify and mints coins.
+var PublicSecrets = []string{DevTokenSecret, DevPaySecret}
+
+// MinSecretLen is the shortest secret accepted outside dev mode, in bytes:
+// an HMAC-SHA256 key of 32 random bytes cannot be guessed.
+const MinSecretLen = 32
+
 // Config is the whole configuration. A zero field means the documented default.
 type Config struct {
 	GatewayAddr string // FLASHGATE_GATEWAY_ADDR
@@ -193,7 +204,7 @@ var Vars = []Var{
 		c.Dev = b
 		return nil
 	}},
-	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode)", func(c *Config) *string { return &c.TokenSecret }),
+	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.TokenSecret }),
 	strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious }),
 	{Name: "FLASHGATE_TOKEN_PREVIOUS_UNTIL", Default: "", Help: "end of the rotation window, RFC 3339 (empty: 24h after the service starts)", set: func(c *Config, v string) error {
 		t, err := time.Parse(time.RFC3339, v)
@@ -203,7 +214,7 @@ var Vars = []Var{
 		c.TokenPreviousUntil = t
 		return nil
 	}},
-	strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required outside dev mode)", func(c *Config) *string { return &c.PaySecret }),
+	strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required by the gateway outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.PaySecret }),
 	strVar("FLASHGATE_PAY_NOTIFY_URL", "", "where the dev sandbox payment provider sends its signed notifies (empty: this gateway's /api/v1/pay/notify at the address the request came in on)", func(c *Config) *string { return &c.PayNotifyURL }),
 	durVar("FLASHGATE_OUTBOX_INTERVAL", "200ms", "how often the worker relays new outbox messages (accepted withdrawals) to Kafka", func(c *Config) *time.Duration { return &c.OutboxInterval }),
 	intVar("FLASHGATE_PAYOUT_ATTEMPTS", "8", "payout calls made for one withdrawal before the worker voids its payout key; the earnings are refunded only once the provider confirms the void", func(c *Config) *int { return &c.PayoutAttempts }),
@@ -293,11 +304,38 @@ func (c *Config) ApplyDevDefaults() {
 	}
 }
 
+// checkSecret refuses, outside dev mode, a secret that anyone could know or
+// guess: one that contains a public value or is shorter than MinSecretLen.
+func checkSecret(name, v string) error {
+	for _, p := range PublicSecrets {
+		if strings.Contains(v, p) {
+			return fmt.Errorf("%s is a public value (a dev secret or an example printed in the README): anyone could sign with it; "+
+				"set %d or more random bytes (for example `openssl rand -base64 48`), or FLASHGATE_DEV=1 for local use", name, MinSecretLen)
+		}
+	}
+	if len(v) < MinSecretLen {
+		return fmt.Errorf("%s is too short (%d bytes): outside dev mode use at least %d random bytes (for example `openssl rand -base64 48`)", name, len(v), MinSecretLen)
+	}
+	return nil
+}
+
 // Validate reports settings a service must not start with.
 func (c *Config) Validate() error {
 	if !c.Dev {
-		if c.TokenSecret == "" || c.TokenSecret == DevTokenSecret {
-			return fmt.Errorf("FLASHGATE_TOKEN_SECRET is empty or the public dev secret: set a random secret of 32+ characters, or FLASHGATE_DEV=1 for local use")
+		if c.TokenSecret == "" {
+			return fmt.Errorf("FLASHGATE_TOKEN_SECRET is empty: set %d or more random bytes, or FLASHGATE_DEV=1 for local use", MinSecretLen)
+		}
+		for _, s := range []struct{ name, v string }{
+			{"FLASHGATE_TOKEN_SECRET", c.TokenSecret},
+			{"FLASHGATE_TOKEN_SECRET_PREVIOUS", c.TokenSecretPrevious},
+			{"FLASHGATE_PAY_SECRET", c.PaySecret},
+		} {
+			if s.v == "" {
+				continue // required or not: see below and ValidateGateway
+			}
+			if err := checkSecret(s.name, s.v); err != nil {
+				return err
+			}
 		}
 	}
 	if len(c.TokenSecret) < 16 {
@@ -390,7 +428,7 @@ func (c *Config) ValidateGateway() error {
 		return err
 	}
 	if !c.Dev && c.PaySecret == "" {
-		return fmt.Errorf("FLASHGATE_PAY_SECRET is empty: set the secret your payment provider signs callbacks with, or FLASHGATE_DEV=1 for local use")
+		return fmt.Errorf("FLASHGATE_PAY_SECRET is empty: set the secret your payment provider signs callbacks with (%d or more random bytes), or FLASHGATE_DEV=1 for local use", MinSecretLen)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -166,7 +167,7 @@ func TestFromLookupOverrides(t *testing.T) {
 	if err := c.ValidateGateway(); err == nil || !strings.Contains(err.Error(), "FLASHGATE_PAY_SECRET") {
 		t.Errorf("ValidateGateway() without a payment secret outside dev mode: %v", err)
 	}
-	c.PaySecret = "a-payment-provider-secret"
+	c.PaySecret = "a-payment-provider-secret-0123456789"
 	if err := c.ValidateGateway(); err != nil {
 		t.Errorf("ValidateGateway() with real secrets outside dev mode: %v", err)
 	}
@@ -283,7 +284,7 @@ func TestValidate(t *testing.T) {
 			c := Default()
 			c.Dev = tt.dev
 			c.TokenSecret = tt.secret
-			c.PaySecret = "a-payment-provider-secret"
+			c.PaySecret = "a-payment-provider-secret-0123456789"
 			c.ApplyDevDefaults()
 			err := c.Validate()
 			if (err != nil) != tt.wantErr {
@@ -592,5 +593,111 @@ func TestDrainDelay(t *testing.T) {
 	}
 	if _, err := fromLookup(env(map[string]string{"FLASHGATE_DRAIN_DELAY": "-1s"})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_DRAIN_DELAY") {
 		t.Errorf("FLASHGATE_DRAIN_DELAY=-1s: err %v", err)
+	}
+}
+
+// TestValidateSecrets: outside dev mode a service refuses to start when a
+// secret is a public value (a dev secret or one the README prints, or a
+// longer string containing one) or shorter than 32 bytes, naming the
+// variable; in dev mode the dev values are what it runs with.
+func TestValidateSecrets(t *testing.T) {
+	const (
+		good     = "a-random-secret-of-32-characters"
+		goodPay  = "another-random-secret-of-32-byte"
+		goodPrev = "the-old-random-secret-32-bytes-x"
+	)
+	tests := []struct {
+		name           string
+		dev            bool
+		token, prev    string
+		pay            string
+		wantErr        string // the variable the error names; "" = accepted
+		wantErrMention string
+	}{
+		{"production, all good", false, good, goodPrev, goodPay, "", ""},
+		{"production, no previous", false, good, "", goodPay, "", ""},
+		{"production, token is the dev secret", false, DevTokenSecret, "", goodPay, "FLASHGATE_TOKEN_SECRET", "public"},
+		{"production, token contains the dev secret", false, DevTokenSecret + "-2", "", goodPay, "FLASHGATE_TOKEN_SECRET", "public"},
+		{"production, token is the dev pay secret", false, DevPaySecret + "-padded-to-32-bytes", "", goodPay, "FLASHGATE_TOKEN_SECRET", "public"},
+		{"production, token 31 bytes", false, good[:31], "", goodPay, "FLASHGATE_TOKEN_SECRET", "too short"},
+		{"production, previous is the dev secret", false, good, DevTokenSecret, goodPay, "FLASHGATE_TOKEN_SECRET_PREVIOUS", "public"},
+		{"production, previous 16 bytes", false, good, "the-old-secret16", goodPay, "FLASHGATE_TOKEN_SECRET_PREVIOUS", "too short"},
+		{"production, pay is the dev pay secret", false, good, "", DevPaySecret, "FLASHGATE_PAY_SECRET", "public"},
+		{"production, pay is the dev token secret", false, good, "", DevTokenSecret, "FLASHGATE_PAY_SECRET", "public"},
+		{"production, pay one byte", false, good, "", "x", "FLASHGATE_PAY_SECRET", "too short"},
+		{"production, pay 31 bytes", false, good, "", goodPay[:31], "FLASHGATE_PAY_SECRET", "too short"},
+		{"dev, the dev secrets", true, DevTokenSecret, "", DevPaySecret, "", ""},
+		{"dev, short pay secret", true, good, "", "x", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Dev = tt.dev
+			c.TokenSecret, c.TokenSecretPrevious, c.PaySecret = tt.token, tt.prev, tt.pay
+			if tt.prev != "" {
+				c.TokenPreviousUntil = time.Now().Add(time.Hour)
+			}
+			err := c.ValidateGateway()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ValidateGateway() = %v, want it accepted", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ValidateGateway() accepted it")
+			}
+			// The error names the variable (and not a longer one that
+			// contains its name) and says why.
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tt.wantErr+" ") || !strings.Contains(msg, tt.wantErrMention) {
+				t.Errorf("error %q: want it to start with %s and mention %q", msg, tt.wantErr, tt.wantErrMention)
+			}
+			for _, secret := range []string{tt.token, tt.prev, tt.pay} {
+				if len(secret) > 1 && strings.Contains(msg, secret) {
+					t.Errorf("error %q prints a secret", msg)
+				}
+			}
+			// The worker and ws refuse public token and pay secrets too: they
+			// run from the same environment.
+			if err := c.Validate(); err == nil {
+				t.Errorf("Validate() accepted it")
+			}
+		})
+	}
+}
+
+// TestPublicSecretsCoverTheDocs: every secret value the README or the docs
+// print (an example for curl or openssl, an environment assignment) is
+// refused outside dev mode, so that copying an example into production
+// cannot work.
+func TestPublicSecretsCoverTheDocs(t *testing.T) {
+	patterns := []*regexp.Regexp{
+		regexp.MustCompile(`FLASHGATE_\w*SECRET\w*\s*[=:]\s*["']?([^\s"'` + "`" + `]+)`),
+		regexp.MustCompile(`-hmac\s+["']?([^\s"'` + "`" + `|]+)`),
+		regexp.MustCompile(`(?i)secret(?: is|:)\s+` + "`" + `([^` + "`" + `]+)` + "`"),
+	}
+	found := 0
+	for _, path := range []string{"../../README.md", "../../k8s/README.md", "../../loadtest/README.md", "../../docs/openapi.yaml"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range patterns {
+			for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+				v := m[1]
+				// Placeholders, not values.
+				if strings.HasPrefix(v, "$") || strings.HasPrefix(v, "<") || strings.Trim(v, ".") == "" {
+					continue
+				}
+				found++
+				if err := checkSecret("FLASHGATE_TOKEN_SECRET", v); err == nil {
+					t.Errorf("%s prints the secret %q, which is accepted outside dev mode: add it to PublicSecrets", path, v)
+				}
+			}
+		}
+	}
+	if found == 0 {
+		t.Error("found no secret in the docs: the README's curl example of the dev pay secret should be one")
 	}
 }

@@ -274,7 +274,7 @@ func TestOperationalEndpoints(t *testing.T) {
 
 	prod := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
 		c.Dev = false
-		c.PaySecret = "a-production-pay-secret"
+		c.PaySecret = "a-production-pay-secret-0123456789"
 		c.TokenSecret = "a-production-secret-of-enough-length"
 	}})
 	if a := prod.do("POST", "/api/v1/dev/token", "", `{"user_id":42}`); a.Status != http.StatusNotFound {
