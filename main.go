@@ -180,7 +180,11 @@ func serviceCmd(name string, runFn func(context.Context, config.Config, net.List
 		if err != nil {
 			return err
 		}
-		if err := cfg.Validate(); err != nil {
+		validate := cfg.Validate
+		if name == "gateway" {
+			validate = cfg.ValidateGateway
+		}
+		if err := validate(); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
 		ln, err := net.Listen("tcp", addr(cfg))

@@ -42,6 +42,11 @@ func clearEnv(t *testing.T) {
 }
 
 func TestCommandLine(t *testing.T) {
+	const (
+		goodSecret    = "a-random-token-secret-of-32-byte"
+		goodPaySecret = "a-random-pay-secret-of-32-bytes!"
+	)
+	soon := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	for _, tc := range []struct {
 		name       string
 		env        map[string]string
@@ -64,6 +69,11 @@ func TestCommandLine(t *testing.T) {
 		{name: "bad env", env: map[string]string{"FLASHGATE_ORDER_TTL": "soon"}, args: []string{"gateway"}, code: 2, stderr: "FLASHGATE_ORDER_TTL"},
 		{name: "service refuses without secret", args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET"},
 		{name: "service refuses the dev secret outside dev mode", env: map[string]string{"FLASHGATE_TOKEN_SECRET": config.DevTokenSecret}, args: []string{"ws"}, code: 1, stderr: "refusing to start"},
+		{name: "gateway refuses a public previous secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_TOKEN_SECRET_PREVIOUS": config.DevTokenSecret, "FLASHGATE_TOKEN_PREVIOUS_UNTIL": soon, "FLASHGATE_PAY_SECRET": goodPaySecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET_PREVIOUS is a public value"},
+		{name: "gateway refuses the dev pay secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_PAY_SECRET": config.DevPaySecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_PAY_SECRET is a public value"},
+		{name: "gateway refuses a short pay secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_PAY_SECRET": "short-pay-secret"}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_PAY_SECRET is too short (16 bytes)"},
+		{name: "gateway refuses without a pay secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_PAY_SECRET is empty"},
+		{name: "worker refuses a short token secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": "a-real-secret-of-enough-length"}, args: []string{"worker"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET is too short (30 bytes)"},
 		{name: "token needs a secret", args: []string{"token", "--user", "42"}, code: 1, stderr: "FLASHGATE_TOKEN_SECRET is not set", noStdout: true},
 		{name: "token needs a user", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token"}, code: 2, stderr: "--user"},
 		{name: "dev token", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "42"}, code: 0, tokenUser: 42, tokenTTL: 24 * time.Hour},
