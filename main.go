@@ -262,6 +262,9 @@ func tokenCmd(fs *config.FlagSet, args []string) error {
 	if *ttl <= 0 {
 		return usageError{error: errors.New("--ttl must be positive")}
 	}
+	if *ttl > cfg.TokenMaxTTL {
+		return usageError{error: fmt.Errorf("--ttl %v is longer than FLASHGATE_TOKEN_MAX_TTL (%v): the services would refuse the token", *ttl, cfg.TokenMaxTTL)}
+	}
 	if cfg.TokenSecret == "" {
 		return errors.New("FLASHGATE_TOKEN_SECRET is not set: set the secret the services use, or FLASHGATE_DEV=1 for the dev secret")
 	}

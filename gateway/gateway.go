@@ -85,7 +85,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.ValidateGateway(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil), limiter: cfg.Limiter, now: time.Now}
+	s := &Server{cfg: cfg, log: log, signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil).WithMaxTTL(cfg.TokenMaxTTL), limiter: cfg.Limiter, now: time.Now}
 	var err error
 	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
 		return nil, err
@@ -162,6 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer s.Close()
+	cfg.LogStartup(log)
 
 	ln := cfg.Listener
 	if ln == nil {

@@ -149,6 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer w.Close()
+	cfg.LogStartup(log)
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	w.work = work

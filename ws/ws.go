@@ -134,6 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	log := base.With("component", "ws")
+	cfg.LogStartup(log)
 
 	// Taken before anything can accept a connection, so every result
 	// produced after a client could have connected is read.
@@ -251,7 +252,7 @@ func checkOrigin(cfg config.Config) func(*http.Request) bool {
 func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *server {
 	s := &server{
 		log:    log,
-		signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
+		signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil).WithMaxTTL(cfg.TokenMaxTTL),
 		hub:    h,
 		limits: connLimits{
 			queue:      cfg.WSSendQueue,

@@ -363,6 +363,8 @@ func TestAuth(t *testing.T) {
 		{"malformed", "garbage", ""},
 		{"bad signature", other.Sign(1, auth.RoleUser, time.Hour), ""},
 		{"expired", e.signer.Sign(1, auth.RoleUser, -time.Minute), ""},
+		{"minted for ten years", e.signer.Sign(1, auth.RoleAdmin, 10*365*24*time.Hour), ""},
+		{"lifetime past FLASHGATE_TOKEN_MAX_TTL", e.signer.Sign(1, auth.RoleUser, e.cfg.TokenMaxTTL+time.Hour), ""},
 		{"bad header token", "", "Bearer garbage"},
 		{"expired header token", "", "Bearer " + e.signer.Sign(1, auth.RoleUser, -time.Minute)},
 		{"not a bearer header", "", "Basic " + e.token(1)},

@@ -87,6 +87,36 @@ func TestRotation(t *testing.T) {
 	if NewRotatingSigner("the-new-secret-4567", "", time.Time{}).prev != nil {
 		t.Fatal("no previous secret, yet a rotation")
 	}
+	// No end, no window: the end is configured, never derived from the
+	// process start (a restart would reopen it).
+	if _, err := NewRotatingSigner("the-new-secret-4567", "the-old-secret-0123", time.Time{}).Verify(tok); !errors.Is(err, ErrSignature) {
+		t.Fatalf("old token with no end to the window: %v, want ErrSignature", err)
+	}
+}
+
+// TestMaxTTL: a token that expires further ahead than the maximum lifetime
+// (plus the clock skew) is refused, whoever signed it.
+func TestMaxTTL(t *testing.T) {
+	s := NewSigner("0123456789abcdef-secret").WithMaxTTL(24 * time.Hour)
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want error
+	}{
+		{time.Hour, nil},
+		{24 * time.Hour, nil},
+		{24*time.Hour + ClockSkew - time.Second, nil}, // an issuer's clock a little ahead
+		{24*time.Hour + ClockSkew + 2*time.Second, ErrLifetime},
+		{30 * 24 * time.Hour, ErrLifetime},
+		{10 * 365 * 24 * time.Hour, ErrLifetime},
+		{-time.Second, ErrExpired},
+	} {
+		if _, err := s.Verify(s.Sign(1, RoleAdmin, tc.ttl)); !errors.Is(err, tc.want) {
+			t.Errorf("token for %v: %v, want %v", tc.ttl, err, tc.want)
+		}
+	}
+	if _, err := NewSigner("0123456789abcdef-secret").Verify(s.Sign(1, RoleUser, 10*365*24*time.Hour)); err != nil {
+		t.Errorf("no maximum: a ten-year token gives %v", err)
+	}
 }
 
 func TestFromHeader(t *testing.T) {

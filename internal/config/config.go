@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -50,7 +51,9 @@ type Config struct {
 	// rotation, until TokenPreviousUntil.
 	TokenSecretPrevious string    // FLASHGATE_TOKEN_SECRET_PREVIOUS
 	TokenPreviousUntil  time.Time // FLASHGATE_TOKEN_PREVIOUS_UNTIL
-	PaySecret           string    // FLASHGATE_PAY_SECRET
+	// TokenMaxTTL: tokens that expire further ahead are refused.
+	TokenMaxTTL time.Duration // FLASHGATE_TOKEN_MAX_TTL
+	PaySecret   string        // FLASHGATE_PAY_SECRET
 
 	// Recharge and withdrawals (gateway/pay.go, worker/payouts.go).
 	PayNotifyURL   string        // FLASHGATE_PAY_NOTIFY_URL
@@ -206,7 +209,7 @@ var Vars = []Var{
 	}},
 	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.TokenSecret }),
 	strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious }),
-	{Name: "FLASHGATE_TOKEN_PREVIOUS_UNTIL", Default: "", Help: "end of the rotation window, RFC 3339 (empty: 24h after the service starts)", set: func(c *Config, v string) error {
+	{Name: "FLASHGATE_TOKEN_PREVIOUS_UNTIL", Default: "", Help: "end of the rotation window, RFC 3339, the same on every replica: required when FLASHGATE_TOKEN_SECRET_PREVIOUS is set, and at most 7 days ahead", set: func(c *Config, v string) error {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			return fmt.Errorf("FLASHGATE_TOKEN_PREVIOUS_UNTIL=%q: want an RFC 3339 time such as 2026-12-01T00:00:00Z", v)
@@ -214,6 +217,7 @@ var Vars = []Var{
 		c.TokenPreviousUntil = t
 		return nil
 	}},
+	durVar("FLASHGATE_TOKEN_MAX_TTL", "24h", "longest token lifetime honoured: a token that expires further ahead (plus a minute of clock skew) is refused with 401, whoever signed it; flashgate token --ttl and the dev token route stay within it", func(c *Config) *time.Duration { return &c.TokenMaxTTL }),
 	strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required by the gateway outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.PaySecret }),
 	strVar("FLASHGATE_PAY_NOTIFY_URL", "", "where the dev sandbox payment provider sends its signed notifies (empty: this gateway's /api/v1/pay/notify at the address the request came in on)", func(c *Config) *string { return &c.PayNotifyURL }),
 	durVar("FLASHGATE_OUTBOX_INTERVAL", "200ms", "how often the worker relays new outbox messages (accepted withdrawals) to Kafka", func(c *Config) *time.Duration { return &c.OutboxInterval }),
@@ -344,6 +348,9 @@ func (c *Config) Validate() error {
 	if p := c.TokenSecretPrevious; p != "" && (len(p) < 16 || p == c.TokenSecret) {
 		return fmt.Errorf("FLASHGATE_TOKEN_SECRET_PREVIOUS must be the old secret (16+ characters), different from FLASHGATE_TOKEN_SECRET")
 	}
+	if err := c.validateRotation(time.Now()); err != nil {
+		return err
+	}
 	for _, v := range Vars {
 		if v.dur == nil {
 			continue
@@ -369,6 +376,61 @@ func (c *Config) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// MaxRotationWindow is the furthest ahead FLASHGATE_TOKEN_PREVIOUS_UNTIL may
+// be: an old key, perhaps leaked, stays good for at most this long.
+const MaxRotationWindow = 7 * 24 * time.Hour
+
+// validateRotation: a previous token secret needs an end that every replica
+// agrees on, so it is configured, never derived from a process's start
+// (every restart would reopen the window), and it is near.
+func (c *Config) validateRotation(now time.Time) error {
+	if c.TokenSecretPrevious == "" {
+		return nil
+	}
+	if c.TokenPreviousUntil.IsZero() {
+		return fmt.Errorf("FLASHGATE_TOKEN_PREVIOUS_UNTIL is empty while FLASHGATE_TOKEN_SECRET_PREVIOUS is set: " +
+			"set the end of the rotation window (RFC 3339, the same on every replica, at most 7 days ahead), or unset the previous secret")
+	}
+	if limit := now.Add(MaxRotationWindow); c.TokenPreviousUntil.After(limit) {
+		return fmt.Errorf("FLASHGATE_TOKEN_PREVIOUS_UNTIL (%s) is more than 7 days ahead: tokens of the old secret would be accepted until then; "+
+			"end the rotation window by %s", c.TokenPreviousUntil.UTC().Format(time.RFC3339), limit.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Warnings are settings a service starts with but should not keep, for it
+// to log at every start.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.TokenSecretPrevious != "" && !c.TokenPreviousUntil.IsZero() && !time.Now().Before(c.TokenPreviousUntil) {
+		w = append(w, fmt.Sprintf("FLASHGATE_TOKEN_SECRET_PREVIOUS is still set but its window ended at %s: "+
+			"tokens it signed are refused; unset it and FLASHGATE_TOKEN_PREVIOUS_UNTIL", c.TokenPreviousUntil.UTC().Format(time.RFC3339)))
+	}
+	return w
+}
+
+// LogStartup logs, at every start of a service, what an operator should
+// know about its security settings: each of Warnings at warn, and the key
+// rotation window while there is one.
+func (c *Config) LogStartup(log *slog.Logger) {
+	if c.TokenSecretPrevious != "" && time.Now().Before(c.TokenPreviousUntil) {
+		log.Info("token key rotation: tokens of the previous secret are accepted until the window ends",
+			"until", c.TokenPreviousUntil.UTC().Format(time.RFC3339))
+	}
+	for _, w := range c.Warnings() {
+		log.Warn(w)
+	}
+}
+
+// DevTokenTTL is the lifetime of the tokens that dev mode hands out: a day,
+// or FLASHGATE_TOKEN_MAX_TTL if that is shorter, so they are honoured.
+func (c *Config) DevTokenTTL() time.Duration {
+	if c.TokenMaxTTL > 0 && c.TokenMaxTTL < 24*time.Hour {
+		return c.TokenMaxTTL
+	}
+	return 24 * time.Hour
 }
 
 // InflightBudgets is how many requests of each route class a gateway works on

@@ -52,6 +52,7 @@ func TestDefault(t *testing.T) {
 		{"TopicPrefix", c.TopicPrefix, "flashgate"},
 		{"Dev", c.Dev, false},
 		{"TokenSecret", c.TokenSecret, ""},
+		{"TokenMaxTTL", c.TokenMaxTTL, 24 * time.Hour},
 		{"OrderTTL", c.OrderTTL, 15 * time.Minute},
 		{"ProduceTimeout", c.ProduceTimeout, 2 * time.Second},
 		{"RedisTimeout", c.RedisTimeout, 500 * time.Millisecond},
@@ -699,5 +700,62 @@ func TestPublicSecretsCoverTheDocs(t *testing.T) {
 	}
 	if found == 0 {
 		t.Error("found no secret in the docs: the README's curl example of the dev pay secret should be one")
+	}
+}
+
+// TestValidateRotation: a previous token secret needs an explicit end to its
+// window, the same for every replica, at most 7 days ahead. One that has
+// passed is not refused (a restart must not fail because a rotation ended)
+// but warned about.
+func TestValidateRotation(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name    string
+		dev     bool
+		until   time.Time
+		wantErr string
+		warn    bool
+	}{
+		{"no end", false, time.Time{}, "FLASHGATE_TOKEN_PREVIOUS_UNTIL is empty", false},
+		{"no end in dev mode", true, time.Time{}, "FLASHGATE_TOKEN_PREVIOUS_UNTIL is empty", false},
+		{"in an hour", false, now.Add(time.Hour), "", false},
+		{"in 6 days", false, now.Add(6 * 24 * time.Hour), "", false},
+		{"in 7 days and a minute", false, now.Add(MaxRotationWindow + time.Minute), "more than 7 days ahead", false},
+		{"in 2099", false, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), "more than 7 days ahead", false},
+		{"ended", false, now.Add(-time.Hour), "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			c.Dev = tt.dev
+			c.TokenSecretPrevious = "the-old-random-secret-32-bytes-x"
+			c.TokenPreviousUntil = tt.until
+			err := c.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Validate() = %v, want an error saying %q", err, tt.wantErr)
+			}
+			if w := c.Warnings(); (len(w) > 0) != tt.warn {
+				t.Errorf("Warnings() = %q, want a warning: %v", w, tt.warn)
+			}
+		})
+	}
+	// Without a previous secret there is no window to configure.
+	c := validConfig()
+	if err := c.Validate(); err != nil || len(c.Warnings()) > 0 {
+		t.Errorf("no rotation: %v, %q", err, c.Warnings())
+	}
+}
+
+func TestDevTokenTTL(t *testing.T) {
+	for _, tc := range []struct{ max, want time.Duration }{
+		{24 * time.Hour, 24 * time.Hour}, {time.Hour, time.Hour}, {72 * time.Hour, 24 * time.Hour},
+	} {
+		c := Config{TokenMaxTTL: tc.max}
+		if got := c.DevTokenTTL(); got != tc.want {
+			t.Errorf("TokenMaxTTL %v: DevTokenTTL() = %v, want %v", tc.max, got, tc.want)
+		}
 	}
 }

@@ -96,7 +96,7 @@ func writeReady(path string, cfg config.Config) error {
 // printBanner tells a person where everything is and how to try it.
 func printBanner(w io.Writer, cfg config.Config, ev db.Event, deps string) {
 	signer := auth.NewSigner(cfg.TokenSecret)
-	tok := func(uid int64, role string) string { return signer.Sign(uid, role, demoTokenTTL) }
+	tok := func(uid int64, role string) string { return signer.Sign(uid, role, cfg.DevTokenTTL()) }
 	gw := "http://" + urlHost(cfg.GatewayAddr)
 	wsURL := "ws://" + urlHost(cfg.WSAddr) + "/ws"
 	t1 := tok(1, auth.RoleUser)
@@ -117,7 +117,7 @@ func printBanner(w io.Writer, cfg config.Config, ev db.Event, deps string) {
 	fmt.Fprintf(w, "Demo event %d %q: %s, %d of %d left, price %d cents, ends %s\n\n",
 		ev.ID, ev.Name, status, ev.Stock, ev.StockTotal, ev.Price, ev.EndsAt.UTC().Format(time.RFC3339))
 
-	fmt.Fprintf(w, "Tokens (valid %s; more with `flashgate token --user N`):\n", demoTokenTTL)
+	fmt.Fprintf(w, "Tokens (valid %s; more with `flashgate token --user N`):\n", cfg.DevTokenTTL())
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  user 1\t%s\n", t1)
 	fmt.Fprintf(tw, "  user 2\t%s\n", tok(2, auth.RoleUser))

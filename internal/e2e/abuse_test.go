@@ -150,8 +150,9 @@ func TestLoadShedding(t *testing.T) {
 	}
 }
 
-// TestTokens: a flipped byte, an expired token, a user token on an admin
-// route, and a key rotation seen from both sides of its window.
+// TestTokens: a flipped byte, an expired token, a token that lives longer
+// than FLASHGATE_TOKEN_MAX_TTL, a user token on an admin route, and a key
+// rotation seen from both sides of its window.
 func TestTokens(t *testing.T) {
 	const oldSecret = "the-old-secret-0123456789"
 	until := time.Now().Add(2 * time.Second)
@@ -171,6 +172,8 @@ func TestTokens(t *testing.T) {
 	for name, tok := range map[string]string{
 		"flipped byte": string(flipped),
 		"expired":      s.signer.Sign(5, auth.RoleUser, -time.Second),
+		"ten years":    s.signer.Sign(5, auth.RoleAdmin, 10*365*24*time.Hour),
+		"past max ttl": s.signer.Sign(5, auth.RoleUser, s.cfg.TokenMaxTTL+time.Hour),
 		"unsigned":     "NS51c2VyLjk5OTk5OTk5OTk.",
 		"other secret": auth.NewSigner("some-random-secret-xyz").Sign(5, auth.RoleUser, time.Hour),
 	} {
