@@ -187,6 +187,12 @@ func serviceCmd(name string, runFn func(context.Context, config.Config, net.List
 		if err := validate(); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
 		}
+		// This binary has no real payment or payout provider built in.
+		if name == "gateway" || name == "worker" {
+			if err := cfg.ValidateSandbox(name); err != nil {
+				return fmt.Errorf("refusing to start: %w", err)
+			}
+		}
 		ln, err := net.Listen("tcp", addr(cfg))
 		if err != nil {
 			return fmt.Errorf("cannot listen: %w", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/sandbox"
 	"github.com/flashgate/flashgate/internal/store"
 )
 
@@ -48,6 +49,11 @@ type Config struct {
 	// memory and gifts inside the gift-hold script, after the answers
 	// memory can give.
 	Limiter Limiter
+	// OrderPayments charges buyers for flash-sale orders (POST
+	// /orders/{no}/pay); nil means the sandbox (sandbox.Charges), which
+	// collects nothing and which New refuses outside dev mode unless
+	// FLASHGATE_SANDBOX_PAYMENTS=1.
+	OrderPayments OrderPayments
 	// ReadTimeout bounds reading one request, from its first byte
 	// (default 10s); IdleTimeout bounds a keep-alive connection's wait for
 	// its next request (default 60s). Tests shorten them.
@@ -72,7 +78,7 @@ type Server struct {
 	inflight   *inflight   // load shedding: see handler.go
 	draining   atomic.Bool // shutting down: answers close their connection
 	ready      obs.Readiness
-	payments   sandboxPayments
+	payments   OrderPayments
 	pay        payState  // recharge and withdrawals: see pay.go
 	gifts      giftState // live-room gifts and wallet: see gifts.go
 	now        func() time.Time
@@ -86,6 +92,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil).WithMaxTTL(cfg.TokenMaxTTL), limiter: cfg.Limiter, now: time.Now}
+	if s.payments = cfg.OrderPayments; s.payments == nil {
+		if err := cfg.ValidateSandbox("gateway"); err != nil {
+			return nil, err
+		}
+		s.payments = sandbox.Charges{}
+		if !cfg.Dev {
+			log.Warn(config.SandboxWarning("gateway"))
+		}
+	}
 	var err error
 	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
 		return nil, err

@@ -35,7 +35,9 @@ type Config struct {
 	// Listener, if set, serves health and metrics instead of WorkerAddr.
 	Listener net.Listener
 	// PayoutProvider pays withdrawals out; nil means the built-in sandbox
-	// provider (internal/sandbox), which records payouts in MySQL.
+	// provider (internal/sandbox), which records payouts in MySQL and sends
+	// no money, and which New refuses outside dev mode unless
+	// FLASHGATE_SANDBOX_PAYMENTS=1.
 	PayoutProvider PayoutProvider
 }
 
@@ -83,6 +85,14 @@ func GroupName(cfg config.Config) string { return cfg.TopicPrefix + ".order-writ
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 	if err := cfg.Config.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.PayoutProvider == nil {
+		if err := cfg.ValidateSandbox("worker"); err != nil {
+			return nil, err
+		}
+		if !cfg.Dev {
+			log.Warn(config.SandboxWarning("worker"))
+		}
 	}
 	w := &Worker{cfg: cfg, log: log, work: context.Background(), coldSince: map[int64]time.Time{},
 		lastStockPush: map[int64]time.Time{}, stockDue: map[int64]bool{}}

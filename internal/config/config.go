@@ -56,11 +56,14 @@ type Config struct {
 	PaySecret   string        // FLASHGATE_PAY_SECRET
 
 	// Recharge and withdrawals (gateway/pay.go, worker/payouts.go).
-	PayNotifyURL   string        // FLASHGATE_PAY_NOTIFY_URL
-	OutboxInterval time.Duration // FLASHGATE_OUTBOX_INTERVAL
-	PayoutAttempts int           // FLASHGATE_PAYOUT_ATTEMPTS
-	PayoutBackoff  time.Duration // FLASHGATE_PAYOUT_BACKOFF
-	PayoutTimeout  time.Duration // FLASHGATE_PAYOUT_TIMEOUT
+	// SandboxPayments lets a service run outside dev mode with a sandbox
+	// provider, which moves no money.
+	SandboxPayments bool          // FLASHGATE_SANDBOX_PAYMENTS
+	PayNotifyURL    string        // FLASHGATE_PAY_NOTIFY_URL
+	OutboxInterval  time.Duration // FLASHGATE_OUTBOX_INTERVAL
+	PayoutAttempts  int           // FLASHGATE_PAYOUT_ATTEMPTS
+	PayoutBackoff   time.Duration // FLASHGATE_PAYOUT_BACKOFF
+	PayoutTimeout   time.Duration // FLASHGATE_PAYOUT_TIMEOUT
 
 	OrderTTL        time.Duration // FLASHGATE_ORDER_TTL
 	ProduceTimeout  time.Duration // FLASHGATE_PRODUCE_TIMEOUT
@@ -219,6 +222,14 @@ var Vars = []Var{
 	}},
 	durVar("FLASHGATE_TOKEN_MAX_TTL", "24h", "longest token lifetime honoured: a token that expires further ahead (plus a minute of clock skew) is refused with 401, whoever signed it; flashgate token --ttl and the dev token route stay within it", func(c *Config) *time.Duration { return &c.TokenMaxTTL }),
 	strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required by the gateway outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.PaySecret }),
+	{Name: "FLASHGATE_SANDBOX_PAYMENTS", Default: "0", Help: "1 lets gateway and worker run outside dev mode with the built-in sandbox providers, which mark flash-sale orders paid and withdrawals paid out without moving any money (a warning is logged at every start); without it they refuse to start outside dev mode unless built with real providers", set: func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("FLASHGATE_SANDBOX_PAYMENTS=%q: want 0 or 1", v)
+		}
+		c.SandboxPayments = b
+		return nil
+	}},
 	strVar("FLASHGATE_PAY_NOTIFY_URL", "", "where the dev sandbox payment provider sends its signed notifies (empty: this gateway's /api/v1/pay/notify at the address the request came in on)", func(c *Config) *string { return &c.PayNotifyURL }),
 	durVar("FLASHGATE_OUTBOX_INTERVAL", "200ms", "how often the worker relays new outbox messages (accepted withdrawals) to Kafka", func(c *Config) *time.Duration { return &c.OutboxInterval }),
 	intVar("FLASHGATE_PAYOUT_ATTEMPTS", "8", "payout calls made for one withdrawal before the worker voids its payout key; the earnings are refunded only once the provider confirms the void", func(c *Config) *int { return &c.PayoutAttempts }),
@@ -493,6 +504,30 @@ func (c *Config) ValidateGateway() error {
 		return fmt.Errorf("FLASHGATE_PAY_SECRET is empty: set the secret your payment provider signs callbacks with (%d or more random bytes), or FLASHGATE_DEV=1 for local use", MinSecretLen)
 	}
 	return nil
+}
+
+// sandboxDoes says what the sandbox provider of a service fakes.
+var sandboxDoes = map[string]string{
+	"gateway": "the gateway's built-in payment provider is a sandbox that marks flash-sale orders paid (POST /orders/{no}/pay) without collecting any money",
+	"worker":  "the worker's built-in payout provider is a sandbox that marks withdrawals paid out without sending any money",
+}
+
+// ValidateSandbox refuses, outside dev mode, to run service ("gateway" or
+// "worker") with its sandbox provider unless FLASHGATE_SANDBOX_PAYMENTS=1
+// says so: a sandbox in production gives flash-sale units away and marks
+// withdrawals paid that nobody received.
+func (c *Config) ValidateSandbox(service string) error {
+	if c.Dev || c.SandboxPayments {
+		return nil
+	}
+	return fmt.Errorf("FLASHGATE_SANDBOX_PAYMENTS is not set and %s: outside dev mode, build flashgate with a real provider, "+
+		"or set FLASHGATE_SANDBOX_PAYMENTS=1 for a system where no real money or goods change hands", sandboxDoes[service])
+}
+
+// SandboxWarning is what a service logs at every start outside dev mode
+// when it runs with its sandbox provider.
+func SandboxWarning(service string) string {
+	return "FLASHGATE_SANDBOX_PAYMENTS=1: " + sandboxDoes[service] + "; never run this where real money or goods change hands"
 }
 
 // Topic names.

@@ -276,6 +276,7 @@ func TestOperationalEndpoints(t *testing.T) {
 		c.Dev = false
 		c.PaySecret = "a-production-pay-secret-0123456789"
 		c.TokenSecret = "a-production-secret-of-enough-length"
+		c.SandboxPayments = true
 	}})
 	if a := prod.do("POST", "/api/v1/dev/token", "", `{"user_id":42}`); a.Status != http.StatusNotFound {
 		t.Errorf("dev route outside dev mode: %d %s", a.Status, a.Raw)

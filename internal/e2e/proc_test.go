@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -172,6 +173,27 @@ func (p *proc) term(within time.Duration) {
 		p.t.Errorf("%s still running %s after SIGTERM", p.name, within)
 		p.kill()
 	}
+}
+
+// runProc runs `flashgate <service>` configured like the system, with extra
+// environment, for a service that is expected to exit by itself (refusing to
+// start); it returns the output and the exit status.
+func (s *system) runProc(service string, extra ...string) (string, int) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, flashgateBinary(s.t), service)
+	cmd.Env = append(append(os.Environ(), envOf(s.cfg)...), extra...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	s.t.Fatalf("%s: %v\n%s", service, err, out)
+	return "", -1
 }
 
 // startWorker runs a worker in-process, as start does; for tests that start

@@ -59,6 +59,8 @@ type options struct {
 	// restartableRedis gives the system a Redis the test can kill and
 	// restart (s.redisServer).
 	restartableRedis bool
+	// orderPayments is the gateway's payment provider (nil: the sandbox).
+	orderPayments gateway.OrderPayments
 }
 
 func start(t *testing.T, opts options) *system {
@@ -97,7 +99,9 @@ func start(t *testing.T, opts options) *system {
 
 	gln := testenv.Listener(t)
 	s.gateway = "http://" + gln.Addr().String()
-	s.run("gateway", func() error { return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: gln}) })
+	s.run("gateway", func() error {
+		return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: gln, OrderPayments: opts.orderPayments})
+	})
 	if !opts.noWorker {
 		wln := testenv.Listener(t)
 		s.worker = "http://" + wln.Addr().String()

@@ -1,0 +1,152 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashgate/flashgate/internal/config"
+)
+
+// Tests of what a service refuses and how it behaves outside dev mode
+// (issue 10, "safe to put on the internet").
+
+const (
+	prodTokenSecret = "a-production-token-secret-0123456789"
+	prodPaySecret   = "a-production-pay-secret-0123456789"
+)
+
+// production turns a test configuration into one outside dev mode, with
+// secrets a production service accepts.
+func production(c *config.Config) {
+	c.Dev = false
+	c.TokenSecret = prodTokenSecret
+	c.PaySecret = prodPaySecret
+}
+
+// fakeCharges is a payment provider for POST /orders/{no}/pay that records
+// what it was asked and fails or interferes on demand.
+type fakeCharges struct {
+	mu      sync.Mutex
+	fail    bool
+	before  func(orderNo string) // runs inside Charge, before it answers
+	charged map[string]int64     // order → amount
+	refunds map[string]string    // order → txn
+}
+
+func (f *fakeCharges) Charge(ctx context.Context, orderNo string, userID, amount int64) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.before != nil {
+		f.before(orderNo)
+	}
+	if f.fail {
+		return "", errors.New("card declined")
+	}
+	if f.charged == nil {
+		f.charged = map[string]int64{}
+	}
+	f.charged[orderNo] = amount
+	return "txn-" + orderNo, nil
+}
+
+// set changes the fake under its lock, as the gateway reads it under it.
+func (f *fakeCharges) set(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+}
+
+func (f *fakeCharges) Refund(ctx context.Context, orderNo, txn string, amount int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refunds == nil {
+		f.refunds = map[string]string{}
+	}
+	f.refunds[orderNo] = txn
+	return nil
+}
+
+// TestOrderPaymentsProvider: outside dev mode, POST /orders/{no}/pay goes
+// through the configured provider. A failed charge is a 503 that leaves the
+// order unpaid; a charge for an order that expired meanwhile is refunded
+// and answered 409; a good charge pays the order for its price.
+func TestOrderPaymentsProvider(t *testing.T) {
+	prov := &fakeCharges{}
+	s := start(t, options{noWS: true, orderPayments: prov, mutate: func(c *config.Config) {
+		production(c)
+		c.SandboxPayments = true // the worker's payouts only
+	}})
+	ev := s.liveEvent(5)
+	buy := func(uid int64) string {
+		a := s.order(ev, uid)
+		if a.Status != 202 {
+			t.Fatalf("order of user %d: %d %s", uid, a.Status, a.Raw)
+		}
+		return s.waitTicket(uid, a.str("ticket")).str("order_no")
+	}
+	no := buy(1)
+	status := func(uid int64, no string) string {
+		return s.do("GET", "/api/v1/orders/"+no, s.token(uid), "").str("status")
+	}
+
+	prov.set(func() { prov.fail = true })
+	if a := s.do("POST", "/api/v1/orders/"+no+"/pay", s.token(1), ""); a.Status != 503 || a.errCode() != "unavailable" {
+		t.Errorf("declined charge: %d %s", a.Status, a.Raw)
+	}
+	if st := status(1, no); st != "unpaid" {
+		t.Errorf("order after a declined charge is %s, want unpaid", st)
+	}
+	prov.set(func() { prov.fail = false })
+	if a := s.do("POST", "/api/v1/orders/"+no+"/pay", s.token(1), ""); a.Status != 200 || a.str("status") != "paid" {
+		t.Fatalf("pay: %d %s", a.Status, a.Raw)
+	}
+	prov.set(func() {
+		if prov.charged[no] != 1999 {
+			t.Errorf("provider charged %d for the order, want its price 1999", prov.charged[no])
+		}
+	})
+
+	// The order is cancelled while the provider is charging: the money goes
+	// back and the client hears that the order is no longer unpaid.
+	no2 := buy(2)
+	prov.set(func() {
+		prov.before = func(orderNo string) {
+			if _, err := s.db.Exec("UPDATE orders SET status = 'cancelled' WHERE order_no = ?", orderNo); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if a := s.do("POST", "/api/v1/orders/"+no2+"/pay", s.token(2), ""); a.Status != 409 || a.errCode() != "invalid_state" {
+		t.Errorf("pay racing a cancel: %d %s", a.Status, a.Raw)
+	}
+	prov.set(func() {
+		prov.before = nil
+		if prov.refunds[no2] != "txn-"+no2 {
+			t.Errorf("refunds %v, want the charge of %s refunded", prov.refunds, no2)
+		}
+	})
+}
+
+// TestSandboxPaymentsFlag: outside dev mode the gateway and the worker start
+// with their sandboxes only with FLASHGATE_SANDBOX_PAYMENTS=1, and then log a
+// warning at every start; without it they refuse, saying why.
+func TestSandboxPaymentsFlag(t *testing.T) {
+	s := start(t, options{noWS: true, noWorker: true})
+	prod := []string{"FLASHGATE_DEV=0", "FLASHGATE_TOKEN_SECRET=" + prodTokenSecret, "FLASHGATE_PAY_SECRET=" + prodPaySecret}
+	for _, service := range []string{"gateway", "worker"} {
+		p := s.startProc(service, append(prod, "FLASHGATE_SANDBOX_PAYMENTS=1")...)
+		if out := p.output(); !strings.Contains(out, "FLASHGATE_SANDBOX_PAYMENTS=1: ") || !strings.Contains(out, "level=WARN") {
+			t.Errorf("%s started with the sandbox but logged no warning:\n%s", service, out)
+		}
+		p.term(10 * time.Second)
+
+		out, code := s.runProc(service, prod...)
+		if code != 1 || !strings.Contains(out, "refusing to start: FLASHGATE_SANDBOX_PAYMENTS is not set") {
+			t.Errorf("%s without FLASHGATE_SANDBOX_PAYMENTS: exit %d\n%s", service, code, out)
+		}
+	}
+}
