@@ -256,6 +256,10 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           cmp.Or(s.cfg.IdleTimeout, 60*time.Second),
 		ErrorHandler:          s.transportError,
+		// fasthttp's own log lines through slog, scrubbed and sampled,
+		// never with the raw header bytes of a request it could not parse.
+		Logger:                newFasthttpLogger(s.log),
+		SecureErrorLogMessage: true,
 		ReduceMemoryUsage:     false,
 	}
 }
