@@ -172,6 +172,12 @@ func (s *Server) Close() {
 // flushes.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "gateway")
+	if cfg.Listener != nil {
+		if err := cfg.CheckDevListener("gateway", cfg.Listener.Addr()); err != nil {
+			cfg.Listener.Close()
+			return err
+		}
+	}
 	s, err := New(ctx, cfg, log)
 	if err != nil {
 		return err

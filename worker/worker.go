@@ -154,6 +154,12 @@ func (w *Worker) Close() {
 // redelivered to whoever consumes next) before it returns.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "worker")
+	if cfg.Listener != nil {
+		if err := cfg.CheckDevListener("worker", cfg.Listener.Addr()); err != nil {
+			cfg.Listener.Close()
+			return err
+		}
+	}
 	w, err := New(ctx, cfg, log)
 	if err != nil {
 		return err

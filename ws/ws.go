@@ -131,6 +131,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	if cfg.Listener != nil {
+		if err := cfg.CheckDevListener("ws", cfg.Listener.Addr()); err != nil {
+			cfg.Listener.Close()
+			return err
+		}
+	}
 	cfg.setDefaults()
 	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	log := base.With("component", "ws")

@@ -839,3 +839,20 @@ func TestOrigins(t *testing.T) {
 		}
 	}
 }
+
+// TestDevRefusesPublicListener: in dev mode ws accepts any origin and the
+// dev secret, so it refuses a listener beyond loopback unless
+// FLASHGATE_DEV_PUBLIC=1.
+func TestDevRefusesPublicListener(t *testing.T) {
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.ApplyDevDefaults()
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Config{Config: cfg, Listener: ln})
+	if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "FLASHGATE_DEV_PUBLIC=1") {
+		t.Fatalf("Run on %s in dev mode: %v", ln.Addr(), err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ type Config struct {
 	TopicPrefix     string   // FLASHGATE_TOPIC_PREFIX
 
 	Dev         bool   // FLASHGATE_DEV
+	DevPublic   bool   // FLASHGATE_DEV_PUBLIC: dev mode may listen beyond loopback
 	TokenSecret string // FLASHGATE_TOKEN_SECRET
 	// TokenSecretPrevious verifies (never signs) tokens during a key
 	// rotation, until TokenPreviousUntil.
@@ -210,6 +212,14 @@ var Vars = []Var{
 		c.Dev = b
 		return nil
 	}},
+	{Name: "FLASHGATE_DEV_PUBLIC", Default: "0", Help: "1 lets dev mode listen on addresses other than loopback (anyone who reaches a dev gateway can mint an admin token); without it dev mode refuses to start on them", set: func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("FLASHGATE_DEV_PUBLIC=%q: want 0 or 1", v)
+		}
+		c.DevPublic = b
+		return nil
+	}},
 	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.TokenSecret }),
 	strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious }),
 	{Name: "FLASHGATE_TOKEN_PREVIOUS_UNTIL", Default: "", Help: "end of the rotation window, RFC 3339, the same on every replica: required when FLASHGATE_TOKEN_SECRET_PREVIOUS is set, and at most 7 days ahead", set: func(c *Config, v string) error {
@@ -362,6 +372,9 @@ func (c *Config) Validate() error {
 	if err := c.validateRotation(time.Now()); err != nil {
 		return err
 	}
+	if err := c.validateDevListen(); err != nil {
+		return err
+	}
 	for _, v := range Vars {
 		if v.dur == nil {
 			continue
@@ -387,6 +400,58 @@ func (c *Config) Validate() error {
 		return err
 	}
 	return nil
+}
+
+// IsLoopbackAddr reports whether the listen address host:port is reachable
+// from this machine only: a loopback IP or "localhost". An empty host, an
+// unspecified address (0.0.0.0, ::) or any other name is not.
+func IsLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// devExposed says why a dev-mode service must not be reachable from the
+// network.
+const devExposed = "dev mode serves routes that mint admin tokens (POST /api/v1/dev/token) and pay anyone's pay orders, " +
+	"and signs with public dev secrets: listen on 127.0.0.1, or set FLASHGATE_DEV_PUBLIC=1 on a network you trust"
+
+// validateDevListen refuses, in dev mode, listen addresses beyond loopback
+// unless FLASHGATE_DEV_PUBLIC=1.
+func (c *Config) validateDevListen() error {
+	if !c.Dev || c.DevPublic {
+		return nil
+	}
+	for _, a := range []struct{ name, addr string }{
+		{"FLASHGATE_GATEWAY_ADDR", c.GatewayAddr}, {"FLASHGATE_WS_ADDR", c.WSAddr}, {"FLASHGATE_WORKER_ADDR", c.WorkerAddr},
+	} {
+		if a.addr != "" && !IsLoopbackAddr(a.addr) {
+			return fmt.Errorf("%s=%q is not a loopback address: %s", a.name, a.addr, devExposed)
+		}
+	}
+	return nil
+}
+
+// CheckDevListener is validateDevListen for a listener a service was handed
+// (tests and `flashgate dev` listen before the service starts): service
+// names it in the error.
+func (c *Config) CheckDevListener(service string, a net.Addr) error {
+	if !c.Dev || c.DevPublic || a == nil {
+		return nil
+	}
+	if tcp, ok := a.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return nil
+	}
+	if a.Network() == "unix" {
+		return nil
+	}
+	return fmt.Errorf("%s listens on %s, not a loopback address: %s", service, a.String(), devExposed)
 }
 
 // MaxRotationWindow is the furthest ahead FLASHGATE_TOKEN_PREVIOUS_UNTIL may
@@ -415,6 +480,9 @@ func (c *Config) validateRotation(now time.Time) error {
 // to log at every start.
 func (c *Config) Warnings() []string {
 	var w []string
+	if c.Dev && c.DevPublic {
+		w = append(w, "FLASHGATE_DEV_PUBLIC=1: dev mode may be reachable from the network; anyone who reaches the gateway can mint an admin token")
+	}
 	if c.TokenSecretPrevious != "" && !c.TokenPreviousUntil.IsZero() && !time.Now().Before(c.TokenPreviousUntil) {
 		w = append(w, fmt.Sprintf("FLASHGATE_TOKEN_SECRET_PREVIOUS is still set but its window ended at %s: "+
 			"tokens it signed are refused; unset it and FLASHGATE_TOKEN_PREVIOUS_UNTIL", c.TokenPreviousUntil.UTC().Format(time.RFC3339)))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -757,5 +758,58 @@ func TestDevTokenTTL(t *testing.T) {
 		if got := c.DevTokenTTL(); got != tc.want {
 			t.Errorf("TokenMaxTTL %v: DevTokenTTL() = %v, want %v", tc.max, got, tc.want)
 		}
+	}
+}
+
+// TestDevListen: dev mode mints admin tokens for anyone who asks, so it
+// refuses listen addresses beyond loopback unless FLASHGATE_DEV_PUBLIC=1,
+// and then warns at every start.
+func TestDevListen(t *testing.T) {
+	tests := []struct {
+		env     map[string]string
+		wantErr string
+	}{
+		{map[string]string{"FLASHGATE_DEV": "1"}, ""},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "localhost:8080", "FLASHGATE_WS_ADDR": "[::1]:8081"}, ""},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:8080"}, "FLASHGATE_GATEWAY_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_WS_ADDR": ":8081"}, "FLASHGATE_WS_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_WORKER_ADDR": "[::]:8082"}, "FLASHGATE_WORKER_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "10.1.2.3:8080"}, "FLASHGATE_GATEWAY_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "myhost:8080"}, "FLASHGATE_GATEWAY_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_DEV_PUBLIC": "1", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:8080"}, ""},
+		// Outside dev mode there is nothing to mint: any address is fine.
+		{map[string]string{"FLASHGATE_TOKEN_SECRET": "a-random-secret-of-32-characters", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:8080"}, ""},
+	}
+	for _, tt := range tests {
+		c, err := fromLookup(env(tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate()
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%v: Validate() = %v", tt.env, err)
+		case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr+"=") || !strings.Contains(err.Error(), "FLASHGATE_DEV_PUBLIC=1")):
+			t.Errorf("%v: Validate() = %v, want an error naming %s and FLASHGATE_DEV_PUBLIC", tt.env, err, tt.wantErr)
+		}
+		if warned := len(c.Warnings()) > 0; warned != (c.Dev && c.DevPublic) {
+			t.Errorf("%v: Warnings() = %q", tt.env, c.Warnings())
+		}
+	}
+
+	c := Default()
+	c.Dev = true
+	for addr, ok := range map[string]bool{"127.0.0.1:1": true, "[::1]:1": true, "0.0.0.0:1": false, "192.168.1.2:1": false} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CheckDevListener("gateway", a); (err == nil) != ok {
+			t.Errorf("CheckDevListener(%s) = %v", addr, err)
+		}
+	}
+	c.DevPublic = true
+	if a, _ := net.ResolveTCPAddr("tcp", "0.0.0.0:1"); c.CheckDevListener("gateway", a) != nil {
+		t.Error("FLASHGATE_DEV_PUBLIC=1 and still refused")
 	}
 }
