@@ -150,3 +150,45 @@ func TestSandboxPaymentsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyKeysCaseSensitive: Idempotency-Keys that differ only in
+// case are different keys, in Redis and MySQL alike: each gets its own pay
+// order, withdrawal and gift, and a repeat of the exact key still gets the
+// first answer.
+func TestIdempotencyKeysCaseSensitive(t *testing.T) {
+	s := start(t, options{noWS: true})
+	const uid = 41
+	tok := s.token(uid)
+
+	a := s.do("POST", "/api/v1/pay/orders", tok, `{"product_id":1}`, "Idempotency-Key", "Key-A")
+	b := s.do("POST", "/api/v1/pay/orders", tok, `{"product_id":2}`, "Idempotency-Key", "key-a")
+	again := s.do("POST", "/api/v1/pay/orders", tok, `{"product_id":1}`, "Idempotency-Key", "Key-A")
+	if a.Status != 201 || b.Status != 201 || a.str("order_id") == b.str("order_id") || b.Body["amount"] != float64(3000) {
+		t.Errorf("pay orders under Key-A and key-a: %d %s / %d %s", a.Status, a.Raw, b.Status, b.Raw)
+	}
+	if again.str("order_id") != a.str("order_id") {
+		t.Errorf("repeat of Key-A: %s, want the first answer %s", again.Raw, a.Raw)
+	}
+
+	s.payGiveEarnings(uid, 1000)
+	w1 := s.do("POST", "/api/v1/withdrawals", tok, `{"amount":100}`, "Idempotency-Key", "W-1")
+	w2 := s.do("POST", "/api/v1/withdrawals", tok, `{"amount":200}`, "Idempotency-Key", "w-1")
+	if w1.Status != 202 || w2.Status != 202 || w1.Body["withdrawal_id"] == w2.Body["withdrawal_id"] {
+		t.Errorf("withdrawals under W-1 and w-1: %d %s / %d %s", w1.Status, w1.Raw, w2.Status, w2.Raw)
+	}
+	if _, earnings := s.giftMySQLBalance(uid); earnings != 700 {
+		t.Errorf("earnings %d after withdrawing 100 and 200 of 1000, want 700", earnings)
+	}
+
+	s.giftSeedWallet(uid, 100)
+	g1 := s.gift(1, uid, 7, 1, 1, "Idempotency-Key", "G-1")
+	g2 := s.gift(1, uid, 7, 1, 1, "Idempotency-Key", "g-1")
+	if g1.Status != 202 || g2.Status != 202 || g1.str("ticket") == g2.str("ticket") {
+		t.Fatalf("gifts under G-1 and g-1: %d %s / %d %s", g1.Status, g1.Raw, g2.Status, g2.Raw)
+	}
+	for _, g := range []answer{g1, g2} {
+		if tk := s.waitTicket(uid, g.str("ticket")); tk.str("status") != "succeeded" {
+			t.Errorf("gift ticket: %s", tk.Raw)
+		}
+	}
+}
