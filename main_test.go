@@ -38,6 +38,9 @@ func capture(t *testing.T, f func()) (stdout, stderr string) {
 func clearEnv(t *testing.T) {
 	for _, v := range config.Vars {
 		t.Setenv(v.Name, "")
+		if v.Secret {
+			t.Setenv(v.Name+"_FILE", "")
+		}
 	}
 }
 
@@ -47,6 +50,10 @@ func TestCommandLine(t *testing.T) {
 		goodPaySecret = "a-random-pay-secret-of-32-bytes!"
 	)
 	soon := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	secretFile := filepath.Join(t.TempDir(), "token-secret")
+	if err := os.WriteFile(secretFile, []byte(goodSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
 		env        map[string]string
@@ -81,6 +88,8 @@ func TestCommandLine(t *testing.T) {
 		{name: "worker refuses the sandbox outside dev mode", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret}, args: []string{"worker"}, code: 1, stderr: "refusing to start: FLASHGATE_SANDBOX_PAYMENTS is not set and the worker's built-in payout provider is a sandbox"},
 		{name: "dev mode refuses a public address", env: map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:0"}, args: []string{"gateway"}, code: 1, stderr: `refusing to start: FLASHGATE_GATEWAY_ADDR="0.0.0.0:0" is not a loopback address`},
 		{name: "flashgate dev refuses a public address", env: map[string]string{"FLASHGATE_WS_ADDR": ":0"}, args: []string{"dev"}, code: 1, stderr: `refusing to start: FLASHGATE_WS_ADDR=":0" is not a loopback address: dev mode serves routes that mint admin tokens`},
+		{name: "a secret is not a flag", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"gateway", "--token-secret", goodSecret}, code: 2, stderr: "flag provided but not defined: -token-secret"},
+		{name: "token with the secret from a file", env: map[string]string{"FLASHGATE_TOKEN_SECRET_FILE": secretFile}, args: []string{"token", "--user", "9"}, code: 0, tokenUser: 9, tokenTTL: 24 * time.Hour},
 		{name: "token needs a secret", args: []string{"token", "--user", "42"}, code: 1, stderr: "FLASHGATE_TOKEN_SECRET is not set", noStdout: true},
 		{name: "token needs a user", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token"}, code: 2, stderr: "--user"},
 		{name: "dev token", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "42"}, code: 0, tokenUser: 42, tokenTTL: 24 * time.Hour},

@@ -114,6 +114,16 @@ type Var struct {
 	// zero has a documented meaning there.
 	dur    func(c *Config) *time.Duration
 	zeroOK bool
+	// Secret settings come from the environment or from a file named by
+	// <Name>_FILE, never from a flag: a command line is visible to every
+	// user of the machine (ps, /proc/*/cmdline) and in k8s args.
+	Secret bool
+}
+
+// secret marks v as a secret setting.
+func secret(v Var) Var {
+	v.Secret = true
+	return v
 }
 
 // durVar is a duration that must be positive.
@@ -189,7 +199,7 @@ var Vars = []Var{
 	strVar("FLASHGATE_WS_ADDR", "127.0.0.1:8081", "ws (WebSocket push) listen address", func(c *Config) *string { return &c.WSAddr }),
 	strVar("FLASHGATE_WORKER_ADDR", "127.0.0.1:8082", "worker health and metrics listen address", func(c *Config) *string { return &c.WorkerAddr }),
 	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port)", func(c *Config) *string { return &c.RedisAddr }),
-	strVar("FLASHGATE_MYSQL_DSN", "root@tcp(127.0.0.1:13306)/flashgate", "MySQL/MariaDB DSN (go-sql-driver format; parseTime is added)", func(c *Config) *string { return &c.MySQLDSN }),
+	secret(strVar("FLASHGATE_MYSQL_DSN", "root@tcp(127.0.0.1:13306)/flashgate", "MySQL/MariaDB DSN (go-sql-driver format; parseTime is added)", func(c *Config) *string { return &c.MySQLDSN })),
 	{Name: "FLASHGATE_KAFKA_BROKERS", Default: "127.0.0.1:19092", Help: "comma-separated Kafka seed brokers; flashgate dev starts an embedded broker unless this is set", set: func(c *Config, v string) error {
 		c.KafkaBrokers = nil
 		for _, b := range strings.Split(v, ",") {
@@ -220,8 +230,8 @@ var Vars = []Var{
 		c.DevPublic = b
 		return nil
 	}},
-	strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.TokenSecret }),
-	strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious }),
+	secret(strVar("FLASHGATE_TOKEN_SECRET", "", "HMAC secret that signs tokens (required outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.TokenSecret })),
+	secret(strVar("FLASHGATE_TOKEN_SECRET_PREVIOUS", "", "during a key rotation, the old secret: tokens it signed are still accepted until FLASHGATE_TOKEN_PREVIOUS_UNTIL", func(c *Config) *string { return &c.TokenSecretPrevious })),
 	{Name: "FLASHGATE_TOKEN_PREVIOUS_UNTIL", Default: "", Help: "end of the rotation window, RFC 3339, the same on every replica: required when FLASHGATE_TOKEN_SECRET_PREVIOUS is set, and at most 7 days ahead", set: func(c *Config, v string) error {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
@@ -231,7 +241,7 @@ var Vars = []Var{
 		return nil
 	}},
 	durVar("FLASHGATE_TOKEN_MAX_TTL", "24h", "longest token lifetime honoured: a token that expires further ahead (plus a minute of clock skew) is refused with 401, whoever signed it; flashgate token --ttl and the dev token route stay within it", func(c *Config) *time.Duration { return &c.TokenMaxTTL }),
-	strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required by the gateway outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.PaySecret }),
+	secret(strVar("FLASHGATE_PAY_SECRET", "", "HMAC secret of payment-provider callbacks (required by the gateway outside dev mode: 32 or more random bytes, not a value printed in the README)", func(c *Config) *string { return &c.PaySecret })),
 	{Name: "FLASHGATE_SANDBOX_PAYMENTS", Default: "0", Help: "1 lets gateway and worker run outside dev mode with the built-in sandbox providers, which mark flash-sale orders paid and withdrawals paid out without moving any money (a warning is logged at every start); without it they refuse to start outside dev mode unless built with real providers", set: func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -299,7 +309,14 @@ func FromEnv() (Config, error) { return fromLookup(os.LookupEnv) }
 func fromLookup(lookup func(string) (string, bool)) (Config, error) {
 	c := Default()
 	for _, v := range Vars {
-		if s, ok := lookup(v.Name); ok && s != "" {
+		s, ok := lookup(v.Name)
+		if v.Secret {
+			var err error
+			if s, ok, err = secretValue(v.Name, s, ok, lookup); err != nil {
+				return c, err
+			}
+		}
+		if ok && s != "" {
 			if err := v.set(&c, s); err != nil {
 				return c, err
 			}
@@ -311,6 +328,28 @@ func fromLookup(lookup func(string) (string, bool)) (Config, error) {
 		c.DrainDelay = 0
 	}
 	return c, nil
+}
+
+// secretValue is the value of a secret setting: from its variable, or read
+// from the file named by <name>_FILE (without the trailing newline that
+// editors and echo leave), not both.
+func secretValue(name, v string, ok bool, lookup func(string) (string, bool)) (string, bool, error) {
+	path, _ := lookup(name + "_FILE")
+	if path == "" {
+		return v, ok, nil
+	}
+	if ok && v != "" {
+		return "", false, fmt.Errorf("%s and %s_FILE are both set: set one", name, name)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", false, fmt.Errorf("%s_FILE: cannot read the secret: %w", name, err)
+	}
+	v = strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", false, fmt.Errorf("%s_FILE=%q: the file is empty", name, path)
+	}
+	return v, true, nil
 }
 
 // ApplyDevDefaults fills the dev secrets and log format when dev mode is on.
@@ -623,12 +662,16 @@ type FlagSet struct {
 func NewFlagSet(name, usage string) *FlagSet {
 	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), vals: map[string]*string{}}
 	for _, v := range Vars {
+		if v.Secret {
+			continue // environment or file only
+		}
 		fname := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(v.Name, "FLASHGATE_"), "_", "-"))
 		fs.vals[v.Name] = fs.String(fname, "", v.Help+" (env "+v.Name+")")
 	}
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "%s\n\nEnvironment (flags of the same name in lower case override them):\n", usage)
+		fmt.Fprintf(w, "%s\n\nEnvironment (flags of the same name in lower case override them, except for secrets, which come\n"+
+			"only from the environment or from a file named by <NAME>_FILE):\n", usage)
 		PrintVars(w)
 		fmt.Fprintf(w, "\nFlags:\n")
 		fs.PrintDefaults()
@@ -654,7 +697,11 @@ func PrintVars(w io.Writer) {
 		if def == "" {
 			def = "(empty)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Name, def, v.Help)
+		help := v.Help
+		if v.Secret {
+			help += " [secret: environment or " + v.Name + "_FILE only, no flag]"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", v.Name, def, help)
 	}
 	tw.Flush()
 }

@@ -813,3 +813,70 @@ func TestDevListen(t *testing.T) {
 		t.Error("FLASHGATE_DEV_PUBLIC=1 and still refused")
 	}
 }
+
+// TestSecretsAreNeverFlags: a command line is visible to every user of the
+// machine and in k8s args, so secrets have no flag; they come from the
+// environment or from a file.
+func TestSecretsAreNeverFlags(t *testing.T) {
+	want := map[string]bool{"FLASHGATE_TOKEN_SECRET": true, "FLASHGATE_TOKEN_SECRET_PREVIOUS": true, "FLASHGATE_PAY_SECRET": true, "FLASHGATE_MYSQL_DSN": true}
+	for _, v := range Vars {
+		if v.Secret != want[v.Name] {
+			t.Errorf("%s: secret = %v, want %v", v.Name, v.Secret, want[v.Name])
+		}
+	}
+	for _, flagName := range []string{"token-secret", "token-secret-previous", "pay-secret", "mysql-dsn"} {
+		fs := NewFlagSet("gateway", "usage")
+		fs.SetOutput(new(bytes.Buffer))
+		if fs.Lookup(flagName) != nil {
+			t.Errorf("--%s is a flag", flagName)
+		}
+		if err := fs.Parse([]string{"-" + flagName, "x"}); err == nil {
+			t.Errorf("--%s x was accepted", flagName)
+		}
+	}
+	var buf bytes.Buffer
+	PrintVars(&buf)
+	if !strings.Contains(buf.String(), "FLASHGATE_PAY_SECRET_FILE only, no flag") {
+		t.Errorf("--help does not say how to pass a secret:\n%s", buf.String())
+	}
+}
+
+// TestSecretFiles: FLASHGATE_<SECRET>_FILE names a file holding the secret
+// (a mounted k8s Secret); the trailing newline is not part of it.
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tok := write("token", "a-random-secret-of-32-characters\n")
+	pay := write("pay", "another-random-secret-of-32-byte\r\n")
+	empty := write("empty", "\n")
+
+	c, err := fromLookup(env(map[string]string{"FLASHGATE_TOKEN_SECRET_FILE": tok, "FLASHGATE_PAY_SECRET_FILE": pay}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TokenSecret != "a-random-secret-of-32-characters" || c.PaySecret != "another-random-secret-of-32-byte" {
+		t.Errorf("secrets from files: %q, %q", c.TokenSecret, c.PaySecret)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"FLASHGATE_TOKEN_SECRET_FILE": tok, "FLASHGATE_TOKEN_SECRET": "x"}, "FLASHGATE_TOKEN_SECRET and FLASHGATE_TOKEN_SECRET_FILE are both set"},
+		{map[string]string{"FLASHGATE_PAY_SECRET_FILE": dir + "/missing"}, "FLASHGATE_PAY_SECRET_FILE: cannot read the secret"},
+		{map[string]string{"FLASHGATE_TOKEN_SECRET_PREVIOUS_FILE": empty}, "FLASHGATE_TOKEN_SECRET_PREVIOUS_FILE=" + fmt.Sprintf("%q", empty) + ": the file is empty"},
+	} {
+		if _, err := fromLookup(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.env, err, tc.want)
+		}
+	}
+	// A _FILE variable of a setting that is not secret means nothing.
+	if c, err := fromLookup(env(map[string]string{"FLASHGATE_REDIS_ADDR_FILE": tok})); err != nil || c.RedisAddr != Default().RedisAddr {
+		t.Errorf("FLASHGATE_REDIS_ADDR_FILE: %q, %v", c.RedisAddr, err)
+	}
+}
