@@ -26,20 +26,25 @@ func FuzzRouter(f *testing.F) {
 	f.Add("DELETE", "/api/v1/events/1/orders/2/3/4/5/6/7/8/9")
 	f.Add("GET", "")
 	f.Fuzz(func(t *testing.T, method, path string) {
-		var params [4]string
-		r, n, _ := match(method, []byte(path), &params)
-		if r == nil {
-			return
-		}
-		if r.method != method {
-			t.Fatalf("%s %s matched %s %s", method, path, r.method, r.pattern)
-		}
-		if want := strings.Count(r.pattern, "{"); n != want {
-			t.Fatalf("%s: %d params, pattern has %d", path, n, want)
-		}
-		for _, p := range params[:n] {
-			if p == "" || strings.Contains(p, "/") {
-				t.Fatalf("%s: bad param %q", path, p)
+		for _, internal := range []bool{false, true} {
+			var params [4]string
+			r, n, _ := match(method, []byte(path), &params, internal)
+			if r == nil {
+				continue
+			}
+			if r.method != method {
+				t.Fatalf("%s %s matched %s %s", method, path, r.method, r.pattern)
+			}
+			if (r.access == admin) != internal {
+				t.Fatalf("%s %s matched %s on the internal listener: %v", method, path, r.pattern, internal)
+			}
+			if want := strings.Count(r.pattern, "{"); n != want {
+				t.Fatalf("%s: %d params, pattern has %d", path, n, want)
+			}
+			for _, p := range params[:n] {
+				if p == "" || strings.Contains(p, "/") {
+					t.Fatalf("%s: bad param %q", path, p)
+				}
 			}
 		}
 	})
@@ -133,7 +138,7 @@ func FuzzRequest(f *testing.F) {
 			return
 		}
 		var params [4]string
-		r, _, _ := match(method, []byte(path), &params)
+		r, _, _ := match(method, []byte(path), &params, false) // s.Handler: the public listener
 		if r != nil {
 			// Only requests the gateway must refuse before any I/O.
 			if r.access == public || (r.access == dev && s.cfg.Dev) {

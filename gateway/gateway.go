@@ -44,6 +44,10 @@ type Config struct {
 	config.Config
 	// Listener, if set, is served instead of listening on GatewayAddr.
 	Listener net.Listener
+	// InternalListener, if set, serves the internal endpoints (metrics,
+	// readiness details, admin routes) instead of listening on
+	// InternalAddr; with neither, they are not served.
+	InternalListener net.Listener
 	// Limiter decides the per-user rate limits of payments and of the
 	// other routes; nil means the Redis limiter. Orders are limited in
 	// memory and gifts inside the gift-hold script, after the answers
@@ -172,14 +176,25 @@ func (s *Server) Close() {
 // flushes.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "gateway")
-	if cfg.Listener != nil {
-		if err := cfg.CheckDevListener("gateway", cfg.Listener.Addr()); err != nil {
-			cfg.Listener.Close()
+	closeListeners := func() {
+		for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+		if l == nil {
+			continue
+		}
+		if err := cfg.CheckDevListener("gateway", l.Addr()); err != nil {
+			closeListeners()
 			return err
 		}
 	}
 	s, err := New(ctx, cfg, log)
 	if err != nil {
+		closeListeners()
 		return err
 	}
 	defer s.Close()
@@ -188,7 +203,15 @@ func Run(ctx context.Context, cfg Config) error {
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.GatewayAddr); err != nil {
+			closeListeners()
 			return fmt.Errorf("cannot listen on %s: %w", cfg.GatewayAddr, err)
+		}
+	}
+	iln := cfg.InternalListener
+	if iln == nil && cfg.InternalAddr != "" {
+		if iln, err = net.Listen("tcp", cfg.InternalAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("cannot listen on %s (FLASHGATE_INTERNAL_ADDR): %w", cfg.InternalAddr, err)
 		}
 	}
 	bgctx, stopBg := context.WithCancel(context.Background())
@@ -207,12 +230,28 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(countingListener{ln}) }()
+	var isrv *fasthttp.Server
+	ierrc := make(chan error, 1)
+	internalAddr := "none"
+	if iln != nil {
+		isrv = s.InternalHTTPServer()
+		internalAddr = iln.Addr().String()
+		go func() { ierrc <- isrv.Serve(iln) }()
+	}
 	b := cfg.InflightBudgets()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "max_inflight", b.Total,
+	log.Info("gateway listening", "addr", ln.Addr().String(), "internal_addr", internalAddr, "dev", cfg.Dev, "max_inflight", b.Total,
 		"inflight_orders", b.Orders, "inflight_gifts", b.Gifts, "inflight_reads", b.Reads, "inflight_payments", b.Payments)
 
 	select {
 	case err = <-errc:
+	case err = <-ierrc:
+		// The internal listener failed: stop serving the public one too.
+		srv.Shutdown()
+		<-errc
+		isrv = nil
+		if err == nil {
+			err = errors.New("the internal listener stopped")
+		}
 	case <-ctx.Done():
 		s.ready.Drain()
 		s.draining.Store(true)
@@ -236,6 +275,16 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 		err = <-errc
 	}
+	if isrv != nil {
+		// The internal listener goes last: metrics and readiness stay
+		// readable while the public one drains.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		isrv.ShutdownWithContext(sctx)
+		cancel()
+		if ierr := <-ierrc; err == nil && ierr != nil && !errors.Is(ierr, context.Canceled) {
+			err = ierr
+		}
+	}
 	stopBg()
 	s.bg.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -250,7 +299,14 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// HTTPServer returns the fasthttp server for this gateway.
+// InternalHTTPServer returns the fasthttp server of the internal listener.
+func (s *Server) InternalHTTPServer() *fasthttp.Server {
+	srv := s.HTTPServer()
+	srv.Handler = s.InternalHandler
+	return srv
+}
+
+// HTTPServer returns the fasthttp server for this gateway's public listener.
 func (s *Server) HTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:               s.Handler,

@@ -144,9 +144,12 @@ type reqCtx struct {
 	claims auth.Claims
 }
 
-// Handler is the fasthttp entry point.
+// Handler is the fasthttp entry point of the public listener: the API
+// without the admin routes, /healthz, and a /readyz that says ready or not
+// and nothing more. Metrics, readiness details and admin routes are on the
+// internal listener (InternalHandler) only.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
-	s.handle(ctx)
+	s.handle(ctx, false)
 	if s.draining.Load() {
 		// Clients on keep-alive connections reconnect, through the load
 		// balancer that no longer sends them here, before the listener
@@ -155,7 +158,14 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+// InternalHandler is the fasthttp entry point of the internal listener
+// (FLASHGATE_INTERNAL_ADDR): /healthz, /readyz with the failing dependency,
+// /metrics and the admin routes, which still need an admin token.
+func (s *Server) InternalHandler(ctx *fasthttp.RequestCtx) {
+	s.handle(ctx, true)
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx, internal bool) {
 	path := ctx.Path()
 	switch string(path) {
 	case "/healthz":
@@ -163,14 +173,16 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(`{"status":"ok"}`)
 		return
 	case "/readyz":
-		s.readyz(ctx)
+		s.readyz(ctx, internal)
 		return
 	case "/metrics":
-		metricsHandler(ctx)
-		return
+		if internal {
+			metricsHandler(ctx)
+			return
+		}
 	}
 	rc := reqCtx{RequestCtx: ctx}
-	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params)
+	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params, internal)
 	budget, pattern := budgetMemory, "unmatched"
 	if r != nil {
 		budget, pattern = r.budget, r.pattern
@@ -297,11 +309,19 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 	return nil
 }
 
-func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
+// notReady is the public /readyz's 503: which dependency failed, and its
+// address, is for the internal listener and the logs only.
+var notReady = apierr.Unavailable.With("not ready")
+
+func (s *Server) readyz(ctx *fasthttp.RequestCtx, detailed bool) {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.ready.Ready(c); err != nil {
-		s.fail(ctx, "/readyz", apierr.Unavailable.With("not ready: "+err.Error()))
+		if detailed {
+			s.fail(ctx, "/readyz", apierr.Unavailable.With("not ready: "+err.Error()))
+		} else {
+			s.fail(ctx, "/readyz", notReady)
+		}
 		return
 	}
 	ctx.SetContentType("application/json")

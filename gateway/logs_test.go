@@ -44,10 +44,13 @@ func TestRequestLogsHoldNoSecrets(t *testing.T) {
 		signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
 	admin := s.signer.Sign(7, auth.RoleUser, time.Hour) // a user token on an admin route: 403 after verification
 	sig := strings.Repeat("ab", 32)
-	for _, req := range []struct{ method, path, authz, sigHdr, rid string }{
-		{"POST", "/api/v1/admin/events", "Bearer " + admin, "", "client-req-1"},
-		{"POST", "/api/v1/events/1/orders", "Bearer " + admin + "x", "", ""},
-		{"GET", "/api/v1/nope", "Bearer " + admin, sig, ""},
+	for _, req := range []struct {
+		method, path, authz, sigHdr, rid string
+		internal                         bool
+	}{
+		{"POST", "/api/v1/admin/events", "Bearer " + admin, "", "client-req-1", true},
+		{"POST", "/api/v1/events/1/orders", "Bearer " + admin + "x", "", "", false},
+		{"GET", "/api/v1/nope", "Bearer " + admin, sig, "", false},
 	} {
 		var ctx fasthttp.RequestCtx
 		ctx.Request.Header.SetMethod(req.method)
@@ -59,7 +62,11 @@ func TestRequestLogsHoldNoSecrets(t *testing.T) {
 		if req.rid != "" {
 			ctx.Request.Header.Set("X-Request-Id", req.rid)
 		}
-		s.Handler(&ctx)
+		if req.internal {
+			s.InternalHandler(&ctx)
+		} else {
+			s.Handler(&ctx)
+		}
 		if got := string(ctx.Response.Header.Peek("X-Request-Id")); got == "" || (req.rid != "" && got != req.rid) {
 			t.Errorf("%s %s: X-Request-Id %q", req.method, req.path, got)
 		}

@@ -78,8 +78,8 @@ func init() {
 	}
 }
 
-// RouteTable lists every /api/v1 endpoint the gateway serves, for the
-// OpenAPI document's test and for --help.
+// RouteTable lists every /api/v1 endpoint the gateway serves, on either
+// listener, for the OpenAPI document's test and for --help.
 func RouteTable() []Route {
 	out := make([]Route, len(routes))
 	for i, r := range routes {
@@ -88,10 +88,12 @@ func RouteTable() []Route {
 	return out
 }
 
-// match finds the route for a path. It returns the route for the method, or
-// nil with methodMismatch=true when the path exists for other methods only.
-// params receives the values of the pattern's {parameters}.
-func match(method string, path []byte, params *[4]string) (r *route, n int, methodMismatch bool) {
+// match finds the route for a path among those of one listener: the admin
+// routes on the internal one, all others on the public one. It returns the
+// route for the method, or nil with methodMismatch=true when the path exists
+// for other methods only. params receives the values of the pattern's
+// {parameters}.
+func match(method string, path []byte, params *[4]string, internal bool) (r *route, n int, methodMismatch bool) {
 	if len(path) == 0 || path[0] != '/' {
 		return nil, 0, false
 	}
@@ -113,7 +115,7 @@ func match(method string, path []byte, params *[4]string) (r *route, n int, meth
 		p = p[i+1:]
 	}
 	for _, cand := range routes {
-		if len(cand.segs) != ns {
+		if len(cand.segs) != ns || (cand.access == admin) != internal {
 			continue
 		}
 		k := 0

@@ -53,6 +53,10 @@ type Config struct {
 	// Listener, if set, is served instead of listening on WSAddr (tests use
 	// a listener on 127.0.0.1:0). Run closes it.
 	Listener net.Listener
+	// InternalListener, if set, serves /metrics and the detailed /readyz
+	// instead of listening on WSInternalAddr; with neither, they are not
+	// served. Run closes it.
+	InternalListener net.Listener
 
 	// ReadHeaderTimeout bounds the wait for a request's head, counted from
 	// the accept on a new connection and from the request's first bytes on
@@ -125,15 +129,23 @@ func (cfg *Config) validate() error {
 // returns nil. It returns an error if it cannot start or if the HTTP server
 // fails.
 func Run(ctx context.Context, cfg Config) error {
-	if err := cfg.validate(); err != nil {
-		if cfg.Listener != nil {
-			cfg.Listener.Close()
+	closeListeners := func() {
+		for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+			if l != nil {
+				l.Close()
+			}
 		}
+	}
+	if err := cfg.validate(); err != nil {
+		closeListeners()
 		return err
 	}
-	if cfg.Listener != nil {
-		if err := cfg.CheckDevListener("ws", cfg.Listener.Addr()); err != nil {
-			cfg.Listener.Close()
+	for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+		if l == nil {
+			continue
+		}
+		if err := cfg.CheckDevListener("ws", l.Addr()); err != nil {
+			closeListeners()
 			return err
 		}
 	}
@@ -150,7 +162,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", cfg.WSAddr); err != nil {
+			closeListeners()
 			return fmt.Errorf("ws: cannot listen on %s: %w", cfg.WSAddr, err)
+		}
+	}
+	iln := cfg.InternalListener
+	if iln == nil && cfg.WSInternalAddr != "" {
+		var err error
+		if iln, err = net.Listen("tcp", cfg.WSInternalAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("ws: cannot listen on %s (FLASHGATE_WS_INTERNAL_ADDR): %w", cfg.WSInternalAddr, err)
 		}
 	}
 	cl, err := bus.NewClient(cfg.Config, base,
@@ -159,6 +180,9 @@ func Run(ctx context.Context, cfg Config) error {
 	)
 	if err != nil {
 		ln.Close()
+		if iln != nil {
+			iln.Close()
+		}
 		return fmt.Errorf("ws: %w", err)
 	}
 	defer cl.Close()
@@ -173,7 +197,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	mux := http.NewServeMux()
-	s.ready.Handle(mux)
+	s.ready.HandlePublic(mux)
 	mux.HandleFunc("GET /ws", s.serveWS)
 	srv := &http.Server{
 		Handler:           mux,
@@ -191,7 +215,23 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopServing()
 	served := make(chan error, 1)
 	go func() { served <- obs.Serve(serveCtx, srv, timeoutListener{ln}, cfg.ShutdownTimeout) }()
-	log.Info("serving WebSocket push", "addr", ln.Addr().String(), "topic", cfg.ResultsTopic())
+	// The internal listener (metrics, readiness details) stops last, so it
+	// stays readable while the public one drains.
+	internalCtx, stopInternal := context.WithCancel(context.Background())
+	defer stopInternal()
+	internalDone := make(chan error, 1)
+	internalAddr := "none"
+	if iln != nil {
+		imux := http.NewServeMux()
+		s.ready.Handle(imux)
+		isrv := &http.Server{Handler: imux, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		internalAddr = iln.Addr().String()
+		go func() { internalDone <- obs.Serve(internalCtx, isrv, iln, time.Second) }()
+	} else {
+		internalDone <- nil
+	}
+	log.Info("serving WebSocket push", "addr", ln.Addr().String(), "internal_addr", internalAddr, "topic", cfg.ResultsTopic())
 
 	var serveErr error
 	select {
@@ -221,8 +261,13 @@ func Run(ctx context.Context, cfg Config) error {
 	s.waitConns(cfg.ShutdownTimeout)
 	stopConsuming()
 	<-consumed
+	stopInternal()
+	internalErr := <-internalDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("ws: HTTP server: %w", serveErr)
+	}
+	if internalErr != nil && !errors.Is(internalErr, http.ErrServerClosed) {
+		return fmt.Errorf("ws: internal HTTP server: %w", internalErr)
 	}
 	log.Info("stopped")
 	return nil

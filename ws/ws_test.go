@@ -41,6 +41,7 @@ type testEnv struct {
 	t      *testing.T
 	cfg    config.Config
 	base   string // http://host:port
+	intern string // http://host:port of the internal listener
 	wsURL  string // ws://host:port/ws
 	signer *auth.Signer
 	prod   *kgo.Client
@@ -107,6 +108,8 @@ func runWSConfig(t *testing.T, wcfg Config) *testEnv {
 	cfg := wcfg.Config
 	ln := testenv.Listener(t)
 	wcfg.Listener = ln
+	iln := testenv.Listener(t)
+	wcfg.InternalListener = iln
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, wcfg) }()
@@ -132,6 +135,7 @@ func runWSConfig(t *testing.T, wcfg Config) *testEnv {
 	return &testEnv{
 		t: t, cfg: cfg, stop: stop,
 		base:   "http://" + addr,
+		intern: "http://" + iln.Addr().String(),
 		wsURL:  "ws://" + addr + "/ws",
 		signer: auth.NewSigner(cfg.TokenSecret),
 	}
@@ -139,7 +143,13 @@ func runWSConfig(t *testing.T, wcfg Config) *testEnv {
 
 func (e *testEnv) get(path string) (int, string) {
 	e.t.Helper()
-	resp, err := http.Get(e.base + path)
+	return e.getAt(e.base, path)
+}
+
+// getAt is get against base (e.base or e.intern).
+func (e *testEnv) getAt(base, path string) (int, string) {
+	e.t.Helper()
+	resp, err := http.Get(base + path)
 	if err != nil {
 		e.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -488,7 +498,7 @@ func TestClientFrames(t *testing.T) {
 // metricValue scrapes /metrics for one sample.
 func (e *testEnv) metricValue(series string) float64 {
 	e.t.Helper()
-	_, body := e.get("/metrics")
+	_, body := e.getAt(e.intern, "/metrics")
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
@@ -603,14 +613,23 @@ func TestSlowClientDroppedByBytes(t *testing.T) {
 	t.Logf("slow client dropped after %d messages (%d KiB to the normal one): %v", n, bytes>>10, err)
 }
 
-// 6. Operations endpoints.
+// 6. Operations endpoints: /healthz and /readyz on both listeners, /metrics
+// on the internal one only.
 func TestOperations(t *testing.T) {
 	e := startWS(t, nil)
-	if status, body := e.get("/healthz"); status != http.StatusOK {
-		t.Errorf("/healthz: %d %s", status, body)
+	for _, base := range []string{e.base, e.intern} {
+		if status, body := e.getAt(base, "/healthz"); status != http.StatusOK {
+			t.Errorf("%s/healthz: %d %s", base, status, body)
+		}
+		if status, body := e.getAt(base, "/readyz"); status != http.StatusOK || body != `{"status":"ready"}` {
+			t.Errorf("%s/readyz: %d %s", base, status, body)
+		}
 	}
-	if status, body := e.get("/readyz"); status != http.StatusOK {
-		t.Errorf("/readyz: %d %s", status, body)
+	if status, body := e.get("/metrics"); status != http.StatusNotFound || strings.Contains(body, "flashgate_") {
+		t.Errorf("/metrics on the public listener: %d %s", status, body)
+	}
+	if status, _ := e.getAt(e.intern, "/ws"); status != http.StatusNotFound {
+		t.Errorf("/ws on the internal listener: %d", status)
 	}
 	e.dial(40)
 	if got := e.metricValue("flashgate_ws_connections"); got < 1 {
@@ -635,8 +654,13 @@ func TestReadyzKafkaDown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if status, body := e.get("/readyz"); status != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz with Kafka down: %d %s, want 503", status, body)
+	// The internal listener says why; the public one only that it is not
+	// ready (no broker address for the internet).
+	if status, body := e.getAt(e.intern, "/readyz"); status != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: ") {
+		t.Fatalf("internal /readyz with Kafka down: %d %s, want 503 with the reason", status, body)
+	}
+	if status, body := e.get("/readyz"); status != http.StatusServiceUnavailable || body != `{"error":{"code":"unavailable","message":"not ready"}}` {
+		t.Fatalf("public /readyz with Kafka down: %d %s, want a bare 503", status, body)
 	}
 }
 

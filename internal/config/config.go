@@ -39,6 +39,10 @@ type Config struct {
 	GatewayAddr string // FLASHGATE_GATEWAY_ADDR
 	WSAddr      string // FLASHGATE_WS_ADDR
 	WorkerAddr  string // FLASHGATE_WORKER_ADDR
+	// Internal listeners: metrics, detailed readiness and (gateway) the
+	// admin routes, off the internet-facing addresses. Empty: none.
+	InternalAddr   string // FLASHGATE_INTERNAL_ADDR (gateway)
+	WSInternalAddr string // FLASHGATE_WS_INTERNAL_ADDR
 
 	RedisAddr       string   // FLASHGATE_REDIS_ADDR
 	MySQLDSN        string   // FLASHGATE_MYSQL_DSN
@@ -197,7 +201,9 @@ func strVar(name, def, help string, f func(c *Config) *string) Var {
 var Vars = []Var{
 	strVar("FLASHGATE_GATEWAY_ADDR", "127.0.0.1:8080", "gateway HTTP listen address", func(c *Config) *string { return &c.GatewayAddr }),
 	strVar("FLASHGATE_WS_ADDR", "127.0.0.1:8081", "ws (WebSocket push) listen address", func(c *Config) *string { return &c.WSAddr }),
-	strVar("FLASHGATE_WORKER_ADDR", "127.0.0.1:8082", "worker health and metrics listen address", func(c *Config) *string { return &c.WorkerAddr }),
+	strVar("FLASHGATE_WORKER_ADDR", "127.0.0.1:8082", "worker health and metrics listen address (internal: not for the internet)", func(c *Config) *string { return &c.WorkerAddr }),
+	strVar("FLASHGATE_INTERNAL_ADDR", "127.0.0.1:9090", "gateway internal listen address: /metrics, /readyz with the failing dependency, /healthz and the admin routes (/api/v1/admin/...), none of which the public address serves; keep it off the internet", func(c *Config) *string { return &c.InternalAddr }),
+	strVar("FLASHGATE_WS_INTERNAL_ADDR", "127.0.0.1:9091", "ws internal listen address: /metrics, /readyz with the failing dependency and /healthz, which the public address (FLASHGATE_WS_ADDR) serves only as /healthz and a bare /readyz", func(c *Config) *string { return &c.WSInternalAddr }),
 	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port)", func(c *Config) *string { return &c.RedisAddr }),
 	secret(strVar("FLASHGATE_MYSQL_DSN", "root@tcp(127.0.0.1:13306)/flashgate", "MySQL/MariaDB DSN (go-sql-driver format; parseTime is added)", func(c *Config) *string { return &c.MySQLDSN })),
 	{Name: "FLASHGATE_KAFKA_BROKERS", Default: "127.0.0.1:19092", Help: "comma-separated Kafka seed brokers; flashgate dev starts an embedded broker unless this is set", set: func(c *Config, v string) error {
@@ -469,6 +475,7 @@ func (c *Config) validateDevListen() error {
 	}
 	for _, a := range []struct{ name, addr string }{
 		{"FLASHGATE_GATEWAY_ADDR", c.GatewayAddr}, {"FLASHGATE_WS_ADDR", c.WSAddr}, {"FLASHGATE_WORKER_ADDR", c.WorkerAddr},
+		{"FLASHGATE_INTERNAL_ADDR", c.InternalAddr}, {"FLASHGATE_WS_INTERNAL_ADDR", c.WSInternalAddr},
 	} {
 		if a.addr != "" && !IsLoopbackAddr(a.addr) {
 			return fmt.Errorf("%s=%q is not a loopback address: %s", a.name, a.addr, devExposed)

@@ -46,6 +46,8 @@ func TestDefault(t *testing.T) {
 		{"GatewayAddr", c.GatewayAddr, "127.0.0.1:8080"},
 		{"WSAddr", c.WSAddr, "127.0.0.1:8081"},
 		{"WorkerAddr", c.WorkerAddr, "127.0.0.1:8082"},
+		{"InternalAddr", c.InternalAddr, "127.0.0.1:9090"},
+		{"WSInternalAddr", c.WSInternalAddr, "127.0.0.1:9091"},
 		{"RedisAddr", c.RedisAddr, "127.0.0.1:16379"},
 		{"MySQLDSN", c.MySQLDSN, "root@tcp(127.0.0.1:13306)/flashgate"},
 		{"KafkaBrokers", c.KafkaBrokers, []string{"127.0.0.1:19092"}},

@@ -109,9 +109,11 @@ func printBanner(w io.Writer, cfg config.Config, ev db.Event, deps string) {
 
 	fmt.Fprintf(w, "\nflashgate is running in dev mode. Ctrl-C stops everything.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  gateway\t%s\t(API under /api/v1; /healthz, /readyz, /metrics)\n", gw)
-	fmt.Fprintf(tw, "  ws\t%s\t(WebSocket push; /healthz, /metrics on http://%s)\n", wsURL, urlHost(cfg.WSAddr))
-	fmt.Fprintf(tw, "  worker\thttp://%s\t(/healthz, /readyz, /metrics)\n", urlHost(cfg.WorkerAddr))
+	fmt.Fprintf(tw, "  gateway\t%s\t(API under /api/v1; /healthz, /readyz)\n", gw)
+	fmt.Fprintf(tw, "  gateway internal\thttp://%s\t(admin routes /api/v1/admin/...; /healthz, /readyz, /metrics)\n", urlHost(cfg.InternalAddr))
+	fmt.Fprintf(tw, "  ws\t%s\t(WebSocket push; /healthz, /readyz on http://%s)\n", wsURL, urlHost(cfg.WSAddr))
+	fmt.Fprintf(tw, "  ws internal\thttp://%s\t(/healthz, /readyz, /metrics)\n", urlHost(cfg.WSInternalAddr))
+	fmt.Fprintf(tw, "  worker\thttp://%s\t(internal: /healthz, /readyz, /metrics)\n", urlHost(cfg.WorkerAddr))
 	tw.Flush()
 	fmt.Fprintf(w, "\n%s\n", deps)
 	fmt.Fprintf(w, "Demo event %d %q: %s, %d of %d left, price %d cents, ends %s\n\n",

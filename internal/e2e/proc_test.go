@@ -79,6 +79,9 @@ func envOf(cfg config.Config) []string {
 		fmt.Sprintf("FLASHGATE_MAX_INFLIGHT=%d", cfg.MaxInflight),
 		"FLASHGATE_LOG_FORMAT=text",
 		"FLASHGATE_LOG_LEVEL=warn",
+		// Free ports, unless startProc names them.
+		"FLASHGATE_INTERNAL_ADDR=127.0.0.1:0",
+		"FLASHGATE_WS_INTERNAL_ADDR=127.0.0.1:0",
 	}
 }
 
@@ -88,9 +91,12 @@ type proc struct {
 	name string
 	cmd  *exec.Cmd
 	base string // http://host:port of its listener
-	log  string // its output
-	done chan struct{}
-	err  error
+	// internal is http://host:port of its internal listener (gateway, ws):
+	// metrics, readiness details, admin routes.
+	internal string
+	log      string // its output
+	done     chan struct{}
+	err      error
 }
 
 // startProc runs `flashgate <service>` configured like the system, with
@@ -98,17 +104,19 @@ type proc struct {
 func (s *system) startProc(service string, extra ...string) *proc {
 	s.t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(s.t))
+	iaddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(s.t))
 	env := append(os.Environ(), envOf(s.cfg)...)
 	switch service {
 	case "gateway":
-		env = append(env, "FLASHGATE_GATEWAY_ADDR="+addr)
+		env = append(env, "FLASHGATE_GATEWAY_ADDR="+addr, "FLASHGATE_INTERNAL_ADDR="+iaddr)
 	case "worker":
 		env = append(env, "FLASHGATE_WORKER_ADDR="+addr)
+		iaddr = addr // its one listener is internal
 	case "ws":
-		env = append(env, "FLASHGATE_WS_ADDR="+addr)
+		env = append(env, "FLASHGATE_WS_ADDR="+addr, "FLASHGATE_WS_INTERNAL_ADDR="+iaddr)
 	}
 	env = append(env, extra...)
-	p := &proc{t: s.t, name: service, base: "http://" + addr, done: make(chan struct{}),
+	p := &proc{t: s.t, name: service, base: "http://" + addr, internal: "http://" + iaddr, done: make(chan struct{}),
 		log: filepath.Join(s.t.TempDir(), service+".log")}
 	out, err := os.Create(p.log)
 	if err != nil {

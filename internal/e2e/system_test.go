@@ -31,12 +31,16 @@ type system struct {
 	t       *testing.T
 	cfg     config.Config
 	gateway string // base URL
-	worker  string
-	ws      string // ws://host:port
-	redis   *store.Store
-	db      *sqlx.DB
-	kafka   *kfake.Cluster
-	signer  *auth.Signer
+	// gatewayInternal is the base URL of the gateway's internal listener:
+	// /metrics, readiness details and the admin routes.
+	gatewayInternal string
+	worker          string
+	ws              string // ws://host:port
+	wsInternal      string // base URL of ws's internal listener (metrics)
+	redis           *store.Store
+	db              *sqlx.DB
+	kafka           *kfake.Cluster
+	signer          *auth.Signer
 
 	mysqlProxy  *testenv.Proxy       // options.mysqlProxy
 	redisServer *testenv.RedisServer // options.restartableRedis
@@ -97,10 +101,11 @@ func start(t *testing.T, opts options) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 
-	gln := testenv.Listener(t)
+	gln, giln := testenv.Listener(t), testenv.Listener(t)
 	s.gateway = "http://" + gln.Addr().String()
+	s.gatewayInternal = "http://" + giln.Addr().String()
 	s.run("gateway", func() error {
-		return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: gln, OrderPayments: opts.orderPayments})
+		return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: gln, InternalListener: giln, OrderPayments: opts.orderPayments})
 	})
 	if !opts.noWorker {
 		wln := testenv.Listener(t)
@@ -197,8 +202,14 @@ func (s *system) do(method, path, token, body string, hdr ...string) answer {
 	return a
 }
 
+// try is do without failing the test. Admin routes go to the gateway's
+// internal listener, the only one that serves them.
 func (s *system) try(method, path, token, body string, hdr ...string) (answer, error) {
-	return s.tryAt(s.gateway, method, path, token, body, hdr...)
+	base := s.gateway
+	if strings.HasPrefix(path, "/api/v1/admin/") {
+		base = s.gatewayInternal
+	}
+	return s.tryAt(base, method, path, token, body, hdr...)
 }
 
 // tryAt is try against the gateway at base (one in a process of its own).
