@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,8 +76,8 @@ type Server struct {
 	kafka    *kgo.Client
 	events   eventCache
 	limiter  Limiter
-	ipLimit  *memLimiter[string] // per client IP, routes without a token
-	orderLim *memLimiter[int64]  // per user, orders that would reach Redis
+	ipLimit  *memLimiter[netip.Addr] // per client (clientKey), routes without a token
+	orderLim *memLimiter[int64]      // per user, orders that would reach Redis
 	// produceObs are the produce latency histograms of the hot topics.
 	produceObs map[string]prometheus.Observer
 	inflight   *inflight   // load shedding: see handler.go
@@ -112,8 +113,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if s.limiter == nil {
 		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
 	}
-	s.ipLimit = newMemLimiter[string](cfg.RateIP)
-	s.orderLim = newMemLimiter[int64](cfg.RateOrder)
+	s.ipLimit = newMemLimiter(cfg.RateIP, hashAddr, 0)
+	s.orderLim = newMemLimiter(cfg.RateOrder, hashUser, 0)
 	s.produceObs = map[string]prometheus.Observer{}
 	for _, t := range []string{cfg.OrdersTopic(), cfg.GiftsTopic()} {
 		s.produceObs[t] = obs.KafkaProduceSeconds.WithLabelValues(t)

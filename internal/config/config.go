@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -94,6 +95,8 @@ type Config struct {
 	RatePay         Rate          // FLASHGATE_RATE_PAY
 	RateOther       Rate          // FLASHGATE_RATE_OTHER
 	RateIP          Rate          // FLASHGATE_RATE_IP
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix // FLASHGATE_TRUSTED_PROXIES
 	MaxInflight     int           // FLASHGATE_MAX_INFLIGHT
 	InflightWait    time.Duration // FLASHGATE_INFLIGHT_WAIT
 	LogFormat       string        // FLASHGATE_LOG_FORMAT
@@ -283,7 +286,29 @@ var Vars = []Var{
 	rateVar("FLASHGATE_RATE_GIFT", "20:40", "per-user limit of gift requests that reach Redis, applied by the gift-hold script: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateGift }),
 	rateVar("FLASHGATE_RATE_PAY", "2:5", "per-user limit of payment and withdrawal requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RatePay }),
 	rateVar("FLASHGATE_RATE_OTHER", "20:50", "per-user limit of all other authenticated requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOther }),
-	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client-IP limit of unauthenticated requests (public reads, pay notify; not the dev-mode routes), kept in each gateway's memory; 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
+	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client limit of unauthenticated requests (public reads, pay notify; not the dev-mode routes), kept in each gateway's memory for at most 131072 clients; a client is an IPv4 address or an IPv6 /64 (see FLASHGATE_TRUSTED_PROXIES); 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
+	{Name: "FLASHGATE_TRUSTED_PROXIES", Default: "", Help: "comma-separated CIDRs (or addresses) of the load balancers and proxies in front of the gateway: from one of them the client address is the right-most X-Forwarded-For entry that is not itself a trusted proxy; from anyone else X-Forwarded-For is ignored. Empty: the TCP peer is the client", set: func(c *Config, v string) error {
+		c.TrustedProxies = nil
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				a, aerr := netip.ParseAddr(f)
+				if aerr != nil || a.Zone() != "" {
+					return fmt.Errorf("FLASHGATE_TRUSTED_PROXIES: %q: want a CIDR such as 10.0.0.0/8 or an address", f)
+				}
+				a = a.Unmap()
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			if p.Addr().Is4In6() {
+				p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+			}
+			c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+		}
+		return nil
+	}},
 	intVar("FLASHGATE_MAX_INFLIGHT", "2048", "requests a gateway works on at once, all routes together; past it new requests get 503 at once. Each route class also has its own budget within it (FLASHGATE_INFLIGHT_*)", func(c *Config) *int { return &c.MaxInflight }),
 	intVar("FLASHGATE_INFLIGHT_ORDERS", "", "order requests (POST /events/{id}/orders) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightOrders }),
 	intVar("FLASHGATE_INFLIGHT_GIFTS", "", "gift requests (POST /rooms/{id}/gifts) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightGifts }),

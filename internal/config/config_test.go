@@ -882,3 +882,24 @@ func TestSecretFiles(t *testing.T) {
 		t.Errorf("FLASHGATE_REDIS_ADDR_FILE: %q, %v", c.RedisAddr, err)
 	}
 }
+
+func TestTrustedProxies(t *testing.T) {
+	c, err := fromLookup(env(map[string]string{"FLASHGATE_TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,::ffff:172.16.0.0/108, 10.1.2.3/8"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "172.16.0.0/12", "10.0.0.0/8"}
+	if len(c.TrustedProxies) != len(want) {
+		t.Fatalf("TrustedProxies = %v, want %v", c.TrustedProxies, want)
+	}
+	for i, p := range c.TrustedProxies {
+		if p.String() != want[i] {
+			t.Errorf("TrustedProxies[%d] = %v, want %s", i, p, want[i])
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/33", "proxy.internal", "10.0.0.1-10.0.0.9", "fe80::1%eth0"} {
+		if _, err := fromLookup(env(map[string]string{"FLASHGATE_TRUSTED_PROXIES": bad})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_TRUSTED_PROXIES") {
+			t.Errorf("FLASHGATE_TRUSTED_PROXIES=%s: %v", bad, err)
+		}
+	}
+}
