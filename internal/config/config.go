@@ -97,11 +97,11 @@ type Config struct {
 	RateIP          Rate          // FLASHGATE_RATE_IP
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix // FLASHGATE_TRUSTED_PROXIES
-	MaxInflight     int           // FLASHGATE_MAX_INFLIGHT
-	InflightWait    time.Duration // FLASHGATE_INFLIGHT_WAIT
-	LogFormat       string        // FLASHGATE_LOG_FORMAT
-	LogLevel        string        // FLASHGATE_LOG_LEVEL
-	RunDir          string        // FLASHGATE_RUN_DIR
+	MaxInflight    int            // FLASHGATE_MAX_INFLIGHT
+	InflightWait   time.Duration  // FLASHGATE_INFLIGHT_WAIT
+	LogFormat      string         // FLASHGATE_LOG_FORMAT
+	LogLevel       string         // FLASHGATE_LOG_LEVEL
+	RunDir         string         // FLASHGATE_RUN_DIR
 
 	// In-flight budgets of the gateway's route classes, within MaxInflight;
 	// zero means the default that InflightBudgets derives from MaxInflight.
