@@ -67,17 +67,21 @@ type Config struct {
 
 // Server is the gateway: its dependencies and in-memory state.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	signer   *auth.Signer
-	redis    *store.Store
-	sql      *sqlx.DB
-	db       db.Store
-	kafka    *kgo.Client
-	events   eventCache
-	limiter  Limiter
-	ipLimit  *memLimiter[netip.Addr] // per client (clientKey), routes without a token
-	orderLim *memLimiter[int64]      // per user, orders that would reach Redis
+	cfg     Config
+	log     *slog.Logger
+	signer  *auth.Signer
+	redis   *store.Store
+	sql     *sqlx.DB
+	db      db.Store
+	kafka   *kgo.Client
+	events  eventCache
+	limiter Limiter
+	ipLimit *memLimiter[netip.Addr] // per client (clientKey), routes without a token
+	// notifyLimit is per source too, for the payment provider's notifies
+	// alone: a crowd of public reads behind the provider's address (or our
+	// own proxy) must never make a notify wait.
+	notifyLimit *memLimiter[netip.Addr]
+	orderLim    *memLimiter[int64] // per user, orders that would reach Redis
 	// produceObs are the produce latency histograms of the hot topics.
 	produceObs map[string]prometheus.Observer
 	inflight   *inflight   // load shedding: see handler.go
@@ -114,6 +118,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
 	}
 	s.ipLimit = newMemLimiter(cfg.RateIP, hashAddr, 0)
+	s.notifyLimit = newMemLimiter(cfg.RateNotify, hashAddr, 0)
 	s.orderLim = newMemLimiter(cfg.RateOrder, hashUser, 0)
 	s.produceObs = map[string]prometheus.Observer{}
 	for _, t := range []string{cfg.OrdersTopic(), cfg.GiftsTopic()} {

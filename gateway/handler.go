@@ -273,9 +273,13 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 		}
 		// Dev routes exist only in dev mode, where a load test's setup
 		// mints thousands of tokens from one host; they are not limited.
-		if r.access == public && s.ipLimit != nil {
-			if wait := s.ipLimit.allow(clientKey(s.clientAddr(rc.RequestCtx)), time.Now().UnixNano()); wait > 0 {
-				rateLimited.WithLabelValues(r.class.String(), "ip").Inc()
+		lim, source := s.ipLimit, "ip"
+		if r.perSource {
+			lim, source = s.notifyLimit, "notify_source"
+		}
+		if r.access == public && lim != nil {
+			if wait := lim.allow(clientKey(s.clientAddr(rc.RequestCtx)), time.Now().UnixNano()); wait > 0 {
+				rateLimited.WithLabelValues(r.class.String(), source).Inc()
 				return retryAfter(wait)
 			}
 		}

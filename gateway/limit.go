@@ -44,7 +44,7 @@ func (allowAll) Allow(context.Context, int64, RateClass) (time.Duration, error) 
 
 var rateLimited = promauto.NewCounterVec(prometheus.CounterOpts{
 	Namespace: obs.Namespace, Subsystem: "gateway", Name: "rate_limited_total",
-	Help: "Requests refused with 429, by rate class and by where the decision came from (redis, cache, ip).",
+	Help: "Requests refused with 429, by rate class and by where the decision came from (redis, cache, memory, ip, notify_source).",
 }, []string{"class", "source"})
 
 // RedisLimiter enforces per-user limits across all gateway replicas with the

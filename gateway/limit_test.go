@@ -146,3 +146,52 @@ func TestPerClientLimit(t *testing.T) {
 	want("v6 same /64, third", get(s, "2001:db8:1:2:abcd::9"), 429)
 	want("v6 next /64", get(s, "2001:db8:1:3::1"), 200)
 }
+
+// TestNotifyLimitedPerSource: a crowd of public reads from the provider's
+// address (or through the same proxy) uses up the per-client bucket, and the
+// provider's notifies are still answered on their merits (here 401: no
+// signature), since they have a bucket of their own per source; a source
+// that floods notifies gets 429 without touching anyone else's.
+func TestNotifyLimitedPerSource(t *testing.T) {
+	cfg := config.Default()
+	cfg.TokenSecret = "limit-test-secret-0123456789"
+	cfg.PaySecret = "limit-test-pay-secret-0123456789"
+	cfg.RateIP = config.Rate{PerSecond: 0.001, Burst: 2}
+	cfg.RateNotify = config.Rate{PerSecond: 0.001, Burst: 3}
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{},
+		inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now,
+		ipLimit: newMemLimiter(cfg.RateIP, hashAddr, 0), notifyLimit: newMemLimiter(cfg.RateNotify, hashAddr, 0)}
+	call := func(method, path, xff string) int {
+		var req fasthttp.Request
+		req.Header.SetMethod(method)
+		req.SetRequestURI(path)
+		req.Header.Set("X-Forwarded-For", xff)
+		if method == "POST" {
+			req.SetBodyString(`{"order_id":"P1","status":"success","amount":1,"provider_txn":"t"}`)
+		}
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.ParseIP("10.0.0.1"), Port: 1234}, nil)
+		s.Handler(&ctx)
+		return ctx.Response.StatusCode()
+	}
+	const provider, other = "198.51.100.7", "198.51.100.8"
+	codes := map[int]int{}
+	for i := 0; i < 5; i++ {
+		codes[call("GET", "/api/v1/events", provider)]++
+	}
+	if codes[429] != 3 {
+		t.Fatalf("public reads from the provider's address: %v, want 2 served and 3 refused", codes)
+	}
+	for i := 0; i < 3; i++ {
+		if got := call("POST", "/api/v1/pay/notify", provider); got != 401 {
+			t.Fatalf("notify %d after the public bucket ran out: %d, want 401 (unsigned), not 429", i, got)
+		}
+	}
+	if got := call("POST", "/api/v1/pay/notify", provider); got != 429 {
+		t.Errorf("fourth notify of a burst of 3: %d, want 429", got)
+	}
+	if got := call("POST", "/api/v1/pay/notify", other); got != 401 {
+		t.Errorf("notify from another source: %d, want 401", got)
+	}
+}

@@ -29,6 +29,9 @@ type route struct {
 	// sheds those and never the order and gift paths. Zero (budgetMemory)
 	// is for routes answered from memory alone.
 	budget budgetClass
+	// perSource: a public route limited per source by its own limiter
+	// (FLASHGATE_RATE_NOTIFY), not by the per-client bucket of public reads.
+	perSource bool
 	// limitLate: the handler applies the user's rate limit itself, after
 	// the answers memory can give (sold out, not started, bad input), so
 	// that those cost no Redis call and an accepted request one.
@@ -65,7 +68,7 @@ var routes = []*route{
 	{method: "GET", pattern: "/api/v1/pay/products", budget: budgetReads, handle: (*Server).listPayProducts},
 	{method: "POST", pattern: "/api/v1/pay/orders", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).createPayOrder},
 	{method: "GET", pattern: "/api/v1/pay/orders/{order_id}", access: user, budget: budgetReads, handle: (*Server).getPayOrder},
-	{method: "POST", pattern: "/api/v1/pay/notify", budget: budgetPayments, handle: (*Server).payNotify},
+	{method: "POST", pattern: "/api/v1/pay/notify", budget: budgetPayments, perSource: true, handle: (*Server).payNotify},
 	{method: "POST", pattern: "/api/v1/dev/pay/orders/{order_id}/complete", access: dev, budget: budgetPayments, handle: (*Server).devCompletePayOrder},
 	{method: "POST", pattern: "/api/v1/withdrawals", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).createWithdrawal},
 	{method: "GET", pattern: "/api/v1/withdrawals/{withdrawal_id}", access: user, budget: budgetReads, handle: (*Server).getWithdrawal},

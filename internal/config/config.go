@@ -95,6 +95,7 @@ type Config struct {
 	RatePay         Rate          // FLASHGATE_RATE_PAY
 	RateOther       Rate          // FLASHGATE_RATE_OTHER
 	RateIP          Rate          // FLASHGATE_RATE_IP
+	RateNotify      Rate          // FLASHGATE_RATE_NOTIFY
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix // FLASHGATE_TRUSTED_PROXIES
 	MaxInflight    int            // FLASHGATE_MAX_INFLIGHT
@@ -286,7 +287,8 @@ var Vars = []Var{
 	rateVar("FLASHGATE_RATE_GIFT", "20:40", "per-user limit of gift requests that reach Redis, applied by the gift-hold script: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateGift }),
 	rateVar("FLASHGATE_RATE_PAY", "2:5", "per-user limit of payment and withdrawal requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RatePay }),
 	rateVar("FLASHGATE_RATE_OTHER", "20:50", "per-user limit of all other authenticated requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOther }),
-	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client limit of unauthenticated requests (public reads, pay notify; not the dev-mode routes), kept in each gateway's memory for at most 131072 clients; a client is an IPv4 address or an IPv6 /64 (see FLASHGATE_TRUSTED_PROXIES); 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
+	rateVar("FLASHGATE_RATE_NOTIFY", "100:500", "per-source limit of payment notifies (POST /api/v1/pay/notify), kept in each gateway's memory apart from FLASHGATE_RATE_IP, so that public reads behind the same proxy never make a provider's notify get 429; a source is a client as FLASHGATE_RATE_IP counts them; 0 turns it off", func(c *Config) *Rate { return &c.RateNotify }),
+	rateVar("FLASHGATE_RATE_IP", "50:100", "per-client limit of unauthenticated requests (public reads; not the pay notify, see FLASHGATE_RATE_NOTIFY, nor the dev-mode routes), kept in each gateway's memory for at most 131072 clients; a client is an IPv4 address or an IPv6 /64 (see FLASHGATE_TRUSTED_PROXIES); 0 turns it off", func(c *Config) *Rate { return &c.RateIP }),
 	{Name: "FLASHGATE_TRUSTED_PROXIES", Default: "", Help: "comma-separated CIDRs (or addresses) of the load balancers and proxies in front of the gateway: from one of them the client address is the right-most X-Forwarded-For entry that is not itself a trusted proxy; from anyone else X-Forwarded-For is ignored. Empty: the TCP peer is the client", set: func(c *Config, v string) error {
 		c.TrustedProxies = nil
 		for _, f := range strings.Split(v, ",") {
