@@ -59,9 +59,11 @@ type Config struct {
 	// collects nothing and which New refuses outside dev mode unless
 	// FLASHGATE_SANDBOX_PAYMENTS=1.
 	OrderPayments OrderPayments
-	// ReadTimeout bounds reading one request, from its first byte
-	// (default 10s); IdleTimeout bounds a keep-alive connection's wait for
-	// its next request (default 60s). Tests shorten them.
+	// ReadTimeout bounds reading one request, from its first byte;
+	// IdleTimeout bounds a keep-alive connection's wait for its next
+	// request. Zero means FLASHGATE_GATEWAY_READ_TIMEOUT and
+	// FLASHGATE_GATEWAY_IDLE_TIMEOUT (10s and 60s when those are zero too).
+	// Tests shorten them.
 	ReadTimeout, IdleTimeout time.Duration
 }
 
@@ -84,13 +86,16 @@ type Server struct {
 	orderLim    *memLimiter[int64] // per user, orders that would reach Redis
 	// produceObs are the produce latency histograms of the hot topics.
 	produceObs map[string]prometheus.Observer
-	inflight   *inflight   // load shedding: see handler.go
-	draining   atomic.Bool // shutting down: answers close their connection
-	ready      obs.Readiness
-	payments   OrderPayments
-	pay        payState  // recharge and withdrawals: see pay.go
-	gifts      giftState // live-room gifts and wallet: see gifts.go
-	now        func() time.Time
+	inflight   *inflight // load shedding: see handler.go
+	// largeBodies are the slots of requests whose body over MaxBodySize is
+	// read to answer a clean 413 (conns.go).
+	largeBodies *largeBodySlots
+	draining    atomic.Bool // shutting down: answers close their connection
+	ready       obs.Readiness
+	payments    OrderPayments
+	pay         payState  // recharge and withdrawals: see pay.go
+	gifts       giftState // live-room gifts and wallet: see gifts.go
+	now         func() time.Time
 
 	bg sync.WaitGroup
 }
@@ -128,6 +133,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.gifts.limit = store.Limit{PerSecond: cfg.RateGift.PerSecond, Burst: cfg.RateGift.Burst}
 	}
 	s.inflight = newInflight(cfg.InflightBudgets(), cfg.InflightWait)
+	s.largeBodies = newLargeBodySlots(2*cmp.Or(cfg.ReadTimeout, cfg.GatewayReadTimeout, 10*time.Second) + 30*time.Second)
 	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()
 		return nil, err
@@ -235,7 +241,8 @@ func Run(ctx context.Context, cfg Config) error {
 
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(countingListener{ln}) }()
+	limits := &connLimits{max: cfg.GatewayMaxConns, perIP: cfg.GatewayMaxConnsPerIP}
+	go func() { errc <- srv.Serve(countingListener{Listener: ln, limits: limits}) }()
 	var isrv *fasthttp.Server
 	ierrc := make(chan error, 1)
 	internalAddr := "none"
@@ -314,16 +321,27 @@ func (s *Server) InternalHTTPServer() *fasthttp.Server {
 
 // HTTPServer returns the fasthttp server for this gateway's public listener.
 func (s *Server) HTTPServer() *fasthttp.Server {
+	maxConns := cmp.Or(s.cfg.GatewayMaxConns, 16384)
 	return &fasthttp.Server{
 		Handler:               s.Handler,
 		Name:                  "flashgate",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
-		MaxRequestBodySize:    readBodySize,
-		ReadTimeout:           cmp.Or(s.cfg.ReadTimeout, 10*time.Second),
-		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           cmp.Or(s.cfg.IdleTimeout, 60*time.Second),
-		ErrorHandler:          s.transportError,
+		// A body is read up to MaxBodySize, or up to readBodySize with a
+		// largeBodies slot (headerReceived), before any handler runs.
+		MaxRequestBodySize:           MaxBodySize,
+		HeaderReceived:               s.headerReceived,
+		DisablePreParseMultipartForm: true,
+		// The request line and headers must fit the read buffer.
+		ReadBufferSize: cmp.Or(s.cfg.GatewayMaxHeaderBytes, 4096),
+		// The listener refuses connections past GatewayMaxConns with a JSON
+		// 503 first; this is fasthttp's own bound on its workers, a little
+		// above, for the connections closing meanwhile.
+		Concurrency:  maxConns + maxConns/16 + 16,
+		ReadTimeout:  cmp.Or(s.cfg.ReadTimeout, s.cfg.GatewayReadTimeout, 10*time.Second),
+		WriteTimeout: 10 * time.Second,
+		IdleTimeout:  cmp.Or(s.cfg.IdleTimeout, s.cfg.GatewayIdleTimeout, 60*time.Second),
+		ErrorHandler: s.transportError,
 		// fasthttp's own log lines through slog, scrubbed and sampled,
 		// never with the raw header bytes of a request it could not parse.
 		Logger:                newFasthttpLogger(s.log),

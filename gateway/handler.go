@@ -149,6 +149,7 @@ type reqCtx struct {
 // and nothing more. Metrics, readiness details and admin routes are on the
 // internal listener (InternalHandler) only.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
+	defer s.releaseLargeBody(ctx)
 	s.handle(ctx, false)
 	if s.draining.Load() {
 		// Clients on keep-alive connections reconnect, through the load
@@ -162,6 +163,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // (FLASHGATE_INTERNAL_ADDR): /healthz, /readyz with the failing dependency,
 // /metrics and the admin routes, which still need an admin token.
 func (s *Server) InternalHandler(ctx *fasthttp.RequestCtx) {
+	defer s.releaseLargeBody(ctx)
 	s.handle(ctx, true)
 }
 

@@ -98,11 +98,17 @@ type Config struct {
 	RateNotify      Rate          // FLASHGATE_RATE_NOTIFY
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix // FLASHGATE_TRUSTED_PROXIES
-	MaxInflight    int            // FLASHGATE_MAX_INFLIGHT
-	InflightWait   time.Duration  // FLASHGATE_INFLIGHT_WAIT
-	LogFormat      string         // FLASHGATE_LOG_FORMAT
-	LogLevel       string         // FLASHGATE_LOG_LEVEL
-	RunDir         string         // FLASHGATE_RUN_DIR
+	// The gateway's HTTP listener.
+	GatewayMaxConns       int           // FLASHGATE_GATEWAY_MAX_CONNS
+	GatewayMaxConnsPerIP  int           // FLASHGATE_GATEWAY_MAX_CONNS_PER_IP; zero means no limit
+	GatewayReadTimeout    time.Duration // FLASHGATE_GATEWAY_READ_TIMEOUT
+	GatewayIdleTimeout    time.Duration // FLASHGATE_GATEWAY_IDLE_TIMEOUT
+	GatewayMaxHeaderBytes int           // FLASHGATE_GATEWAY_MAX_HEADER_BYTES
+	MaxInflight           int           // FLASHGATE_MAX_INFLIGHT
+	InflightWait          time.Duration // FLASHGATE_INFLIGHT_WAIT
+	LogFormat             string        // FLASHGATE_LOG_FORMAT
+	LogLevel              string        // FLASHGATE_LOG_LEVEL
+	RunDir                string        // FLASHGATE_RUN_DIR
 
 	// In-flight budgets of the gateway's route classes, within MaxInflight;
 	// zero means the default that InflightBudgets derives from MaxInflight.
@@ -155,6 +161,18 @@ func durationVar(name, def, help string, f func(c *Config) *time.Duration, zeroO
 			return fmt.Errorf("%s=%q: want %s", name, v, want)
 		}
 		*f(c) = d
+		return nil
+	}}
+}
+
+// intVarZeroOK is a count for which 0 means something (its help says what).
+func intVarZeroOK(name, def, help string, f func(c *Config) *int) Var {
+	return Var{Name: name, Default: def, Help: help, set: func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s=%q: want an integer of 0 or more", name, v)
+		}
+		*f(c) = n
 		return nil
 	}}
 }
@@ -311,6 +329,11 @@ var Vars = []Var{
 		}
 		return nil
 	}},
+	intVar("FLASHGATE_GATEWAY_MAX_CONNS", "16384", "connections the gateway holds open at once; past it a new connection is answered 503 and closed (each costs about 20 KiB: size it to the box)", func(c *Config) *int { return &c.GatewayMaxConns }),
+	intVarZeroOK("FLASHGATE_GATEWAY_MAX_CONNS_PER_IP", "0", "connections one TCP peer may hold open on the gateway; past it a new one is answered 429 and closed. 0 means no limit, which is right behind a load balancer (every connection comes from it); set it when clients connect directly", func(c *Config) *int { return &c.GatewayMaxConnsPerIP }),
+	durVar("FLASHGATE_GATEWAY_READ_TIMEOUT", "10s", "how long the gateway waits for a whole request (headers and body) from its first byte; a request cut off is answered 408, a connection that sent nothing is closed", func(c *Config) *time.Duration { return &c.GatewayReadTimeout }),
+	durVar("FLASHGATE_GATEWAY_IDLE_TIMEOUT", "60s", "how long a keep-alive connection to the gateway may wait for its next request", func(c *Config) *time.Duration { return &c.GatewayIdleTimeout }),
+	intVar("FLASHGATE_GATEWAY_MAX_HEADER_BYTES", "4096", "largest request line and headers the gateway reads; a larger head is answered 400 (it is also each connection's read buffer)", func(c *Config) *int { return &c.GatewayMaxHeaderBytes }),
 	intVar("FLASHGATE_MAX_INFLIGHT", "2048", "requests a gateway works on at once, all routes together; past it new requests get 503 at once. Each route class also has its own budget within it (FLASHGATE_INFLIGHT_*)", func(c *Config) *int { return &c.MaxInflight }),
 	intVar("FLASHGATE_INFLIGHT_ORDERS", "", "order requests (POST /events/{id}/orders) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightOrders }),
 	intVar("FLASHGATE_INFLIGHT_GIFTS", "", "gift requests (POST /rooms/{id}/gifts) a gateway works on at once; past it they get 503 at once (empty: FLASHGATE_MAX_INFLIGHT)", func(c *Config) *int { return &c.InflightGifts }),
