@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/clientip"
 	"github.com/flashgate/flashgate/internal/obs"
 )
 
@@ -51,7 +52,7 @@ func (l countingListener) Accept() (net.Conn, error) {
 		if l.limits == nil {
 			return &countingConn{Conn: c}, nil
 		}
-		peer := addrOf(c.RemoteAddr())
+		peer := clientip.AddrOf(c.RemoteAddr())
 		if answer, reason := l.limits.acquire(peer); answer != nil {
 			connsRefused.WithLabelValues(reason).Inc()
 			go refuse(c, answer)
