@@ -33,6 +33,7 @@ import (
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/clientip"
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/obs"
 )
@@ -313,7 +314,9 @@ func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *serv
 			pongWait:   cfg.pongWait,
 			writeWait:  cfg.writeWait,
 		},
-		ready: ready,
+		ready:   ready,
+		counts:  newConnCounts(cfg.WSMaxConns, cfg.WSMaxPerUser, cfg.WSMaxPerIP),
+		clients: clientip.Resolver{Trusted: cfg.TrustedProxies},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -333,6 +336,8 @@ type server struct {
 	hub      *hub
 	upgrader websocket.Upgrader
 	limits   connLimits
+	counts   *connCounts
+	clients  clientip.Resolver
 	ready    *obs.Readiness
 }
 
@@ -353,6 +358,14 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.Unauthorized)
 		return
 	}
+	ip := clientip.Key(s.clients.Client(clientip.ParseHostPort(r.RemoteAddr), forwardedFor(r)))
+	if e, limit := s.counts.acquire(claims.UserID, ip); e != nil {
+		refusedConns.WithLabelValues(limit).Inc()
+		s.log.Debug("refused connection", "remote", r.RemoteAddr, "user_id", claims.UserID, "limit", limit)
+		writeError(w, e)
+		return
+	}
+	defer s.counts.release(claims.UserID, ip)
 	ws, err := s.upgrader.Upgrade(batchHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
@@ -367,11 +380,31 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
+	// The token's claims were checked once, at the upgrade: the connection
+	// must not outlive them. Closed with 4001 when it expires, the client
+	// reconnects with a fresh token.
+	expiry := time.AfterFunc(time.Until(claims.Expires), func() {
+		c.shutdown(dropExpired, closeTokenExpired, "token expired")
+	})
+	defer expiry.Stop()
 	s.log.Debug("connected", "remote", r.RemoteAddr, "user_id", claims.UserID)
 	go c.writeLoop()
 	// The handler goroutine is free once the connection is hijacked; reuse it.
 	c.readLoop()
 	s.log.Debug("disconnected", "remote", r.RemoteAddr, "user_id", claims.UserID)
+}
+
+// forwardedFor is the request's X-Forwarded-For values, in order.
+func forwardedFor(r *http.Request) [][]byte {
+	vs := r.Header.Values("X-Forwarded-For")
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([][]byte, len(vs))
+	for i, v := range vs {
+		out[i] = []byte(v)
+	}
+	return out
 }
 
 // waitConns waits for every connection goroutine after closeAll, cutting the

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -878,5 +879,106 @@ func TestDevRefusesPublicListener(t *testing.T) {
 	err = Run(context.Background(), Config{Config: cfg, Listener: ln})
 	if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "FLASHGATE_DEV_PUBLIC=1") {
 		t.Fatalf("Run on %s in dev mode: %v", ln.Addr(), err)
+	}
+}
+
+// dialStatus tries to connect as uid and returns the HTTP status of a
+// refused handshake (0 when it succeeded) and its body.
+func (e *testEnv) dialStatus(uid int64, hdr http.Header) (int, string, *websocket.Conn) {
+	e.t.Helper()
+	conn, resp, err := e.dialer().Dial(e.wsURL+"?token="+url.QueryEscape(e.token(uid)), hdr)
+	if err == nil {
+		e.t.Cleanup(func() { conn.Close() })
+		return 0, "", conn
+	}
+	if resp == nil {
+		e.t.Fatalf("dial: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// TestConnectionLimits: a user's connection past FLASHGATE_WS_MAX_CONNS_PER_USER
+// and a client address's past FLASHGATE_WS_MAX_CONNS_PER_IP are refused 429,
+// and any past FLASHGATE_WS_MAX_CONNS 503, before the upgrade, in the API's
+// JSON shape; a closed connection frees its place.
+func TestConnectionLimits(t *testing.T) {
+	e := startWS(t, func(c *config.Config) {
+		c.WSMaxPerUser, c.WSMaxPerIP, c.WSMaxConns = 2, 3, 4
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	first := e.dial(1)
+	e.dial(1)
+	if st, body, _ := e.dialStatus(1, nil); st != 429 || !strings.Contains(body, `"code":"rate_limited"`) {
+		t.Errorf("third connection of one user: %d %s", st, body)
+	}
+	e.dial(2)
+	// The fourth from this address: behind the trusted proxy (127.0.0.1)
+	// the address is the X-Forwarded-For one.
+	if st, body, _ := e.dialStatus(3, nil); st != 429 || !strings.Contains(body, "from your address") {
+		t.Errorf("fourth connection from one address: %d %s", st, body)
+	}
+	if st, body, _ := e.dialStatus(3, http.Header{"X-Forwarded-For": {"203.0.113.7"}}); st != 0 {
+		t.Fatalf("a connection from another client behind the proxy: %d %s", st, body)
+	}
+	if st, body, _ := e.dialStatus(4, http.Header{"X-Forwarded-For": {"203.0.113.8"}}); st != 503 || !strings.Contains(body, `"code":"unavailable"`) {
+		t.Errorf("fifth connection: %d %s", st, body)
+	}
+	first.conn.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		st, _, _ := e.dialStatus(1, http.Header{"X-Forwarded-For": {"203.0.113.9"}})
+		if st == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed connection's place never came free: %d", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPingFlood: pings count toward FLASHGATE_WS_MSG_RATE, so a client that
+// floods them is closed with 1008 like one that floods messages.
+func TestPingFlood(t *testing.T) {
+	e := startWS(t, func(c *config.Config) { c.WSMsgRate = config.Rate{PerSecond: 5, Burst: 10} })
+	c := e.dial(1)
+	for i := 0; i < 100; i++ {
+		if err := c.conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+			break // closed already
+		}
+	}
+	if err := c.closed(); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+		t.Fatalf("after 100 pings at rate 5/s burst 10: %v, want close 1008", err)
+	}
+	// A client that pings now and then is answered.
+	c = e.dial(2)
+	for i := 0; i < 3; i++ {
+		c.conn.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second))
+		select {
+		case p := <-c.pongs:
+			if p != "hi" {
+				t.Fatalf("pong %q", p)
+			}
+		case <-time.After(wait):
+			t.Fatal("no pong")
+		}
+	}
+}
+
+// TestTokenExpiryCloses: a connection whose token expires is closed with
+// 4001 "token expired", so that the client reconnects with a fresh one.
+func TestTokenExpiryCloses(t *testing.T) {
+	e := startWS(t, nil)
+	tok := e.signer.Sign(1, auth.RoleUser, 1500*time.Millisecond)
+	began := time.Now()
+	c := e.dialWith(e.dialer(), e.wsURL+"?token="+url.QueryEscape(tok), nil, 16)
+	err := c.closed()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Text != "token expired" {
+		t.Fatalf("connection with a 1.5 s token ended with %v, want close 4001 \"token expired\"", err)
+	}
+	if took := time.Since(began); took > 4*time.Second {
+		t.Errorf("closed %v after connecting, want about 1.5 s", took)
 	}
 }

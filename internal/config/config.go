@@ -90,6 +90,9 @@ type Config struct {
 	WSSendBytes     int           // FLASHGATE_WS_SEND_BYTES
 	WSOrigins       string        // FLASHGATE_WS_ORIGINS
 	WSMsgRate       Rate          // FLASHGATE_WS_MSG_RATE
+	WSMaxConns      int           // FLASHGATE_WS_MAX_CONNS
+	WSMaxPerUser    int           // FLASHGATE_WS_MAX_CONNS_PER_USER
+	WSMaxPerIP      int           // FLASHGATE_WS_MAX_CONNS_PER_IP; zero means no limit
 	RateOrder       Rate          // FLASHGATE_RATE_ORDER
 	RateGift        Rate          // FLASHGATE_RATE_GIFT
 	RatePay         Rate          // FLASHGATE_RATE_PAY
@@ -300,7 +303,10 @@ var Vars = []Var{
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
 	intVar("FLASHGATE_WS_SEND_BYTES", "1048576", "bytes of messages queued per WebSocket connection before a slow client is dropped, whichever of this and FLASHGATE_WS_SEND_QUEUE comes first (close 1008)", func(c *Config) *int { return &c.WSSendBytes }),
 	strVar("FLASHGATE_WS_ORIGINS", "", "comma-separated origins (scheme://host[:port]) allowed to open WebSockets, or * for any; empty: any in dev mode, else only the ws host itself and clients that send no Origin", func(c *Config) *string { return &c.WSOrigins }),
-	rateVar("FLASHGATE_WS_MSG_RATE", "10:20", "messages a WebSocket client may send: <per second>:<burst>; past it the connection is closed (1008)", func(c *Config) *Rate { return &c.WSMsgRate }),
+	rateVar("FLASHGATE_WS_MSG_RATE", "10:20", "messages a WebSocket client may send, pings and pongs included: <per second>:<burst>; past it the connection is closed (1008)", func(c *Config) *Rate { return &c.WSMsgRate }),
+	intVar("FLASHGATE_WS_MAX_CONNS", "50000", "WebSocket connections one ws holds at once; past it a new one is answered 503 before the upgrade (each costs about 30 KiB: size it to the box)", func(c *Config) *int { return &c.WSMaxConns }),
+	intVar("FLASHGATE_WS_MAX_CONNS_PER_USER", "5", "WebSocket connections one user may hold on one ws; past it a new one is answered 429 before the upgrade", func(c *Config) *int { return &c.WSMaxPerUser }),
+	intVarZeroOK("FLASHGATE_WS_MAX_CONNS_PER_IP", "0", "WebSocket connections one client address (an IPv4 address or IPv6 /64, through FLASHGATE_TRUSTED_PROXIES) may hold on one ws; past it a new one is answered 429 before the upgrade. 0 means no limit (carrier NAT puts many viewers behind one address)", func(c *Config) *int { return &c.WSMaxPerIP }),
 	rateVar("FLASHGATE_RATE_ORDER", "5:10", "per-user limit of order requests that reach Redis, kept in each gateway's memory: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateOrder }),
 	rateVar("FLASHGATE_RATE_GIFT", "20:40", "per-user limit of gift requests that reach Redis, applied by the gift-hold script: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RateGift }),
 	rateVar("FLASHGATE_RATE_PAY", "2:5", "per-user limit of payment and withdrawal requests: <per second>:<burst>; 0 turns it off", func(c *Config) *Rate { return &c.RatePay }),
