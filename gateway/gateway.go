@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	var err error
-	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
+	if s.redis, err = store.Dial(cfg.Config); err != nil {
 		return nil, err
 	}
 	if s.limiter == nil {

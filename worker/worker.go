@@ -100,7 +100,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 	w.gifts = w.newConsumer("gifts", GiftGroupName(cfg.Config))
 	w.payouts = w.newConsumer("payouts", PayoutGroupName(cfg.Config))
 	var err error
-	if w.redis, err = store.New(cfg.RedisAddr); err != nil {
+	if w.redis, err = store.Dial(cfg.Config); err != nil {
 		return nil, err
 	}
 	if w.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {

@@ -4,6 +4,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -46,8 +48,17 @@ type Config struct {
 	WSInternalAddr string // FLASHGATE_WS_INTERNAL_ADDR
 
 	RedisAddr       string   // FLASHGATE_REDIS_ADDR
+	RedisUsername   string   // FLASHGATE_REDIS_USERNAME
+	RedisPassword   string   // FLASHGATE_REDIS_PASSWORD
+	RedisTLS        bool     // FLASHGATE_REDIS_TLS
+	RedisTLSCA      string   // FLASHGATE_REDIS_TLS_CA: PEM file; empty means the system's roots
 	MySQLDSN        string   // FLASHGATE_MYSQL_DSN
 	KafkaBrokers    []string // FLASHGATE_KAFKA_BROKERS
+	KafkaSASL       string   // FLASHGATE_KAFKA_SASL_MECHANISM: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or empty
+	KafkaUsername   string   // FLASHGATE_KAFKA_SASL_USERNAME
+	KafkaPassword   string   // FLASHGATE_KAFKA_SASL_PASSWORD
+	KafkaTLS        bool     // FLASHGATE_KAFKA_TLS
+	KafkaTLSCA      string   // FLASHGATE_KAFKA_TLS_CA: PEM file; empty means the system's roots
 	KafkaPartitions int      // FLASHGATE_KAFKA_PARTITIONS
 	TopicPrefix     string   // FLASHGATE_TOPIC_PREFIX
 
@@ -218,6 +229,17 @@ func rateVar(name, def, help string, f func(c *Config) *Rate) Var {
 	}}
 }
 
+func boolVar(name, def, help string, f func(c *Config) *bool) Var {
+	return Var{Name: name, Default: def, Help: help, set: func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s=%q: want 0 or 1", name, v)
+		}
+		*f(c) = b
+		return nil
+	}}
+}
+
 func strVar(name, def, help string, f func(c *Config) *string) Var {
 	return Var{Name: name, Default: def, Help: help, set: func(c *Config, v string) error { *f(c) = v; return nil }}
 }
@@ -230,6 +252,10 @@ var Vars = []Var{
 	strVar("FLASHGATE_INTERNAL_ADDR", "127.0.0.1:9090", "gateway internal listen address: /metrics, /readyz with the failing dependency, /healthz and the admin routes (/api/v1/admin/...), none of which the public address serves; keep it off the internet", func(c *Config) *string { return &c.InternalAddr }),
 	strVar("FLASHGATE_WS_INTERNAL_ADDR", "127.0.0.1:9091", "ws internal listen address: /metrics, /readyz with the failing dependency and /healthz, which the public address (FLASHGATE_WS_ADDR) serves only as /healthz and a bare /readyz", func(c *Config) *string { return &c.WSInternalAddr }),
 	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port)", func(c *Config) *string { return &c.RedisAddr }),
+	strVar("FLASHGATE_REDIS_USERNAME", "", "Redis ACL user (empty: the default user, or none)", func(c *Config) *string { return &c.RedisUsername }),
+	secret(strVar("FLASHGATE_REDIS_PASSWORD", "", "Redis password (AUTH); empty: none", func(c *Config) *string { return &c.RedisPassword })),
+	boolVar("FLASHGATE_REDIS_TLS", "0", "1 connects to Redis over TLS", func(c *Config) *bool { return &c.RedisTLS }),
+	strVar("FLASHGATE_REDIS_TLS_CA", "", "PEM file of the CA that signs Redis's certificate (empty: the system's roots); needs FLASHGATE_REDIS_TLS=1", func(c *Config) *string { return &c.RedisTLSCA }),
 	secret(strVar("FLASHGATE_MYSQL_DSN", "root@tcp(127.0.0.1:13306)/flashgate", "MySQL/MariaDB DSN (go-sql-driver format; parseTime is added)", func(c *Config) *string { return &c.MySQLDSN })),
 	{Name: "FLASHGATE_KAFKA_BROKERS", Default: "127.0.0.1:19092", Help: "comma-separated Kafka seed brokers; flashgate dev starts an embedded broker unless this is set", set: func(c *Config, v string) error {
 		c.KafkaBrokers = nil
@@ -243,6 +269,18 @@ var Vars = []Var{
 		}
 		return nil
 	}},
+	{Name: "FLASHGATE_KAFKA_SASL_MECHANISM", Default: "", Help: "SASL mechanism of the Kafka brokers: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL); PLAIN needs FLASHGATE_KAFKA_TLS=1 outside dev mode", set: func(c *Config, v string) error {
+		switch m := strings.ToUpper(v); m {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+			c.KafkaSASL = m
+			return nil
+		}
+		return fmt.Errorf("FLASHGATE_KAFKA_SASL_MECHANISM=%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", v)
+	}},
+	strVar("FLASHGATE_KAFKA_SASL_USERNAME", "", "Kafka SASL user", func(c *Config) *string { return &c.KafkaUsername }),
+	secret(strVar("FLASHGATE_KAFKA_SASL_PASSWORD", "", "Kafka SASL password", func(c *Config) *string { return &c.KafkaPassword })),
+	boolVar("FLASHGATE_KAFKA_TLS", "0", "1 connects to the Kafka brokers over TLS", func(c *Config) *bool { return &c.KafkaTLS }),
+	strVar("FLASHGATE_KAFKA_TLS_CA", "", "PEM file of the CA that signs the brokers' certificates (empty: the system's roots); needs FLASHGATE_KAFKA_TLS=1", func(c *Config) *string { return &c.KafkaTLSCA }),
 	intVar("FLASHGATE_KAFKA_PARTITIONS", "8", "partitions for topics flashgate creates", func(c *Config) *int { return &c.KafkaPartitions }),
 	strVar("FLASHGATE_TOPIC_PREFIX", "flashgate", "prefix of the Kafka topic names (<prefix>.orders, .results, .gifts, .withdrawals and dead-letter topics)", func(c *Config) *string { return &c.TopicPrefix }),
 	{Name: "FLASHGATE_DEV", Default: "0", Help: "1 enables dev mode: dev endpoints, dev secrets, text logs", set: func(c *Config, v string) error {
@@ -476,6 +514,9 @@ func (c *Config) Validate() error {
 	if err := c.validateDevListen(); err != nil {
 		return err
 	}
+	if err := c.validateTransport(); err != nil {
+		return err
+	}
 	for _, v := range Vars {
 		if v.dur == nil {
 			continue
@@ -554,6 +595,62 @@ func (c *Config) CheckDevListener(service string, a net.Addr) error {
 		return nil
 	}
 	return fmt.Errorf("%s listens on %s, not a loopback address: %s", service, a.String(), devExposed)
+}
+
+// validateTransport checks the Kafka and Redis credentials and TLS settings
+// fit together, and that the CA files load.
+func (c *Config) validateTransport() error {
+	switch {
+	case c.KafkaSASL != "" && (c.KafkaUsername == "" || c.KafkaPassword == ""):
+		return fmt.Errorf("FLASHGATE_KAFKA_SASL_MECHANISM=%s needs FLASHGATE_KAFKA_SASL_USERNAME and FLASHGATE_KAFKA_SASL_PASSWORD", c.KafkaSASL)
+	case c.KafkaSASL == "" && (c.KafkaUsername != "" || c.KafkaPassword != ""):
+		return fmt.Errorf("FLASHGATE_KAFKA_SASL_USERNAME or _PASSWORD is set without FLASHGATE_KAFKA_SASL_MECHANISM: they would not be used")
+	case c.KafkaSASL == "PLAIN" && !c.KafkaTLS && !c.Dev:
+		return fmt.Errorf("FLASHGATE_KAFKA_SASL_MECHANISM=PLAIN sends the password in clear: set FLASHGATE_KAFKA_TLS=1, or use SCRAM-SHA-512")
+	case c.KafkaTLSCA != "" && !c.KafkaTLS:
+		return fmt.Errorf("FLASHGATE_KAFKA_TLS_CA is set but FLASHGATE_KAFKA_TLS is not: set FLASHGATE_KAFKA_TLS=1")
+	case c.RedisTLSCA != "" && !c.RedisTLS:
+		return fmt.Errorf("FLASHGATE_REDIS_TLS_CA is set but FLASHGATE_REDIS_TLS is not: set FLASHGATE_REDIS_TLS=1")
+	case c.RedisUsername != "" && c.RedisPassword == "":
+		return fmt.Errorf("FLASHGATE_REDIS_USERNAME is set without FLASHGATE_REDIS_PASSWORD")
+	}
+	if _, err := c.KafkaTLSConfig(); err != nil {
+		return err
+	}
+	if _, err := c.RedisTLSConfig(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// KafkaTLSConfig is the TLS configuration of the Kafka connections, nil
+// without FLASHGATE_KAFKA_TLS.
+func (c *Config) KafkaTLSConfig() (*tls.Config, error) {
+	return tlsConfig(c.KafkaTLS, "FLASHGATE_KAFKA_TLS_CA", c.KafkaTLSCA)
+}
+
+// RedisTLSConfig is the TLS configuration of the Redis connections, nil
+// without FLASHGATE_REDIS_TLS.
+func (c *Config) RedisTLSConfig() (*tls.Config, error) {
+	return tlsConfig(c.RedisTLS, "FLASHGATE_REDIS_TLS_CA", c.RedisTLSCA)
+}
+
+func tlsConfig(on bool, caVar, caFile string) (*tls.Config, error) {
+	if !on {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: cannot read the CA file: %w", caVar, err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s=%q: no PEM certificate in the file", caVar, caFile)
+		}
+	}
+	return tc, nil
 }
 
 // MaxRotationWindow is the furthest ahead FLASHGATE_TOKEN_PREVIOUS_UNTIL may

@@ -3,6 +3,7 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -820,7 +821,8 @@ func TestDevListen(t *testing.T) {
 // machine and in k8s args, so secrets have no flag; they come from the
 // environment or from a file.
 func TestSecretsAreNeverFlags(t *testing.T) {
-	want := map[string]bool{"FLASHGATE_TOKEN_SECRET": true, "FLASHGATE_TOKEN_SECRET_PREVIOUS": true, "FLASHGATE_PAY_SECRET": true, "FLASHGATE_MYSQL_DSN": true}
+	want := map[string]bool{"FLASHGATE_TOKEN_SECRET": true, "FLASHGATE_TOKEN_SECRET_PREVIOUS": true, "FLASHGATE_PAY_SECRET": true, "FLASHGATE_MYSQL_DSN": true,
+		"FLASHGATE_REDIS_PASSWORD": true, "FLASHGATE_KAFKA_SASL_PASSWORD": true}
 	for _, v := range Vars {
 		if v.Secret != want[v.Name] {
 			t.Errorf("%s: secret = %v, want %v", v.Name, v.Secret, want[v.Name])
@@ -901,5 +903,55 @@ func TestTrustedProxies(t *testing.T) {
 		if _, err := fromLookup(env(map[string]string{"FLASHGATE_TRUSTED_PROXIES": bad})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_TRUSTED_PROXIES") {
 			t.Errorf("FLASHGATE_TRUSTED_PROXIES=%s: %v", bad, err)
 		}
+	}
+}
+
+// TestTransportSettings: Kafka SASL and TLS and Redis credentials and TLS
+// are refused at start when they do not fit together, naming the variable.
+func TestTransportSettings(t *testing.T) {
+	ca := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(ca, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		wantErr string
+	}{
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "scram-sha-512", "FLASHGATE_KAFKA_SASL_USERNAME": "u", "FLASHGATE_KAFKA_SASL_PASSWORD": "p"}, ""},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "PLAIN", "FLASHGATE_KAFKA_SASL_USERNAME": "u", "FLASHGATE_KAFKA_SASL_PASSWORD": "p", "FLASHGATE_KAFKA_TLS": "1"}, ""},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "PLAIN", "FLASHGATE_KAFKA_SASL_USERNAME": "u", "FLASHGATE_KAFKA_SASL_PASSWORD": "p"}, "sends the password in clear"},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "FLASHGATE_KAFKA_SASL_USERNAME": "u"}, "needs FLASHGATE_KAFKA_SASL_USERNAME and FLASHGATE_KAFKA_SASL_PASSWORD"},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_PASSWORD": "p"}, "without FLASHGATE_KAFKA_SASL_MECHANISM"},
+		{map[string]string{"FLASHGATE_KAFKA_TLS_CA": ca}, "FLASHGATE_KAFKA_TLS is not"},
+		{map[string]string{"FLASHGATE_KAFKA_TLS": "1", "FLASHGATE_KAFKA_TLS_CA": ca}, "no PEM certificate"},
+		{map[string]string{"FLASHGATE_KAFKA_TLS": "1", "FLASHGATE_KAFKA_TLS_CA": ca + ".missing"}, "FLASHGATE_KAFKA_TLS_CA: cannot read"},
+		{map[string]string{"FLASHGATE_REDIS_USERNAME": "u", "FLASHGATE_REDIS_PASSWORD": "p", "FLASHGATE_REDIS_TLS": "1"}, ""},
+		{map[string]string{"FLASHGATE_REDIS_USERNAME": "u"}, "without FLASHGATE_REDIS_PASSWORD"},
+		{map[string]string{"FLASHGATE_REDIS_TLS_CA": ca}, "FLASHGATE_REDIS_TLS is not"},
+		{map[string]string{"FLASHGATE_REDIS_TLS": "1", "FLASHGATE_REDIS_TLS_CA": ca}, "no PEM certificate"},
+	} {
+		m := map[string]string{"FLASHGATE_TOKEN_SECRET": "a-random-secret-of-32-characters"}
+		for k, v := range tc.env {
+			m[k] = v
+		}
+		c, err := fromLookup(env(m))
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		err = c.Validate()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: Validate() = %v", tc.env, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: Validate() = %v, want an error saying %q", tc.env, err, tc.wantErr)
+		}
+	}
+	if _, err := fromLookup(env(map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "GSSAPI"})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_KAFKA_SASL_MECHANISM") {
+		t.Errorf("GSSAPI: %v", err)
+	}
+	c := validConfig()
+	c.KafkaTLS = true
+	if tc, err := c.KafkaTLSConfig(); err != nil || tc == nil || tc.RootCAs != nil || tc.MinVersion < tls.VersionTLS12 {
+		t.Errorf("KafkaTLSConfig() without a CA file: %+v, %v; want the system's roots and TLS 1.2 at least", tc, err)
 	}
 }
