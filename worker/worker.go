@@ -56,6 +56,8 @@ type Worker struct {
 	// so a shutdown finishes and commits the batch in hand.
 	work context.Context
 
+	prices giftPrices // catalog versions, to check gift records' coins
+
 	consumers []*consumer
 	orders    *consumer
 	gifts     *consumer

@@ -3,12 +3,16 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/store"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Tests of what a service refuses and how it behaves outside dev mode
@@ -190,5 +194,94 @@ func TestIdempotencyKeysCaseSensitive(t *testing.T) {
 		if tk := s.waitTicket(uid, g.str("ticket")); tk.str("status") != "succeeded" {
 			t.Errorf("gift ticket: %s", tk.Raw)
 		}
+	}
+}
+
+// TestWorkerChecksGiftCoins: the worker does not trust the money in a gift
+// record. Records that someone other than the gateway produced, whose coins
+// are not their catalog price times their count (at their catalog version),
+// that name a version that does not exist or is another gift's, or that give
+// to their own sender, fail as invalid and go to the dead-letter topic; the
+// victim's balance and the receiver's earnings do not move. The gateway's
+// own gifts, and a record priced at a version from before a price change,
+// are written.
+func TestWorkerChecksGiftCoins(t *testing.T) {
+	s := start(t, options{noWS: true})
+	const victim, thief = 61, 62
+	s.giftSeedWallet(victim, 10_000)
+	ctx := context.Background()
+	var roseV1 int64
+	if err := s.db.Get(&roseV1, "SELECT id FROM gift_prices WHERE gift_id = 1 AND price = 1"); err != nil {
+		t.Fatal(err)
+	}
+	var rocketV int64
+	if err := s.db.Get(&rocketV, "SELECT id FROM gift_prices WHERE gift_id = 3 AND price = 100"); err != nil {
+		t.Fatal(err)
+	}
+	// A ticket of the victim's, as the attacker would make one up.
+	newTicket := func() string { return fmt.Sprintf("g%d-%016x", victim, time.Now().UnixNano()) }
+	forged := map[string]bus.Gift{}
+	add := func(name string, g bus.Gift) {
+		g.Ticket, g.RoomID, g.SenderID, g.HeldAt = newTicket(), 1, victim, time.Now().UnixMilli()
+		forged[name] = g
+	}
+	add("whole balance for one rose", bus.Gift{ReceiverID: thief, GiftID: 1, Count: 1, Coins: 10_000, CatalogVersion: roseV1})
+	add("whole balance, no version", bus.Gift{ReceiverID: thief, GiftID: 1, Count: 1, Coins: 10_000})
+	add("a version that does not exist", bus.Gift{ReceiverID: thief, GiftID: 1, Count: 1, Coins: 1, CatalogVersion: 1 << 40})
+	add("another gift's version", bus.Gift{ReceiverID: thief, GiftID: 1, Count: 1, Coins: 100, CatalogVersion: rocketV})
+	add("a gift to its own sender", bus.Gift{ReceiverID: victim, GiftID: 1, Count: 1, Coins: 1, CatalogVersion: roseV1})
+	var recs []*kgo.Record
+	for _, g := range forged {
+		recs = append(recs, bus.GiftRecord(s.cfg.GiftsTopic(), g))
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.cfg.KafkaBrokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range forged {
+		if tk := s.waitTicket(victim, g.Ticket); tk.str("status") != "failed" || tk.str("reason") != "invalid" {
+			t.Errorf("%s: ticket %s", name, tk.Raw)
+		}
+	}
+	if bal, _ := s.giftMySQLBalance(victim); bal != 10_000 {
+		t.Errorf("victim's balance %d after forged gifts, want 10000", bal)
+	}
+	if _, earn := s.giftMySQLBalance(thief); earn != 0 {
+		t.Errorf("thief's earnings %d after forged gifts, want 0", earn)
+	}
+	if n := s.topicEnd(s.cfg.GiftsDLQTopic()); n != int64(len(forged)) {
+		t.Errorf("%d records dead-lettered, want the %d forged ones", n, len(forged))
+	}
+
+	// The price of a rose changes: the gateway serves the new price with a
+	// new version, and a record held at the old version is still written.
+	if _, err := s.db.Exec("UPDATE gifts SET price = 2 WHERE id = 1"); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor("the gateway to serve the new price", func() bool {
+		return strings.Contains(s.do("GET", "/api/v1/gifts", "", "").Raw, `"id":1,"name":"Rose","price":2`)
+	})
+	a := s.gift(1, victim, thief, 1, 3)
+	if a.Status != 202 {
+		t.Fatalf("gift at the new price: %d %s", a.Status, a.Raw)
+	}
+	if tk := s.waitTicket(victim, a.str("ticket")); tk.str("status") != "succeeded" {
+		t.Fatalf("gift at the new price: %s", tk.Raw)
+	}
+	old := newTicket()
+	s.redis.HoldGift(ctx, victim, old, 4, "", store.Limit{})
+	if err := cl.ProduceSync(ctx, bus.GiftRecord(s.cfg.GiftsTopic(), bus.Gift{Ticket: old, RoomID: 1, SenderID: victim, ReceiverID: thief,
+		GiftID: 1, Count: 4, Coins: 4, CatalogVersion: roseV1, HeldAt: time.Now().UnixMilli()})).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if tk := s.waitTicket(victim, old); tk.str("status") != "succeeded" {
+		t.Errorf("gift held at the old price, written after the change: %s", tk.Raw)
+	}
+	if _, earn := s.giftMySQLBalance(thief); earn != 6+4 {
+		t.Errorf("receiver's earnings %d, want 6 (3 roses at 2) + 4 (4 at 1)", earn)
 	}
 }
