@@ -982,3 +982,40 @@ func TestTokenExpiryCloses(t *testing.T) {
 		t.Errorf("closed %v after connecting, want about 1.5 s", took)
 	}
 }
+
+// TestDefaultOrigins: with no FLASHGATE_WS_ORIGINS outside dev mode, a
+// browser may connect only from a page of the ws host itself; clients that
+// send no Origin (apps, servers) are let through. In dev mode any origin is.
+func TestDefaultOrigins(t *testing.T) {
+	for _, dev := range []bool{false, true} {
+		e := startWS(t, func(c *config.Config) {
+			if !dev {
+				c.Dev, c.TokenSecret, c.PaySecret = false, "a-random-ws-test-secret-of-32-bytes", ""
+			}
+		})
+		host := strings.TrimPrefix(e.base, "http://")
+		for origin, ok := range map[string]bool{
+			"":                          true,
+			"http://" + host:            true,
+			"https://" + host:           true,
+			"https://evil.example.net":  dev,
+			"http://" + host + ".evil":  dev,
+			"http://localhost.evil.net": dev,
+		} {
+			hdr := http.Header{}
+			if origin != "" {
+				hdr.Set("Origin", origin)
+			}
+			st, body, conn := e.dialStatus(41, hdr)
+			switch {
+			case ok && st != 0:
+				t.Errorf("dev=%v: origin %q refused: %d %s", dev, origin, st, body)
+			case !ok && st != http.StatusForbidden:
+				t.Errorf("dev=%v: origin %q: %d, want 403", dev, origin, st)
+			}
+			if conn != nil {
+				conn.Close()
+			}
+		}
+	}
+}

@@ -156,6 +156,12 @@ func TestOrderLifecycle(t *testing.T) {
 	if a := s.do("POST", "/api/v1/orders/"+no+"/pay", s.token(2), ""); a.Status != 403 {
 		t.Errorf("paying someone else's order: %d %s", a.Status, a.Raw)
 	}
+	if a := s.do("POST", "/api/v1/orders/"+no+"/cancel", s.token(2), ""); a.Status != 403 || a.errCode() != "forbidden" {
+		t.Errorf("cancelling someone else's order: %d %s", a.Status, a.Raw)
+	}
+	if o := s.do("GET", "/api/v1/orders/"+no, s.token(1), ""); o.str("status") != "unpaid" {
+		t.Errorf("order after another user tried to pay and cancel it: %s", o.Raw)
+	}
 	if a := s.do("GET", "/api/v1/orders/FGNOPE", s.token(1), ""); a.Status != 404 {
 		t.Errorf("unknown order: %d %s", a.Status, a.Raw)
 	}
@@ -317,6 +323,15 @@ func TestOperationalEndpoints(t *testing.T) {
 	}})
 	if a := prod.do("POST", "/api/v1/dev/token", "", `{"user_id":42}`); a.Status != http.StatusNotFound {
 		t.Errorf("dev route outside dev mode: %d %s", a.Status, a.Raw)
+	}
+	// The sandbox's "complete this pay order" route would credit coins for
+	// nothing: outside dev mode it does not exist, even for a real order.
+	po := prod.payCreateOrder(7, 1)
+	if a := prod.do("POST", "/api/v1/dev/pay/orders/"+po.str("order_id")+"/complete", prod.token(7), ""); a.Status != http.StatusNotFound || a.errCode() != "not_found" {
+		t.Errorf("dev pay-complete route outside dev mode: %d %s", a.Status, a.Raw)
+	}
+	if g := prod.do("GET", "/api/v1/pay/orders/"+po.str("order_id"), prod.token(7), ""); g.str("status") != "paying" {
+		t.Errorf("pay order after the dev route was refused: %s", g.Raw)
 	}
 }
 
