@@ -96,6 +96,7 @@ func parseForwarded(b []byte) (netip.Addr, bool) {
 // an IPv6 one, since one IPv6 subscriber holds a whole /64 and could
 // otherwise take a fresh bucket for every address.
 func Key(a netip.Addr) netip.Addr {
+	a = a.Unmap() // a mapped IPv4 address is one client, not a /64
 	if a.Is6() {
 		p, _ := a.WithZone("").Prefix(64)
 		return p.Addr()
