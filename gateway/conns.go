@@ -154,9 +154,17 @@ func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfi
 }
 
 // releaseLargeBody gives the request's largeBodies slot back, if it holds
-// one: the handler calls it after answering, the error handler after a read
-// that failed (fasthttp has reset the header by then, so the slot is known
-// by the header's address, not by its Content-Length).
+// one: the handler calls it after answering (only a request that declared a
+// large body can hold one, so the others cost no lock), the error handler
+// after a read that failed (fasthttp has reset the header by then, so the
+// slot is known by the header's address, not by its Content-Length).
 func (s *Server) releaseLargeBody(ctx *fasthttp.RequestCtx) {
+	if ctx.Request.Header.ContentLength() > MaxBodySize {
+		s.largeBodies.release(&ctx.Request.Header)
+	}
+}
+
+// releaseLargeBodyAfterError is releaseLargeBody for the error handler.
+func (s *Server) releaseLargeBodyAfterError(ctx *fasthttp.RequestCtx) {
 	s.largeBodies.release(&ctx.Request.Header)
 }

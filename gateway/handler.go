@@ -149,8 +149,8 @@ type reqCtx struct {
 // and nothing more. Metrics, readiness details and admin routes are on the
 // internal listener (InternalHandler) only.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
-	defer s.releaseLargeBody(ctx)
 	s.handle(ctx, false)
+	s.releaseLargeBody(ctx)
 	if s.draining.Load() {
 		// Clients on keep-alive connections reconnect, through the load
 		// balancer that no longer sends them here, before the listener
@@ -163,8 +163,8 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // (FLASHGATE_INTERNAL_ADDR): /healthz, /readyz with the failing dependency,
 // /metrics and the admin routes, which still need an admin token.
 func (s *Server) InternalHandler(ctx *fasthttp.RequestCtx) {
-	defer s.releaseLargeBody(ctx)
 	s.handle(ctx, true)
+	s.releaseLargeBody(ctx)
 }
 
 func (s *Server) handle(ctx *fasthttp.RequestCtx, internal bool) {

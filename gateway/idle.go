@@ -97,7 +97,7 @@ func isTimeout(err error) bool {
 // closing the connection. A connection that timed out before sending a
 // byte is closed without an answer.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
-	s.releaseLargeBody(ctx)
+	s.releaseLargeBodyAfterError(ctx)
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.fail(ctx, "", apierr.BodyTooLarge)
