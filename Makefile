@@ -8,7 +8,7 @@ BIN := bin/flashgate
 ARGS ?=
 # Fuzz targets as package:FuzzName: every decoder of client input and the
 # router. make test runs each for FUZZ_SMOKE; make fuzz for FUZZTIME.
-FUZZ_TARGETS ?= ./gateway:FuzzRouter ./gateway:FuzzDecode ./gateway:FuzzRequest \
+FUZZ_TARGETS ?= ./gateway:FuzzRouter ./gateway:FuzzDecode ./gateway:FuzzRequest ./gateway:FuzzNotify \
 	./internal/auth:FuzzVerify ./internal/store:FuzzParseTicket ./internal/bus:FuzzGiftRecord \
 	./ws:FuzzParseFrame
 # Budgets are execution counts, not durations: Go 1.26's fuzz coordinator can

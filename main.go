@@ -180,8 +180,18 @@ func serviceCmd(name string, runFn func(context.Context, config.Config, net.List
 		if err != nil {
 			return err
 		}
-		if err := cfg.Validate(); err != nil {
+		validate := cfg.Validate
+		if name == "gateway" {
+			validate = cfg.ValidateGateway
+		}
+		if err := validate(); err != nil {
 			return fmt.Errorf("refusing to start: %w", err)
+		}
+		// This binary has no real payment or payout provider built in.
+		if name == "gateway" || name == "worker" {
+			if err := cfg.ValidateSandbox(name); err != nil {
+				return fmt.Errorf("refusing to start: %w", err)
+			}
 		}
 		ln, err := net.Listen("tcp", addr(cfg))
 		if err != nil {
@@ -257,6 +267,9 @@ func tokenCmd(fs *config.FlagSet, args []string) error {
 	}
 	if *ttl <= 0 {
 		return usageError{error: errors.New("--ttl must be positive")}
+	}
+	if *ttl > cfg.TokenMaxTTL {
+		return usageError{error: fmt.Errorf("--ttl %v is longer than FLASHGATE_TOKEN_MAX_TTL (%v): the services would refuse the token", *ttl, cfg.TokenMaxTTL)}
 	}
 	if cfg.TokenSecret == "" {
 		return errors.New("FLASHGATE_TOKEN_SECRET is not set: set the secret the services use, or FLASHGATE_DEV=1 for the dev secret")
@@ -373,37 +386,51 @@ func kafkaExplicit(fs *config.FlagSet) bool {
 // or one of them fails, which stops the other two.
 func runServices(ctx context.Context, cfg config.Config) error {
 	type svc struct {
-		name string
-		addr string
-		run  func(context.Context, net.Listener) error
+		name        string
+		addr, iaddr string // public and internal ("": none)
+		run         func(ctx context.Context, ln, iln net.Listener) error
 	}
 	svcs := []svc{
-		{"gateway", cfg.GatewayAddr, func(ctx context.Context, ln net.Listener) error {
-			return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: ln})
+		{"gateway", cfg.GatewayAddr, cfg.InternalAddr, func(ctx context.Context, ln, iln net.Listener) error {
+			return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: ln, InternalListener: iln})
 		}},
-		{"worker", cfg.WorkerAddr, func(ctx context.Context, ln net.Listener) error {
+		{"worker", cfg.WorkerAddr, "", func(ctx context.Context, ln, _ net.Listener) error {
 			return worker.Run(ctx, worker.Config{Config: cfg, Listener: ln})
 		}},
-		{"ws", cfg.WSAddr, func(ctx context.Context, ln net.Listener) error {
-			return ws.Run(ctx, ws.Config{Config: cfg, Listener: ln})
+		{"ws", cfg.WSAddr, cfg.WSInternalAddr, func(ctx context.Context, ln, iln net.Listener) error {
+			return ws.Run(ctx, ws.Config{Config: cfg, Listener: ln, InternalListener: iln})
 		}},
 	}
 	// Listen first, so that a busy port fails before anything starts.
-	lns := make([]net.Listener, len(svcs))
-	for i, s := range svcs {
-		ln, err := net.Listen("tcp", s.addr)
+	var all []net.Listener
+	listen := func(name, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			for _, l := range lns[:i] {
+			for _, l := range all {
 				l.Close()
 			}
-			return fmt.Errorf("%s cannot listen: %w", s.name, err)
+			return nil, fmt.Errorf("%s cannot listen on %s: %w", name, addr, err)
 		}
-		lns[i] = ln
+		all = append(all, ln)
+		return ln, nil
+	}
+	lns := make([]net.Listener, len(svcs))
+	ilns := make([]net.Listener, len(svcs))
+	for i, s := range svcs {
+		var err error
+		if lns[i], err = listen(s.name, s.addr); err != nil {
+			return err
+		}
+		if s.iaddr != "" {
+			if ilns[i], err = listen(s.name, s.iaddr); err != nil {
+				return err
+			}
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for i, s := range svcs {
 		g.Go(func() error {
-			err := s.run(gctx, lns[i])
+			err := s.run(gctx, lns[i], ilns[i])
 			switch {
 			case gctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)):
 				return nil

@@ -38,10 +38,22 @@ func capture(t *testing.T, f func()) (stdout, stderr string) {
 func clearEnv(t *testing.T) {
 	for _, v := range config.Vars {
 		t.Setenv(v.Name, "")
+		if v.Secret {
+			t.Setenv(v.Name+"_FILE", "")
+		}
 	}
 }
 
 func TestCommandLine(t *testing.T) {
+	const (
+		goodSecret    = "a-random-token-secret-of-32-byte"
+		goodPaySecret = "a-random-pay-secret-of-32-bytes!"
+	)
+	soon := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	secretFile := filepath.Join(t.TempDir(), "token-secret")
+	if err := os.WriteFile(secretFile, []byte(goodSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name       string
 		env        map[string]string
@@ -64,6 +76,20 @@ func TestCommandLine(t *testing.T) {
 		{name: "bad env", env: map[string]string{"FLASHGATE_ORDER_TTL": "soon"}, args: []string{"gateway"}, code: 2, stderr: "FLASHGATE_ORDER_TTL"},
 		{name: "service refuses without secret", args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET"},
 		{name: "service refuses the dev secret outside dev mode", env: map[string]string{"FLASHGATE_TOKEN_SECRET": config.DevTokenSecret}, args: []string{"ws"}, code: 1, stderr: "refusing to start"},
+		{name: "gateway refuses a public previous secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_TOKEN_SECRET_PREVIOUS": config.DevTokenSecret, "FLASHGATE_TOKEN_PREVIOUS_UNTIL": soon, "FLASHGATE_PAY_SECRET": goodPaySecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET_PREVIOUS is a public value"},
+		{name: "gateway refuses the dev pay secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_PAY_SECRET": config.DevPaySecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_PAY_SECRET is a public value"},
+		{name: "gateway refuses a short pay secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_PAY_SECRET": "short-pay-secret"}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_PAY_SECRET is too short (16 bytes)"},
+		{name: "gateway refuses without a pay secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_PAY_SECRET is empty"},
+		{name: "worker refuses a short token secret", env: map[string]string{"FLASHGATE_TOKEN_SECRET": "a-real-secret-of-enough-length"}, args: []string{"worker"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_SECRET is too short (30 bytes)"},
+		{name: "rotation without an end", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_TOKEN_SECRET_PREVIOUS": "the-old-random-secret-32-bytes-x"}, args: []string{"ws"}, code: 1, stderr: "refusing to start: FLASHGATE_TOKEN_PREVIOUS_UNTIL is empty"},
+		{name: "rotation ending next month", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_TOKEN_SECRET_PREVIOUS": "the-old-random-secret-32-bytes-x", "FLASHGATE_TOKEN_PREVIOUS_UNTIL": time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)}, args: []string{"worker"}, code: 1, stderr: "is more than 7 days ahead"},
+		{name: "token longer than the max ttl", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "1", "--ttl", "87600h"}, code: 2, stderr: "longer than FLASHGATE_TOKEN_MAX_TTL (24h0m0s)", noStdout: true},
+		{name: "gateway refuses the sandbox outside dev mode", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret, "FLASHGATE_PAY_SECRET": goodPaySecret}, args: []string{"gateway"}, code: 1, stderr: "refusing to start: FLASHGATE_SANDBOX_PAYMENTS is not set and the gateway's built-in payment provider is a sandbox"},
+		{name: "worker refuses the sandbox outside dev mode", env: map[string]string{"FLASHGATE_TOKEN_SECRET": goodSecret}, args: []string{"worker"}, code: 1, stderr: "refusing to start: FLASHGATE_SANDBOX_PAYMENTS is not set and the worker's built-in payout provider is a sandbox"},
+		{name: "dev mode refuses a public address", env: map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:0"}, args: []string{"gateway"}, code: 1, stderr: `refusing to start: FLASHGATE_GATEWAY_ADDR="0.0.0.0:0" is not a loopback address`},
+		{name: "flashgate dev refuses a public address", env: map[string]string{"FLASHGATE_WS_ADDR": ":0"}, args: []string{"dev"}, code: 1, stderr: `refusing to start: FLASHGATE_WS_ADDR=":0" is not a loopback address: dev mode serves routes that mint admin tokens`},
+		{name: "a secret is not a flag", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"gateway", "--token-secret", goodSecret}, code: 2, stderr: "flag provided but not defined: -token-secret"},
+		{name: "token with the secret from a file", env: map[string]string{"FLASHGATE_TOKEN_SECRET_FILE": secretFile}, args: []string{"token", "--user", "9"}, code: 0, tokenUser: 9, tokenTTL: 24 * time.Hour},
 		{name: "token needs a secret", args: []string{"token", "--user", "42"}, code: 1, stderr: "FLASHGATE_TOKEN_SECRET is not set", noStdout: true},
 		{name: "token needs a user", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token"}, code: 2, stderr: "--user"},
 		{name: "dev token", env: map[string]string{"FLASHGATE_DEV": "1"}, args: []string{"token", "--user", "42"}, code: 0, tokenUser: 42, tokenTTL: 24 * time.Hour},

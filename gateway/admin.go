@@ -182,7 +182,7 @@ func (s *Server) devToken(rc *reqCtx) *apierr.Error {
 		role = auth.RoleAdmin
 	}
 	if req.Count == nil {
-		return rc.writeJSON(200, map[string]string{"token": s.signer.Sign(uid, role, 24*time.Hour)})
+		return rc.writeJSON(200, map[string]string{"token": s.signer.Sign(uid, role, s.cfg.DevTokenTTL())})
 	}
 	n := *req.Count
 	if n < 1 || n > maxDevTokens {
@@ -198,7 +198,7 @@ func (s *Server) devToken(rc *reqCtx) *apierr.Error {
 	out := make([]userToken, n)
 	for i := range out {
 		id := uid + int64(i)
-		out[i] = userToken{id, s.signer.Sign(id, role, 24*time.Hour)}
+		out[i] = userToken{id, s.signer.Sign(id, role, s.cfg.DevTokenTTL())}
 	}
 	return rc.writeJSON(200, map[string][]userToken{"tokens": out})
 }

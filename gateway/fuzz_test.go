@@ -12,6 +12,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/sandbox"
 )
 
 // FuzzRouter: match never panics, and a match hands the handler exactly the
@@ -26,20 +27,25 @@ func FuzzRouter(f *testing.F) {
 	f.Add("DELETE", "/api/v1/events/1/orders/2/3/4/5/6/7/8/9")
 	f.Add("GET", "")
 	f.Fuzz(func(t *testing.T, method, path string) {
-		var params [4]string
-		r, n, _ := match(method, []byte(path), &params)
-		if r == nil {
-			return
-		}
-		if r.method != method {
-			t.Fatalf("%s %s matched %s %s", method, path, r.method, r.pattern)
-		}
-		if want := strings.Count(r.pattern, "{"); n != want {
-			t.Fatalf("%s: %d params, pattern has %d", path, n, want)
-		}
-		for _, p := range params[:n] {
-			if p == "" || strings.Contains(p, "/") {
-				t.Fatalf("%s: bad param %q", path, p)
+		for _, internal := range []bool{false, true} {
+			var params [4]string
+			r, n, _ := match(method, []byte(path), &params, internal)
+			if r == nil {
+				continue
+			}
+			if r.method != method {
+				t.Fatalf("%s %s matched %s %s", method, path, r.method, r.pattern)
+			}
+			if (r.access == admin) != internal {
+				t.Fatalf("%s %s matched %s on the internal listener: %v", method, path, r.pattern, internal)
+			}
+			if want := strings.Count(r.pattern, "{"); n != want {
+				t.Fatalf("%s: %d params, pattern has %d", path, n, want)
+			}
+			for _, p := range params[:n] {
+				if p == "" || strings.Contains(p, "/") {
+					t.Fatalf("%s: bad param %q", path, p)
+				}
 			}
 		}
 	})
@@ -113,15 +119,18 @@ func checkErrorShape(t *testing.T, status int, body []byte) {
 
 // FuzzRequest drives the real handler with arbitrary method, path, headers
 // and body, for requests that never reach Redis or MySQL: unknown routes,
-// wrong methods and every route without a valid token. The answer is never a
+// wrong methods, every route without a valid token, and the payment notify
+// (its fuzzed signature is never good). The answer is never a
 // 5xx and always the JSON error shape; the handler never panics.
 func FuzzRequest(f *testing.F) {
 	cfg := config.Default()
 	cfg.Dev = false
 	cfg.TokenSecret = "fuzz-secret-0123456789"
+	cfg.PaySecret = "fuzz-pay-secret-0123456789-0123456789"
 	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
 		limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
 	good := s.signer.Sign(1, auth.RoleUser, time.Hour)
+	f.Add("POST", "/api/v1/pay/notify", "", `{"order_id":"P1","status":"success","amount":1,"provider_txn":"t"}`, "")
 	f.Add("POST", "/api/v1/events/1/orders", "", "{}", "")
 	f.Add("POST", "/api/v1/admin/events", "Bearer "+good[:len(good)-2]+"xx", "{}", "k")
 	f.Add("GET", "/api/v1/nope", "", "", "")
@@ -133,10 +142,12 @@ func FuzzRequest(f *testing.F) {
 			return
 		}
 		var params [4]string
-		r, _, _ := match(method, []byte(path), &params)
+		r, _, _ := match(method, []byte(path), &params, false) // s.Handler: the public listener
 		if r != nil {
-			// Only requests the gateway must refuse before any I/O.
-			if r.access == public || (r.access == dev && s.cfg.Dev) {
+			// Only requests the gateway must refuse before any I/O: the
+			// notify is one of them (a bad signature, which a fuzzed one
+			// always is, is refused before the body is read).
+			if (r.access == public && !r.perSource) || (r.access == dev && s.cfg.Dev) {
 				return
 			}
 			if _, err := s.signer.Verify(auth.FromHeader(authz)); err == nil {
@@ -166,3 +177,42 @@ func FuzzRequest(f *testing.F) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// FuzzNotify: the payment provider's callback with any body and any
+// X-Signature that is not the body's HMAC under the pay secret is refused
+// with 401 before the body is read, so it can never credit anything; the
+// answer is the JSON error shape. (Bodies that are signed for real reach
+// MySQL, which e2e covers.)
+func FuzzNotify(f *testing.F) {
+	cfg := config.Default()
+	cfg.TokenSecret = "fuzz-secret-0123456789-0123456789"
+	cfg.PaySecret = "fuzz-pay-secret-0123456789-0123456789"
+	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
+		limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
+	good := `{"order_id":"P0011223344556677","status":"success","amount":600,"provider_txn":"t1"}`
+	f.Add(good, sandbox.Sign(cfg.PaySecret, []byte(good+" ")))
+	f.Add(good, sandbox.Sign("another-secret", []byte(good)))
+	f.Add(good, strings.ToUpper(sandbox.Sign(cfg.PaySecret, []byte(good)))[:63]+"0")
+	f.Add("", "")
+	f.Add("{}", strings.Repeat("0", 64))
+	f.Add(good, "not hex at all")
+	f.Fuzz(func(t *testing.T, body, sig string) {
+		if sig == sandbox.Sign(cfg.PaySecret, []byte(body)) || strings.EqualFold(sig, sandbox.Sign(cfg.PaySecret, []byte(body))) {
+			return // signed for real: not this target's business
+		}
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI("/api/v1/pay/notify")
+		if sig != "" {
+			ctx.Request.Header.Set("X-Signature", sig)
+		}
+		ctx.Request.SetBodyString(body)
+		s.Handler(&ctx)
+		status := ctx.Response.StatusCode()
+		// 413 for a body over the limit comes first; anything else is 401.
+		if status != 401 && !(status == 413 && len(body) > MaxBodySize) {
+			t.Fatalf("notify %q with X-Signature %q: %d %s", body, sig, status, ctx.Response.Body())
+		}
+		checkErrorShape(t, status, ctx.Response.Body())
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/sandbox"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/wallet"
 )
@@ -44,14 +46,25 @@ type Config struct {
 	config.Config
 	// Listener, if set, is served instead of listening on GatewayAddr.
 	Listener net.Listener
+	// InternalListener, if set, serves the internal endpoints (metrics,
+	// readiness details, admin routes) instead of listening on
+	// InternalAddr; with neither, they are not served.
+	InternalListener net.Listener
 	// Limiter decides the per-user rate limits of payments and of the
 	// other routes; nil means the Redis limiter. Orders are limited in
 	// memory and gifts inside the gift-hold script, after the answers
 	// memory can give.
 	Limiter Limiter
-	// ReadTimeout bounds reading one request, from its first byte
-	// (default 10s); IdleTimeout bounds a keep-alive connection's wait for
-	// its next request (default 60s). Tests shorten them.
+	// OrderPayments charges buyers for flash-sale orders (POST
+	// /orders/{no}/pay); nil means the sandbox (sandbox.Charges), which
+	// collects nothing and which New refuses outside dev mode unless
+	// FLASHGATE_SANDBOX_PAYMENTS=1.
+	OrderPayments OrderPayments
+	// ReadTimeout bounds reading one request, from its first byte;
+	// IdleTimeout bounds a keep-alive connection's wait for its next
+	// request. Zero means FLASHGATE_GATEWAY_READ_TIMEOUT and
+	// FLASHGATE_GATEWAY_IDLE_TIMEOUT (10s and 60s when those are zero too).
+	// Tests shorten them.
 	ReadTimeout, IdleTimeout time.Duration
 }
 
@@ -68,17 +81,24 @@ type Server struct {
 	walletLoader *wallet.Loader
 	events       eventCache
 	limiter      Limiter
-	ipLimit      *memLimiter[string] // per client IP, routes without a token
-	orderLim     *memLimiter[int64]  // per user, orders that would reach Redis
+	ipLimit      *memLimiter[netip.Addr] // per client (clientKey), routes without a token
+	// notifyLimit is per source too, for the payment provider's notifies
+	// alone: a crowd of public reads behind the provider's address (or our
+	// own proxy) must never make a notify wait.
+	notifyLimit *memLimiter[netip.Addr]
+	orderLim    *memLimiter[int64] // per user, orders that would reach Redis
 	// produceObs are the produce latency histograms of the hot topics.
 	produceObs map[string]prometheus.Observer
-	inflight   *inflight   // load shedding: see handler.go
-	draining   atomic.Bool // shutting down: answers close their connection
-	ready      obs.Readiness
-	payments   sandboxPayments
-	pay        payState  // recharge and withdrawals: see pay.go
-	gifts      giftState // live-room gifts and wallet: see gifts.go
-	now        func() time.Time
+	inflight   *inflight // load shedding: see handler.go
+	// largeBodies are the slots of requests whose body over MaxBodySize is
+	// read to answer a clean 413 (conns.go).
+	largeBodies *largeBodySlots
+	draining    atomic.Bool // shutting down: answers close their connection
+	ready       obs.Readiness
+	payments    OrderPayments
+	pay         payState  // recharge and withdrawals: see pay.go
+	gifts       giftState // live-room gifts and wallet: see gifts.go
+	now         func() time.Time
 
 	bg sync.WaitGroup
 }
@@ -88,16 +108,26 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.ValidateGateway(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil), limiter: cfg.Limiter, now: time.Now}
+	s := &Server{cfg: cfg, log: log, signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil).WithMaxTTL(cfg.TokenMaxTTL), limiter: cfg.Limiter, now: time.Now}
+	if s.payments = cfg.OrderPayments; s.payments == nil {
+		if err := cfg.ValidateSandbox("gateway"); err != nil {
+			return nil, err
+		}
+		s.payments = sandbox.Charges{}
+		if !cfg.Dev {
+			log.Warn(config.SandboxWarning("gateway"))
+		}
+	}
 	var err error
-	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
+	if s.redis, err = store.Dial(cfg.Config); err != nil {
 		return nil, err
 	}
 	if s.limiter == nil {
 		s.limiter = NewRedisLimiter(s.redis, cfg.Config)
 	}
-	s.ipLimit = newMemLimiter[string](cfg.RateIP)
-	s.orderLim = newMemLimiter[int64](cfg.RateOrder)
+	s.ipLimit = newMemLimiter(cfg.RateIP, hashAddr, 0)
+	s.notifyLimit = newMemLimiter(cfg.RateNotify, hashAddr, 0)
+	s.orderLim = newMemLimiter(cfg.RateOrder, hashUser, 0)
 	s.produceObs = map[string]prometheus.Observer{}
 	for _, t := range []string{cfg.OrdersTopic(), cfg.GiftsTopic()} {
 		s.produceObs[t] = obs.KafkaProduceSeconds.WithLabelValues(t)
@@ -106,6 +136,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.gifts.limit = store.Limit{PerSecond: cfg.RateGift.PerSecond, Burst: cfg.RateGift.Burst}
 	}
 	s.inflight = newInflight(cfg.InflightBudgets(), cfg.InflightWait)
+	s.largeBodies = newLargeBodySlots(2*cmp.Or(cfg.ReadTimeout, cfg.GatewayReadTimeout, 10*time.Second) + 30*time.Second)
 	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()
 		return nil, err
@@ -164,16 +195,42 @@ func (s *Server) Close() {
 // flushes.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "gateway")
+	closeListeners := func() {
+		for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+		if l == nil {
+			continue
+		}
+		if err := cfg.CheckDevListener("gateway", l.Addr()); err != nil {
+			closeListeners()
+			return err
+		}
+	}
 	s, err := New(ctx, cfg, log)
 	if err != nil {
+		closeListeners()
 		return err
 	}
 	defer s.Close()
+	cfg.LogStartup(log)
 
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.GatewayAddr); err != nil {
+			closeListeners()
 			return fmt.Errorf("cannot listen on %s: %w", cfg.GatewayAddr, err)
+		}
+	}
+	iln := cfg.InternalListener
+	if iln == nil && cfg.InternalAddr != "" {
+		if iln, err = net.Listen("tcp", cfg.InternalAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("cannot listen on %s (FLASHGATE_INTERNAL_ADDR): %w", cfg.InternalAddr, err)
 		}
 	}
 	bgctx, stopBg := context.WithCancel(context.Background())
@@ -193,13 +250,30 @@ func Run(ctx context.Context, cfg Config) error {
 
 	srv := s.HTTPServer()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(countingListener{ln}) }()
+	limits := &connLimits{max: cfg.GatewayMaxConns, perIP: cfg.GatewayMaxConnsPerIP}
+	go func() { errc <- srv.Serve(countingListener{Listener: ln, limits: limits}) }()
+	var isrv *fasthttp.Server
+	ierrc := make(chan error, 1)
+	internalAddr := "none"
+	if iln != nil {
+		isrv = s.InternalHTTPServer()
+		internalAddr = iln.Addr().String()
+		go func() { ierrc <- isrv.Serve(iln) }()
+	}
 	b := cfg.InflightBudgets()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "dev", cfg.Dev, "max_inflight", b.Total,
+	log.Info("gateway listening", "addr", ln.Addr().String(), "internal_addr", internalAddr, "dev", cfg.Dev, "max_inflight", b.Total,
 		"inflight_orders", b.Orders, "inflight_gifts", b.Gifts, "inflight_reads", b.Reads, "inflight_payments", b.Payments)
 
 	select {
 	case err = <-errc:
+	case err = <-ierrc:
+		// The internal listener failed: stop serving the public one too.
+		srv.Shutdown()
+		<-errc
+		isrv = nil
+		if err == nil {
+			err = errors.New("the internal listener stopped")
+		}
 	case <-ctx.Done():
 		s.ready.Drain()
 		s.draining.Store(true)
@@ -223,6 +297,16 @@ func Run(ctx context.Context, cfg Config) error {
 		cancel()
 		err = <-errc
 	}
+	if isrv != nil {
+		// The internal listener goes last: metrics and readiness stay
+		// readable while the public one drains.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		isrv.ShutdownWithContext(sctx)
+		cancel()
+		if ierr := <-ierrc; err == nil && ierr != nil && !errors.Is(ierr, context.Canceled) {
+			err = ierr
+		}
+	}
 	stopBg()
 	s.bg.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -237,18 +321,40 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// HTTPServer returns the fasthttp server for this gateway.
+// InternalHTTPServer returns the fasthttp server of the internal listener.
+func (s *Server) InternalHTTPServer() *fasthttp.Server {
+	srv := s.HTTPServer()
+	srv.Handler = s.InternalHandler
+	return srv
+}
+
+// HTTPServer returns the fasthttp server for this gateway's public listener.
 func (s *Server) HTTPServer() *fasthttp.Server {
+	maxConns := cmp.Or(s.cfg.GatewayMaxConns, 16384)
 	return &fasthttp.Server{
 		Handler:               s.Handler,
 		Name:                  "flashgate",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
-		MaxRequestBodySize:    readBodySize,
-		ReadTimeout:           cmp.Or(s.cfg.ReadTimeout, 10*time.Second),
-		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           cmp.Or(s.cfg.IdleTimeout, 60*time.Second),
-		ErrorHandler:          s.transportError,
+		// A body is read up to MaxBodySize, or up to readBodySize with a
+		// largeBodies slot (headerReceived), before any handler runs.
+		MaxRequestBodySize:           MaxBodySize,
+		HeaderReceived:               s.headerReceived,
+		DisablePreParseMultipartForm: true,
+		// The request line and headers must fit the read buffer.
+		ReadBufferSize: cmp.Or(s.cfg.GatewayMaxHeaderBytes, 4096),
+		// The listener refuses connections past GatewayMaxConns with a JSON
+		// 503 first; this is fasthttp's own bound on its workers, a little
+		// above, for the connections closing meanwhile.
+		Concurrency:  maxConns + maxConns/16 + 16,
+		ReadTimeout:  cmp.Or(s.cfg.ReadTimeout, s.cfg.GatewayReadTimeout, 10*time.Second),
+		WriteTimeout: 10 * time.Second,
+		IdleTimeout:  cmp.Or(s.cfg.IdleTimeout, s.cfg.GatewayIdleTimeout, 60*time.Second),
+		ErrorHandler: s.transportError,
+		// fasthttp's own log lines through slog, scrubbed and sampled,
+		// never with the raw header bytes of a request it could not parse.
+		Logger:                newFasthttpLogger(s.log),
+		SecureErrorLogMessage: true,
 		ReduceMemoryUsage:     false,
 	}
 }

@@ -77,6 +77,9 @@ type catalogGift struct {
 	Name      string `db:"name" json:"name"`
 	Price     int64  `db:"price" json:"price"`
 	EffectURL string `db:"effect_url" json:"effect_url"`
+	// Version is the gift_prices row of this price, which gift records
+	// carry so that the worker can check their coins.
+	Version int64 `db:"version" json:"-"`
 }
 
 // giftCatalog is one snapshot of the active gifts.
@@ -90,9 +93,28 @@ func (s *Server) refreshGifts(ctx context.Context) error {
 	var gifts []catalogGift
 	// The CHECK on price makes "price > 0" redundant, unless someone dropped
 	// it; a free gift would let anyone flood a room without coins.
-	if err := s.sql.SelectContext(ctx, &gifts,
-		"SELECT id, name, price, effect_url FROM gifts WHERE active = 1 AND price > 0 ORDER BY price, id"); err != nil {
+	const q = `SELECT g.id, g.name, g.price, g.effect_url, COALESCE(p.id, 0) AS version
+		FROM gifts g LEFT JOIN gift_prices p ON p.gift_id = g.id AND p.price = g.price
+		WHERE g.active = 1 AND g.price > 0 ORDER BY g.price, g.id`
+	if err := s.sql.SelectContext(ctx, &gifts, q); err != nil {
 		return err
+	}
+	// A price nobody served before gets its catalog version before any gift
+	// is held at it, so that the worker can check those gifts' coins.
+	fresh := false
+	for _, g := range gifts {
+		if g.Version == 0 {
+			if _, err := s.sql.ExecContext(ctx, "INSERT IGNORE INTO gift_prices (gift_id, price) VALUES (?, ?)", g.ID, g.Price); err != nil {
+				return err
+			}
+			fresh = true
+		}
+	}
+	if fresh {
+		gifts = gifts[:0]
+		if err := s.sql.SelectContext(ctx, &gifts, q); err != nil {
+			return err
+		}
 	}
 	c := &giftCatalog{byID: make(map[int64]*catalogGift, len(gifts))}
 	for i := range gifts {
@@ -260,7 +282,7 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 
 	if err := s.produce(ctx, bus.GiftRecord(s.cfg.GiftsTopic(), bus.Gift{
 		Ticket: ticket, RoomID: g.RoomID, SenderID: g.SenderID, ReceiverID: g.ReceiverID, GiftID: gift.ID,
-		Count: g.Count, Coins: coins, EffectURL: gift.EffectURL, HeldAt: res.HeldAt.UnixMilli(),
+		Count: g.Count, Coins: coins, CatalogVersion: gift.Version, EffectURL: gift.EffectURL, HeldAt: res.HeldAt.UnixMilli(),
 		IdemKey: idemKey, Balance: res.Balance,
 	})); err != nil {
 		undone, uerr := s.undoGift(g.SenderID, ticket, idemKey)

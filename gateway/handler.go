@@ -149,9 +149,13 @@ type reqCtx struct {
 // otherwise be allocated per request. No handler keeps it past its return.
 var reqCtxPool = sync.Pool{New: func() any { return new(reqCtx) }}
 
-// Handler is the fasthttp entry point.
+// Handler is the fasthttp entry point of the public listener: the API
+// without the admin routes, /healthz, and a /readyz that says ready or not
+// and nothing more. Metrics, readiness details and admin routes are on the
+// internal listener (InternalHandler) only.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
-	s.handle(ctx)
+	s.handle(ctx, false)
+	s.releaseLargeBody(ctx)
 	if s.draining.Load() {
 		// Clients on keep-alive connections reconnect, through the load
 		// balancer that no longer sends them here, before the listener
@@ -160,7 +164,15 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+// InternalHandler is the fasthttp entry point of the internal listener
+// (FLASHGATE_INTERNAL_ADDR): /healthz, /readyz with the failing dependency,
+// /metrics and the admin routes, which still need an admin token.
+func (s *Server) InternalHandler(ctx *fasthttp.RequestCtx) {
+	s.handle(ctx, true)
+	s.releaseLargeBody(ctx)
+}
+
+func (s *Server) handle(ctx *fasthttp.RequestCtx, internal bool) {
 	path := ctx.Path()
 	switch string(path) {
 	case "/healthz":
@@ -168,16 +180,18 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(`{"status":"ok"}`)
 		return
 	case "/readyz":
-		s.readyz(ctx)
+		s.readyz(ctx, internal)
 		return
 	case "/metrics":
-		metricsHandler(ctx)
-		return
+		if internal {
+			metricsHandler(ctx)
+			return
+		}
 	}
 	rc := reqCtxPool.Get().(*reqCtx)
 	*rc = reqCtx{RequestCtx: ctx}
 	defer reqCtxPool.Put(rc)
-	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params)
+	r, _, wrongMethod := match(string(ctx.Method()), path, &rc.params, internal)
 	budget, pattern := budgetMemory, "unmatched"
 	if r != nil {
 		budget, pattern = r.budget, r.pattern
@@ -274,9 +288,13 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 		}
 		// Dev routes exist only in dev mode, where a load test's setup
 		// mints thousands of tokens from one host; they are not limited.
-		if r.access == public {
-			if wait := s.ipLimit.allow(string(rc.RemoteIP().To16()), time.Now().UnixNano()); wait > 0 {
-				rateLimited.WithLabelValues(r.class.String(), "ip").Inc()
+		lim, source := s.ipLimit, "ip"
+		if r.perSource {
+			lim, source = s.notifyLimit, "notify_source"
+		}
+		if r.access == public && lim != nil {
+			if wait := lim.allow(clientKey(s.clientAddr(rc.RequestCtx)), time.Now().UnixNano()); wait > 0 {
+				rateLimited.WithLabelValues(r.class.String(), source).Inc()
 				return retryAfter(wait)
 			}
 		}
@@ -309,11 +327,19 @@ func (s *Server) authorize(rc *reqCtx, r *route) *apierr.Error {
 	return nil
 }
 
-func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
+// notReady is the public /readyz's 503: which dependency failed, and its
+// address, is for the internal listener and the logs only.
+var notReady = apierr.Unavailable.With("not ready")
+
+func (s *Server) readyz(ctx *fasthttp.RequestCtx, detailed bool) {
 	c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := s.ready.Ready(c); err != nil {
-		s.fail(ctx, "/readyz", apierr.Unavailable.With("not ready: "+err.Error()))
+		if detailed {
+			s.fail(ctx, "/readyz", apierr.Unavailable.With("not ready: "+err.Error()))
+		} else {
+			s.fail(ctx, "/readyz", notReady)
+		}
 		return
 	}
 	ctx.SetContentType("application/json")

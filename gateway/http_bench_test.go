@@ -104,7 +104,7 @@ func serveBench(b *testing.B, srv *fasthttp.Server) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.Serve(countingListener{ln})
+	go srv.Serve(countingListener{Listener: ln})
 	b.Cleanup(func() { srv.Shutdown() })
 	return ln.Addr().String()
 }

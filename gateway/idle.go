@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"sync/atomic"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgate/flashgate/internal/apierr"
+	"github.com/flashgate/flashgate/internal/clientip"
 	"github.com/flashgate/flashgate/internal/obs"
 )
 
@@ -34,21 +36,47 @@ var idleClosed = promauto.NewCounter(prometheus.CounterOpts{
 	Help: "Connections closed without an answer because no byte of a request arrived before the read timeout.",
 })
 
-// countingListener wraps accepted connections in countingConn.
-type countingListener struct{ net.Listener }
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &countingConn{Conn: c}, nil
+// countingListener wraps accepted connections in countingConn, and applies
+// the connection limits (conns.go) when it has them.
+type countingListener struct {
+	net.Listener
+	limits *connLimits
 }
 
-// countingConn counts the bytes read from a connection.
+func (l countingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.limits == nil {
+			return &countingConn{Conn: c}, nil
+		}
+		peer := clientip.AddrOf(c.RemoteAddr())
+		if answer, reason := l.limits.acquire(peer); answer != nil {
+			connsRefused.WithLabelValues(reason).Inc()
+			go refuse(c, answer)
+			continue
+		}
+		return &countingConn{Conn: c, limits: l.limits, peer: peer}, nil
+	}
+}
+
+// countingConn counts the bytes read from a connection, and gives its place
+// under the connection limits back when it closes.
 type countingConn struct {
 	net.Conn
-	read atomic.Int64
+	read   atomic.Int64
+	limits *connLimits
+	peer   netip.Addr
+	closed atomic.Bool
+}
+
+func (c *countingConn) Close() error {
+	if c.limits != nil && c.closed.CompareAndSwap(false, true) {
+		c.limits.release(c.peer)
+	}
+	return c.Conn.Close()
 }
 
 func (c *countingConn) Read(b []byte) (int, error) {
@@ -69,6 +97,7 @@ func isTimeout(err error) bool {
 // closing the connection. A connection that timed out before sending a
 // byte is closed without an answer.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
+	s.releaseLargeBodyAfterError(ctx)
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		s.fail(ctx, "", apierr.BodyTooLarge)

@@ -27,7 +27,7 @@ func idleServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	srv := s.HTTPServer()
-	go srv.Serve(countingListener{ln})
+	go srv.Serve(countingListener{Listener: ln})
 	t.Cleanup(func() { srv.Shutdown() })
 	return ln.Addr().String()
 }

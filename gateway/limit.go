@@ -44,7 +44,7 @@ func (allowAll) Allow(context.Context, int64, RateClass) (time.Duration, error) 
 
 var rateLimited = promauto.NewCounterVec(prometheus.CounterOpts{
 	Namespace: obs.Namespace, Subsystem: "gateway", Name: "rate_limited_total",
-	Help: "Requests refused with 429, by rate class and by where the decision came from (redis, cache, ip).",
+	Help: "Requests refused with 429, by rate class and by where the decision came from (redis, cache, memory, ip, notify_source).",
 }, []string{"class", "source"})
 
 // RedisLimiter enforces per-user limits across all gateway replicas with the
@@ -135,23 +135,58 @@ func (d *denyCache) put(k denyKey, until int64) {
 	d.mu.Unlock()
 }
 
-// memLimiter is a GCRA kept in this gateway's memory, per client IP (routes
+// memLimiter is a GCRA kept in this gateway's memory, per client (routes
 // without a token) or per user (orders). It is per replica: it only has to
 // stop one noisy client before it costs Redis anything.
+//
+// Its memory is bounded whatever the keys: at most maxKeys of them, over
+// limiterShards maps with a lock each (so public requests do not all queue
+// on one mutex, and a sweep walks one shard). A key whose time has passed
+// holds nothing and is dropped by the next sweep of its shard; a new key in
+// a full shard first sweeps it (at most once a second) and then, if it is
+// still full, forgets an arbitrary key, which at worst lets that one client
+// start a fresh burst. A flood of made-up addresses can so make the limit
+// leakier, but never grow the map or lock real clients out.
 type memLimiter[K comparable] struct {
 	interval, limit int64 // nanoseconds
-	mu              sync.Mutex
-	tat             map[K]int64
-	swept           int64
+	perShard        int
+	hash            func(K) uint64
+	shards          [limiterShards]limiterShard[K]
 }
 
-// newMemLimiter returns nil, no limit, when the rate is off.
-func newMemLimiter[K comparable](r config.Rate) *memLimiter[K] {
+type limiterShard[K comparable] struct {
+	mu    sync.Mutex
+	tat   map[K]int64
+	swept int64
+}
+
+const (
+	limiterShards = 16
+	// limiterKeys is the most keys a limiter holds: about 7 MiB of IPv6
+	// keys.
+	limiterKeys = 1 << 17
+)
+
+var limiterEvictions = promauto.NewCounter(prometheus.CounterOpts{
+	Namespace: obs.Namespace, Subsystem: "gateway", Name: "rate_limiter_evictions_total",
+	Help: "Clients or users an in-memory rate limiter forgot before their time because it was full (a flood of distinct addresses).",
+})
+
+// newMemLimiter returns nil, no limit, when the rate is off. It holds at most
+// maxKeys keys (limiterKeys when zero).
+func newMemLimiter[K comparable](r config.Rate, hash func(K) uint64, maxKeys int) *memLimiter[K] {
 	if r.Off() {
 		return nil
 	}
+	if maxKeys <= 0 {
+		maxKeys = limiterKeys
+	}
 	iv := int64(float64(time.Second) / r.PerSecond)
-	return &memLimiter[K]{interval: iv, limit: iv * int64(r.Burst), tat: map[K]int64{}}
+	l := &memLimiter[K]{interval: iv, limit: iv * int64(r.Burst), hash: hash, perShard: max(1, maxKeys/limiterShards)}
+	for i := range l.shards {
+		l.shards[i].tat = map[K]int64{}
+	}
+	return l
 }
 
 // allow returns 0 or how long the client must wait. A nil limiter allows.
@@ -159,21 +194,51 @@ func (l *memLimiter[K]) allow(key K, now int64) time.Duration {
 	if l == nil {
 		return 0
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	tat := max(l.tat[key], now)
+	sh := &l.shards[l.hash(key)>>32%limiterShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old, known := sh.tat[key]
+	tat := max(old, now)
 	next := tat + l.interval
 	if next-now > l.limit {
 		return time.Duration(next - now - l.limit)
 	}
-	l.tat[key] = next
-	if now-l.swept > int64(10*time.Second) {
-		l.swept = now
-		for k, t := range l.tat {
-			if t < now {
-				delete(l.tat, k)
+	if !known && len(sh.tat) >= l.perShard {
+		if now-sh.swept > int64(time.Second) {
+			sh.sweep(now)
+		}
+		for k := range sh.tat {
+			if len(sh.tat) < l.perShard {
+				break
 			}
+			delete(sh.tat, k)
+			limiterEvictions.Inc()
 		}
 	}
+	sh.tat[key] = next
+	if now-sh.swept > int64(10*time.Second) {
+		sh.sweep(now)
+	}
 	return 0
+}
+
+// sweep drops the keys whose time has passed: they hold no debt.
+func (sh *limiterShard[K]) sweep(now int64) {
+	sh.swept = now
+	for k, t := range sh.tat {
+		if t < now {
+			delete(sh.tat, k)
+		}
+	}
+}
+
+// size is how many keys the limiter holds.
+func (l *memLimiter[K]) size() int {
+	n := 0
+	for i := range l.shards {
+		l.shards[i].mu.Lock()
+		n += len(l.shards[i].tat)
+		l.shards[i].mu.Unlock()
+	}
+	return n
 }

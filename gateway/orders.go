@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
+	"github.com/flashgate/flashgate/internal/sandbox"
 	"github.com/flashgate/flashgate/internal/store"
 )
 
@@ -390,10 +389,19 @@ func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
 	if e != nil {
 		return e
 	}
-	txn := s.payments.charge(o.OrderNo, o.Price)
+	txn, err := s.payments.Charge(ctx, o.OrderNo, o.UserID, o.Price)
+	if err != nil {
+		s.log.Warn("payment provider refused or failed a charge", "order", o.OrderNo, "err", err)
+		return apierr.Unavailable.With("the payment provider did not confirm the charge; the order is still unpaid")
+	}
 	paid, err := s.db.PayOrder(ctx, o.OrderNo, o.UserID, txn)
 	if errors.Is(err, db.ErrInvalidState) {
-		// Expired (or cancelled) first: the sandbox charge is void.
+		// Expired (or cancelled) between the check and the charge: give
+		// the money back.
+		if rerr := s.payments.Refund(ctx, o.OrderNo, txn, o.Price); rerr != nil {
+			s.log.Error("charged an order that could not be paid, and the refund failed: refund it by hand",
+				"order", o.OrderNo, "txn", txn, "amount", o.Price, "err", rerr)
+		}
 		cur, _ := s.db.Order(ctx, o.OrderNo)
 		return apierr.InvalidState.With("the order is " + orDefault(cur.Status, "no longer unpaid"))
 	}
@@ -439,12 +447,30 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// sandboxPayments is the built-in sandbox payment provider: every charge
-// succeeds and gets a transaction id.
-type sandboxPayments struct{}
-
-func (sandboxPayments) charge(orderNo string, amount int64) string {
-	var b [8]byte
-	rand.Read(b[:])
-	return "sbx_" + hex.EncodeToString(b[:])
+// OrderPayments is the provider that POST /orders/{no}/pay charges the
+// buyer through: the seam where a real payment provider plugs in
+// (Config.OrderPayments). The gateway marks an order paid only after Charge
+// returned a transaction, and never leaves money collected for an order it
+// could not mark paid, on this contract:
+//
+//   - Charge collects amount (minor units) from userID for the order and
+//     returns the provider's transaction id once the money is collected.
+//     It charges one order number at most once: a repeat returns the first
+//     charge's transaction and collects nothing more, so a client that
+//     retries after a 503 is never charged twice. An error means nothing
+//     was collected by this call (a charge made by an earlier call stays,
+//     and the next call returns it).
+//   - Refund gives back the charge txn of an order that expired or was
+//     cancelled between the charge and the payment being recorded. It is
+//     idempotent per order number and returns nil once the money is back
+//     (or was never collected).
+//
+// Each call gets the request's deadline (5 s in all). The built-in provider
+// is sandbox.Charges, which collects nothing: outside dev mode the gateway
+// runs with it only when FLASHGATE_SANDBOX_PAYMENTS=1.
+type OrderPayments interface {
+	Charge(ctx context.Context, orderNo string, userID, amount int64) (txn string, err error)
+	Refund(ctx context.Context, orderNo, txn string, amount int64) error
 }
+
+var _ OrderPayments = sandbox.Charges{}

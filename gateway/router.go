@@ -29,6 +29,9 @@ type route struct {
 	// sheds those and never the order and gift paths. Zero (budgetMemory)
 	// is for routes answered from memory alone.
 	budget budgetClass
+	// perSource: a public route limited per source by its own limiter
+	// (FLASHGATE_RATE_NOTIFY), not by the per-client bucket of public reads.
+	perSource bool
 	// limitLate: the handler applies the user's rate limit itself, after
 	// the answers memory can give (sold out, not started, bad input), so
 	// that those cost no Redis call and an accepted request one.
@@ -65,7 +68,7 @@ var routes = []*route{
 	{method: "GET", pattern: "/api/v1/pay/products", budget: budgetReads, handle: (*Server).listPayProducts},
 	{method: "POST", pattern: "/api/v1/pay/orders", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).createPayOrder},
 	{method: "GET", pattern: "/api/v1/pay/orders/{order_id}", access: user, budget: budgetReads, handle: (*Server).getPayOrder},
-	{method: "POST", pattern: "/api/v1/pay/notify", budget: budgetPayments, handle: (*Server).payNotify},
+	{method: "POST", pattern: "/api/v1/pay/notify", budget: budgetPayments, perSource: true, handle: (*Server).payNotify},
 	{method: "POST", pattern: "/api/v1/dev/pay/orders/{order_id}/complete", access: dev, budget: budgetPayments, handle: (*Server).devCompletePayOrder},
 	{method: "POST", pattern: "/api/v1/withdrawals", access: user, class: ClassPay, budget: budgetPayments, handle: (*Server).createWithdrawal},
 	{method: "GET", pattern: "/api/v1/withdrawals/{withdrawal_id}", access: user, budget: budgetReads, handle: (*Server).getWithdrawal},
@@ -78,8 +81,8 @@ func init() {
 	}
 }
 
-// RouteTable lists every /api/v1 endpoint the gateway serves, for the
-// OpenAPI document's test and for --help.
+// RouteTable lists every /api/v1 endpoint the gateway serves, on either
+// listener, for the OpenAPI document's test and for --help.
 func RouteTable() []Route {
 	out := make([]Route, len(routes))
 	for i, r := range routes {
@@ -88,10 +91,12 @@ func RouteTable() []Route {
 	return out
 }
 
-// match finds the route for a path. It returns the route for the method, or
-// nil with methodMismatch=true when the path exists for other methods only.
-// params receives the values of the pattern's {parameters}.
-func match(method string, path []byte, params *[4]string) (r *route, n int, methodMismatch bool) {
+// match finds the route for a path among those of one listener: the admin
+// routes on the internal one, all others on the public one. It returns the
+// route for the method, or nil with methodMismatch=true when the path exists
+// for other methods only. params receives the values of the pattern's
+// {parameters}.
+func match(method string, path []byte, params *[4]string, internal bool) (r *route, n int, methodMismatch bool) {
 	if len(path) == 0 || path[0] != '/' {
 		return nil, 0, false
 	}
@@ -113,7 +118,7 @@ func match(method string, path []byte, params *[4]string) (r *route, n int, meth
 		p = p[i+1:]
 	}
 	for _, cand := range routes {
-		if len(cand.segs) != ns {
+		if len(cand.segs) != ns || (cand.access == admin) != internal {
 			continue
 		}
 		k := 0

@@ -3,6 +3,7 @@ package worker
 import (
 	"database/sql"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -215,5 +216,34 @@ func TestDecideGifts(t *testing.T) {
 	p = decideGifts([]bus.Gift{k}, nil, giftState{wallets: wallets()})
 	if tk := p.write.Tickets[0]; tk.IdemKey != "k" || tk.Balance != 9 {
 		t.Errorf("ticket row %+v, want the key and its balance", tk)
+	}
+}
+
+func TestGiftCoinsWrong(t *testing.T) {
+	versions := map[int64]giftPrice{10: {GiftID: 1, Price: 1}, 11: {GiftID: 1, Price: 2}, 20: {GiftID: 3, Price: 100}}
+	current := map[int64]int64{1: 2}
+	g := func(gift, count, coins, version int64) bus.Gift {
+		return bus.Gift{Ticket: "g5-0011223344556677", SenderID: 5, ReceiverID: 7, GiftID: gift, Count: count, Coins: coins, CatalogVersion: version}
+	}
+	for _, tc := range []struct {
+		name string
+		g    bus.Gift
+		ok   bool
+	}{
+		{"old version", g(1, 3, 3, 10), true},
+		{"new version", g(1, 3, 6, 11), true},
+		{"no version, current price", g(1, 3, 6, 0), true},
+		{"no version, old price", g(1, 3, 3, 0), false},
+		{"coins not price times count", g(1, 3, 4, 10), false},
+		{"unknown version", g(1, 1, 1, 99), false},
+		{"another gift's version", g(1, 1, 100, 20), false},
+		{"unknown gift, no version", g(4, 1, 1000, 0), false},
+		{"overflow", g(3, math.MaxInt64/50, 0, 20), false},
+		{"abort marker", bus.Gift{Ticket: "g5-0011223344556677", SenderID: 5, Abort: true}, true},
+		{"to its own sender", bus.Gift{Ticket: "g5-0011223344556677", SenderID: 5, ReceiverID: 5, GiftID: 1, Count: 1, Coins: 1, CatalogVersion: 10}, false},
+	} {
+		if why := giftCoinsWrong(tc.g, versions, current); (why == "") != tc.ok {
+			t.Errorf("%s: giftCoinsWrong = %q, want ok %v", tc.name, why, tc.ok)
+		}
 	}
 }

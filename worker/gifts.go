@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -37,6 +39,10 @@ var (
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "gift_tickets_total",
 		Help: "Gift tickets decided, by status and reason (replays of decided tickets are not counted).",
 	}, []string{"status", "reason"})
+	invalidGifts = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "gifts_invalid_total",
+		Help: "Gift records failed as invalid because their coins are not their catalog price times their count (or they are a gift to the sender): a producer other than the gateway wrote to the gifts topic. Should stay 0.",
+	})
 	giftCommitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "gift_mysql_commit_seconds",
 		Help: "Time to write one chunk of gifts to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -147,6 +153,22 @@ func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
 	if err != nil {
 		return err
 	}
+	// The coins in a record are not trusted: anyone who can produce to the
+	// topic could otherwise move any balance to any receiver.
+	gifts, invalid, err := w.checkGiftCoins(ctx, gifts)
+	if err != nil {
+		return err
+	}
+	var bad []giftOutcome
+	for _, iv := range invalid {
+		w.log.Error("gift record disagrees with the catalog; failing it as invalid", "ticket", iv.gift.Ticket, "why", iv.why)
+		invalidGifts.Inc()
+		o, err := w.failInvalidGift(ctx, iv.gift, "invalid: "+iv.why)
+		if err != nil {
+			return err
+		}
+		bad = append(bad, o)
+	}
 	outs, err := writeBatch(ctx, w, "write gifts to MySQL", gifts,
 		func(ctx context.Context, part []bus.Gift) ([]giftOutcome, error) {
 			return w.writeGifts(ctx, part, aborted)
@@ -155,7 +177,136 @@ func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
 	if err != nil {
 		return err
 	}
-	return w.publishGifts(ctx, outs)
+	return w.publishGifts(ctx, append(outs, bad...))
+}
+
+// invalidGift is a gift record whose coins the catalog does not back.
+type invalidGift struct {
+	gift bus.Gift
+	why  string
+}
+
+// giftPrice is one catalog version: a gift's price at some time.
+type giftPrice struct {
+	GiftID int64 `db:"gift_id"`
+	Price  int64 `db:"price"`
+}
+
+// giftPrices caches catalog versions, which never change once written.
+type giftPrices struct {
+	mu sync.Mutex
+	m  map[int64]giftPrice // by gift_prices.id
+}
+
+// checkGiftCoins splits gifts into those whose coins are the price of their
+// catalog version times their count, from a sender to someone else, and
+// the rest. A record without a version (from a gateway older than versions)
+// is checked against the gift's current price. Abort markers carry no
+// coins and pass.
+func (w *Worker) checkGiftCoins(ctx context.Context, gifts []bus.Gift) ([]bus.Gift, []invalidGift, error) {
+	var missing, current []int64
+	w.prices.mu.Lock()
+	if w.prices.m == nil {
+		w.prices.m = map[int64]giftPrice{}
+	}
+	for _, g := range gifts {
+		switch {
+		case g.Abort:
+		case g.CatalogVersion == 0:
+			current = append(current, g.GiftID)
+		default:
+			if _, ok := w.prices.m[g.CatalogVersion]; !ok {
+				missing = append(missing, g.CatalogVersion)
+			}
+		}
+	}
+	w.prices.mu.Unlock()
+	now := map[int64]int64{} // gift id → current price, for unversioned records
+	if len(missing) > 0 || len(current) > 0 {
+		err := w.retry(ctx, "read gift prices", func() error {
+			if len(missing) > 0 {
+				var rows []struct {
+					ID int64 `db:"id"`
+					giftPrice
+				}
+				q, args, err := sqlx.In("SELECT id, gift_id, price FROM gift_prices WHERE id IN (?)", missing)
+				if err != nil {
+					return err
+				}
+				if err := w.sql.SelectContext(ctx, &rows, q, args...); err != nil {
+					return err
+				}
+				w.prices.mu.Lock()
+				for _, r := range rows {
+					w.prices.m[r.ID] = r.giftPrice
+				}
+				w.prices.mu.Unlock()
+			}
+			if len(current) > 0 {
+				var rows []struct {
+					ID    int64 `db:"id"`
+					Price int64 `db:"price"`
+				}
+				q, args, err := sqlx.In("SELECT id, price FROM gifts WHERE id IN (?)", current)
+				if err != nil {
+					return err
+				}
+				if err := w.sql.SelectContext(ctx, &rows, q, args...); err != nil {
+					return err
+				}
+				for _, r := range rows {
+					now[r.ID] = r.Price
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	good := gifts[:0:0]
+	var bad []invalidGift
+	w.prices.mu.Lock()
+	defer w.prices.mu.Unlock()
+	for _, g := range gifts {
+		if why := giftCoinsWrong(g, w.prices.m, now); why != "" {
+			bad = append(bad, invalidGift{g, why})
+			continue
+		}
+		good = append(good, g)
+	}
+	return good, bad, nil
+}
+
+// giftCoinsWrong says what is wrong with g's coins, "" when nothing is.
+func giftCoinsWrong(g bus.Gift, versions map[int64]giftPrice, current map[int64]int64) string {
+	if g.Abort {
+		return ""
+	}
+	if g.ReceiverID == g.SenderID {
+		return "a gift to its own sender"
+	}
+	var price int64
+	if g.CatalogVersion == 0 {
+		p, ok := current[g.GiftID]
+		if !ok {
+			return fmt.Sprintf("gift %d is not in the catalog", g.GiftID)
+		}
+		price = p
+	} else {
+		v, ok := versions[g.CatalogVersion]
+		switch {
+		case !ok:
+			return fmt.Sprintf("catalog version %d does not exist", g.CatalogVersion)
+		case v.GiftID != g.GiftID:
+			return fmt.Sprintf("catalog version %d is of gift %d, not %d", g.CatalogVersion, v.GiftID, g.GiftID)
+		}
+		price = v.Price
+	}
+	if price <= 0 || g.Count > math.MaxInt64/price || price*g.Count != g.Coins {
+		return fmt.Sprintf("coins %d are not the price %d times the count %d", g.Coins, price, g.Count)
+	}
+	return ""
 }
 
 // writeGifts decides a chunk under the locks of the wallets it changes and
@@ -233,8 +384,15 @@ func ticketStatus(succeeded bool) string {
 // fails its ticket as invalid, so it does not stay pending and its coins
 // come back.
 func (w *Worker) poisonGift(ctx context.Context, g bus.Gift, cause error) (giftOutcome, error) {
+	return w.failInvalidGift(ctx, g, "mysql refused the gift: "+cause.Error())
+}
+
+// failInvalidGift dead-letters g with the reason why and fails its ticket
+// as invalid (unless it was decided already), so that it does not stay
+// pending and any coins held for it come back.
+func (w *Worker) failInvalidGift(ctx context.Context, g bus.Gift, why string) (giftOutcome, error) {
 	v, _ := json.Marshal(g)
-	if err := w.deadLetter(ctx, w.cfg.GiftsDLQTopic(), v, "mysql refused the gift: "+cause.Error()); err != nil {
+	if err := w.deadLetter(ctx, w.cfg.GiftsDLQTopic(), v, why); err != nil {
 		return giftOutcome{}, err
 	}
 	var d db.Ticket

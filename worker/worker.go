@@ -35,7 +35,9 @@ type Config struct {
 	// Listener, if set, serves health and metrics instead of WorkerAddr.
 	Listener net.Listener
 	// PayoutProvider pays withdrawals out; nil means the built-in sandbox
-	// provider (internal/sandbox), which records payouts in MySQL.
+	// provider (internal/sandbox), which records payouts in MySQL and sends
+	// no money, and which New refuses outside dev mode unless
+	// FLASHGATE_SANDBOX_PAYMENTS=1.
 	PayoutProvider PayoutProvider
 }
 
@@ -53,6 +55,8 @@ type Worker struct {
 	// outlives the context that stops polling by FLASHGATE_SHUTDOWN_TIMEOUT,
 	// so a shutdown finishes and commits the batch in hand.
 	work context.Context
+
+	prices giftPrices // catalog versions, to check gift records' coins
 
 	consumers []*consumer
 	orders    *consumer
@@ -84,13 +88,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 	if err := cfg.Config.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.PayoutProvider == nil {
+		if err := cfg.ValidateSandbox("worker"); err != nil {
+			return nil, err
+		}
+		if !cfg.Dev {
+			log.Warn(config.SandboxWarning("worker"))
+		}
+	}
 	w := &Worker{cfg: cfg, log: log, work: context.Background(), coldSince: map[int64]time.Time{},
 		lastStockPush: map[int64]time.Time{}, stockDue: map[int64]bool{}}
 	w.orders = w.newConsumer("orders", GroupName(cfg.Config))
 	w.gifts = w.newConsumer("gifts", GiftGroupName(cfg.Config))
 	w.payouts = w.newConsumer("payouts", PayoutGroupName(cfg.Config))
 	var err error
-	if w.redis, err = store.New(cfg.RedisAddr); err != nil {
+	if w.redis, err = store.Dial(cfg.Config); err != nil {
 		return nil, err
 	}
 	if w.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
@@ -144,11 +156,18 @@ func (w *Worker) Close() {
 // redelivered to whoever consumes next) before it returns.
 func Run(ctx context.Context, cfg Config) error {
 	log := obs.NewLogger(cfg.LogFormat, cfg.LogLevel).With("component", "worker")
+	if cfg.Listener != nil {
+		if err := cfg.CheckDevListener("worker", cfg.Listener.Addr()); err != nil {
+			cfg.Listener.Close()
+			return err
+		}
+	}
 	w, err := New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
+	cfg.LogStartup(log)
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	w.work = work

@@ -283,11 +283,34 @@ func (c *conn) readLoop() {
 
 	c.ws.SetReadLimit(maxFrameSize)
 	c.ws.SetReadDeadline(time.Now().Add(c.readWait))
+	// gorilla answers pings and takes pongs inside ReadMessage, so they
+	// never reach the loop below: the handlers count them toward the
+	// message rate themselves (a ping costs the server a pong; a pong
+	// pushes the read deadline out). Both run on this goroutine.
+	flood := errors.New("message rate exceeded")
 	c.ws.SetPongHandler(func(string) error {
+		if !c.allowMessage(time.Now()) {
+			return flood
+		}
 		return c.ws.SetReadDeadline(time.Now().Add(c.readWait))
+	})
+	c.ws.SetPingHandler(func(data string) error {
+		if !c.allowMessage(time.Now()) {
+			return flood
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(c.writeWait))
+		var ne net.Error
+		if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) {
+			return nil // as gorilla's own handler: the writer deals with the socket
+		}
+		return err
 	})
 	for {
 		typ, data, err := c.ws.ReadMessage()
+		if err == flood {
+			c.shutdown(dropFlood, websocket.ClosePolicyViolation, "message rate exceeded")
+			return
+		}
 		if err != nil {
 			c.shutdown(readDropReason(err), 0, "")
 			return

@@ -10,11 +10,12 @@ import (
 // Reasons a connection is dropped by the server (label of droppedConns).
 // A client that closes its side, or a server shutdown, is not a drop.
 const (
-	dropSlow        = "slow"         // its send queue overflowed
-	dropPongTimeout = "pong_timeout" // no pong (or anything) within the read deadline
-	dropTooLarge    = "too_large"    // it sent a frame over maxFrameSize
-	dropWriteFailed = "write_failed" // a write to it failed or timed out
-	dropFlood       = "flood"        // it sent messages faster than FLASHGATE_WS_MSG_RATE
+	dropSlow        = "slow"          // its send queue overflowed
+	dropPongTimeout = "pong_timeout"  // no pong (or anything) within the read deadline
+	dropTooLarge    = "too_large"     // it sent a frame over maxFrameSize
+	dropWriteFailed = "write_failed"  // a write to it failed or timed out
+	dropFlood       = "flood"         // it sent messages (pings and pongs included) faster than FLASHGATE_WS_MSG_RATE
+	dropExpired     = "token_expired" // its token expired (close 4001)
 )
 
 var (
@@ -28,8 +29,12 @@ var (
 	}, []string{"type"})
 	droppedConns = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "ws", Name: "dropped_connections_total",
-		Help: "Connections closed by the server because of the client, by reason (slow, pong_timeout, too_large, write_failed).",
+		Help: "Connections closed by the server because of the client, by reason (slow, pong_timeout, too_large, write_failed, flood, token_expired).",
 	}, []string{"reason"})
+	refusedConns = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: obs.Namespace, Subsystem: "ws", Name: "refused_connections_total",
+		Help: "Connections refused before the upgrade because a limit was reached, by limit (per_user, per_ip, total).",
+	}, []string{"limit"})
 	resultAge = promauto.NewHistogram(prometheus.HistogramOpts{
 		Namespace: obs.Namespace, Subsystem: "ws", Name: "result_age_seconds",
 		Help:    "Time from a result's production (its Kafka timestamp) to this service reading it: the latency before ws.",

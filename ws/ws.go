@@ -33,6 +33,7 @@ import (
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/bus"
+	"github.com/flashgate/flashgate/internal/clientip"
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/obs"
 )
@@ -53,6 +54,10 @@ type Config struct {
 	// Listener, if set, is served instead of listening on WSAddr (tests use
 	// a listener on 127.0.0.1:0). Run closes it.
 	Listener net.Listener
+	// InternalListener, if set, serves /metrics and the detailed /readyz
+	// instead of listening on WSInternalAddr; with neither, they are not
+	// served. Run closes it.
+	InternalListener net.Listener
 
 	// ReadHeaderTimeout bounds the wait for a request's head, counted from
 	// the accept on a new connection and from the request's first bytes on
@@ -125,15 +130,30 @@ func (cfg *Config) validate() error {
 // returns nil. It returns an error if it cannot start or if the HTTP server
 // fails.
 func Run(ctx context.Context, cfg Config) error {
-	if err := cfg.validate(); err != nil {
-		if cfg.Listener != nil {
-			cfg.Listener.Close()
+	closeListeners := func() {
+		for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+			if l != nil {
+				l.Close()
+			}
 		}
+	}
+	if err := cfg.validate(); err != nil {
+		closeListeners()
 		return err
+	}
+	for _, l := range []net.Listener{cfg.Listener, cfg.InternalListener} {
+		if l == nil {
+			continue
+		}
+		if err := cfg.CheckDevListener("ws", l.Addr()); err != nil {
+			closeListeners()
+			return err
+		}
 	}
 	cfg.setDefaults()
 	base := obs.NewLogger(cfg.LogFormat, cfg.LogLevel)
 	log := base.With("component", "ws")
+	cfg.LogStartup(log)
 
 	// Taken before anything can accept a connection, so every result
 	// produced after a client could have connected is read.
@@ -143,7 +163,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if ln == nil {
 		var err error
 		if ln, err = net.Listen("tcp", cfg.WSAddr); err != nil {
+			closeListeners()
 			return fmt.Errorf("ws: cannot listen on %s: %w", cfg.WSAddr, err)
+		}
+	}
+	iln := cfg.InternalListener
+	if iln == nil && cfg.WSInternalAddr != "" {
+		var err error
+		if iln, err = net.Listen("tcp", cfg.WSInternalAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("ws: cannot listen on %s (FLASHGATE_WS_INTERNAL_ADDR): %w", cfg.WSInternalAddr, err)
 		}
 	}
 	cl, err := bus.NewClient(cfg.Config, base,
@@ -152,6 +181,9 @@ func Run(ctx context.Context, cfg Config) error {
 	)
 	if err != nil {
 		ln.Close()
+		if iln != nil {
+			iln.Close()
+		}
 		return fmt.Errorf("ws: %w", err)
 	}
 	defer cl.Close()
@@ -166,7 +198,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	mux := http.NewServeMux()
-	s.ready.Handle(mux)
+	s.ready.HandlePublic(mux)
 	mux.HandleFunc("GET /ws", s.serveWS)
 	srv := &http.Server{
 		Handler:           mux,
@@ -184,7 +216,23 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopServing()
 	served := make(chan error, 1)
 	go func() { served <- obs.Serve(serveCtx, srv, timeoutListener{ln}, cfg.ShutdownTimeout) }()
-	log.Info("serving WebSocket push", "addr", ln.Addr().String(), "topic", cfg.ResultsTopic())
+	// The internal listener (metrics, readiness details) stops last, so it
+	// stays readable while the public one drains.
+	internalCtx, stopInternal := context.WithCancel(context.Background())
+	defer stopInternal()
+	internalDone := make(chan error, 1)
+	internalAddr := "none"
+	if iln != nil {
+		imux := http.NewServeMux()
+		s.ready.Handle(imux)
+		isrv := &http.Server{Handler: imux, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		internalAddr = iln.Addr().String()
+		go func() { internalDone <- obs.Serve(internalCtx, isrv, iln, time.Second) }()
+	} else {
+		internalDone <- nil
+	}
+	log.Info("serving WebSocket push", "addr", ln.Addr().String(), "internal_addr", internalAddr, "topic", cfg.ResultsTopic())
 
 	var serveErr error
 	select {
@@ -214,8 +262,13 @@ func Run(ctx context.Context, cfg Config) error {
 	s.waitConns(cfg.ShutdownTimeout)
 	stopConsuming()
 	<-consumed
+	stopInternal()
+	internalErr := <-internalDone
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("ws: HTTP server: %w", serveErr)
+	}
+	if internalErr != nil && !errors.Is(internalErr, http.ErrServerClosed) {
+		return fmt.Errorf("ws: internal HTTP server: %w", internalErr)
 	}
 	log.Info("stopped")
 	return nil
@@ -251,7 +304,7 @@ func checkOrigin(cfg config.Config) func(*http.Request) bool {
 func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *server {
 	s := &server{
 		log:    log,
-		signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil),
+		signer: auth.NewRotatingSigner(cfg.TokenSecret, cfg.TokenSecretPrevious, cfg.TokenPreviousUntil).WithMaxTTL(cfg.TokenMaxTTL),
 		hub:    h,
 		limits: connLimits{
 			queue:      cfg.WSSendQueue,
@@ -261,7 +314,9 @@ func newServer(cfg Config, log *slog.Logger, h *hub, ready *obs.Readiness) *serv
 			pongWait:   cfg.pongWait,
 			writeWait:  cfg.writeWait,
 		},
-		ready: ready,
+		ready:   ready,
+		counts:  newConnCounts(cfg.WSMaxConns, cfg.WSMaxPerUser, cfg.WSMaxPerIP),
+		clients: clientip.Resolver{Trusted: cfg.TrustedProxies},
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -281,6 +336,8 @@ type server struct {
 	hub      *hub
 	upgrader websocket.Upgrader
 	limits   connLimits
+	counts   *connCounts
+	clients  clientip.Resolver
 	ready    *obs.Readiness
 }
 
@@ -301,6 +358,14 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierr.Unauthorized)
 		return
 	}
+	ip := clientip.Key(s.clients.Client(clientip.ParseHostPort(r.RemoteAddr), forwardedFor(r)))
+	if e, limit := s.counts.acquire(claims.UserID, ip); e != nil {
+		refusedConns.WithLabelValues(limit).Inc()
+		s.log.Debug("refused connection", "remote", r.RemoteAddr, "user_id", claims.UserID, "limit", limit)
+		writeError(w, e)
+		return
+	}
+	defer s.counts.release(claims.UserID, ip)
 	ws, err := s.upgrader.Upgrade(batchHijacker{w}, r, nil)
 	if err != nil {
 		// The upgrader has answered the client already.
@@ -315,11 +380,31 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
+	// The token's claims were checked once, at the upgrade: the connection
+	// must not outlive them. Closed with 4001 when it expires, the client
+	// reconnects with a fresh token.
+	expiry := time.AfterFunc(time.Until(claims.Expires), func() {
+		c.shutdown(dropExpired, closeTokenExpired, "token expired")
+	})
+	defer expiry.Stop()
 	s.log.Debug("connected", "remote", r.RemoteAddr, "user_id", claims.UserID)
 	go c.writeLoop()
 	// The handler goroutine is free once the connection is hijacked; reuse it.
 	c.readLoop()
 	s.log.Debug("disconnected", "remote", r.RemoteAddr, "user_id", claims.UserID)
+}
+
+// forwardedFor is the request's X-Forwarded-For values, in order.
+func forwardedFor(r *http.Request) [][]byte {
+	vs := r.Header.Values("X-Forwarded-For")
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([][]byte, len(vs))
+	for i, v := range vs {
+		out[i] = []byte(v)
+	}
+	return out
 }
 
 // waitConns waits for every connection goroutine after closeAll, cutting the

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ type testEnv struct {
 	t      *testing.T
 	cfg    config.Config
 	base   string // http://host:port
+	intern string // http://host:port of the internal listener
 	wsURL  string // ws://host:port/ws
 	signer *auth.Signer
 	prod   *kgo.Client
@@ -107,6 +109,8 @@ func runWSConfig(t *testing.T, wcfg Config) *testEnv {
 	cfg := wcfg.Config
 	ln := testenv.Listener(t)
 	wcfg.Listener = ln
+	iln := testenv.Listener(t)
+	wcfg.InternalListener = iln
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, wcfg) }()
@@ -132,6 +136,7 @@ func runWSConfig(t *testing.T, wcfg Config) *testEnv {
 	return &testEnv{
 		t: t, cfg: cfg, stop: stop,
 		base:   "http://" + addr,
+		intern: "http://" + iln.Addr().String(),
 		wsURL:  "ws://" + addr + "/ws",
 		signer: auth.NewSigner(cfg.TokenSecret),
 	}
@@ -139,7 +144,13 @@ func runWSConfig(t *testing.T, wcfg Config) *testEnv {
 
 func (e *testEnv) get(path string) (int, string) {
 	e.t.Helper()
-	resp, err := http.Get(e.base + path)
+	return e.getAt(e.base, path)
+}
+
+// getAt is get against base (e.base or e.intern).
+func (e *testEnv) getAt(base, path string) (int, string) {
+	e.t.Helper()
+	resp, err := http.Get(base + path)
 	if err != nil {
 		e.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -363,6 +374,8 @@ func TestAuth(t *testing.T) {
 		{"malformed", "garbage", ""},
 		{"bad signature", other.Sign(1, auth.RoleUser, time.Hour), ""},
 		{"expired", e.signer.Sign(1, auth.RoleUser, -time.Minute), ""},
+		{"minted for ten years", e.signer.Sign(1, auth.RoleAdmin, 10*365*24*time.Hour), ""},
+		{"lifetime past FLASHGATE_TOKEN_MAX_TTL", e.signer.Sign(1, auth.RoleUser, e.cfg.TokenMaxTTL+time.Hour), ""},
 		{"bad header token", "", "Bearer garbage"},
 		{"expired header token", "", "Bearer " + e.signer.Sign(1, auth.RoleUser, -time.Minute)},
 		{"not a bearer header", "", "Basic " + e.token(1)},
@@ -486,7 +499,7 @@ func TestClientFrames(t *testing.T) {
 // metricValue scrapes /metrics for one sample.
 func (e *testEnv) metricValue(series string) float64 {
 	e.t.Helper()
-	_, body := e.get("/metrics")
+	_, body := e.getAt(e.intern, "/metrics")
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
@@ -601,14 +614,23 @@ func TestSlowClientDroppedByBytes(t *testing.T) {
 	t.Logf("slow client dropped after %d messages (%d KiB to the normal one): %v", n, bytes>>10, err)
 }
 
-// 6. Operations endpoints.
+// 6. Operations endpoints: /healthz and /readyz on both listeners, /metrics
+// on the internal one only.
 func TestOperations(t *testing.T) {
 	e := startWS(t, nil)
-	if status, body := e.get("/healthz"); status != http.StatusOK {
-		t.Errorf("/healthz: %d %s", status, body)
+	for _, base := range []string{e.base, e.intern} {
+		if status, body := e.getAt(base, "/healthz"); status != http.StatusOK {
+			t.Errorf("%s/healthz: %d %s", base, status, body)
+		}
+		if status, body := e.getAt(base, "/readyz"); status != http.StatusOK || body != `{"status":"ready"}` {
+			t.Errorf("%s/readyz: %d %s", base, status, body)
+		}
 	}
-	if status, body := e.get("/readyz"); status != http.StatusOK {
-		t.Errorf("/readyz: %d %s", status, body)
+	if status, body := e.get("/metrics"); status != http.StatusNotFound || strings.Contains(body, "flashgate_") {
+		t.Errorf("/metrics on the public listener: %d %s", status, body)
+	}
+	if status, _ := e.getAt(e.intern, "/ws"); status != http.StatusNotFound {
+		t.Errorf("/ws on the internal listener: %d", status)
 	}
 	e.dial(40)
 	if got := e.metricValue("flashgate_ws_connections"); got < 1 {
@@ -633,8 +655,13 @@ func TestReadyzKafkaDown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if status, body := e.get("/readyz"); status != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz with Kafka down: %d %s, want 503", status, body)
+	// The internal listener says why; the public one only that it is not
+	// ready (no broker address for the internet).
+	if status, body := e.getAt(e.intern, "/readyz"); status != http.StatusServiceUnavailable || !strings.Contains(body, "not ready: ") {
+		t.Fatalf("internal /readyz with Kafka down: %d %s, want 503 with the reason", status, body)
+	}
+	if status, body := e.get("/readyz"); status != http.StatusServiceUnavailable || body != `{"error":{"code":"unavailable","message":"not ready"}}` {
+		t.Fatalf("public /readyz with Kafka down: %d %s, want a bare 503", status, body)
 	}
 }
 
@@ -834,6 +861,161 @@ func TestOrigins(t *testing.T) {
 		}
 		if resp == nil || resp.StatusCode != http.StatusForbidden {
 			t.Errorf("origin %q: response %v, want 403", origin, resp)
+		}
+	}
+}
+
+// TestDevRefusesPublicListener: in dev mode ws accepts any origin and the
+// dev secret, so it refuses a listener beyond loopback unless
+// FLASHGATE_DEV_PUBLIC=1.
+func TestDevRefusesPublicListener(t *testing.T) {
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.ApplyDevDefaults()
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Config{Config: cfg, Listener: ln})
+	if err == nil || !strings.Contains(err.Error(), "not a loopback address") || !strings.Contains(err.Error(), "FLASHGATE_DEV_PUBLIC=1") {
+		t.Fatalf("Run on %s in dev mode: %v", ln.Addr(), err)
+	}
+}
+
+// dialStatus tries to connect as uid and returns the HTTP status of a
+// refused handshake (0 when it succeeded) and its body.
+func (e *testEnv) dialStatus(uid int64, hdr http.Header) (int, string, *websocket.Conn) {
+	e.t.Helper()
+	conn, resp, err := e.dialer().Dial(e.wsURL+"?token="+url.QueryEscape(e.token(uid)), hdr)
+	if err == nil {
+		e.t.Cleanup(func() { conn.Close() })
+		return 0, "", conn
+	}
+	if resp == nil {
+		e.t.Fatalf("dial: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// TestConnectionLimits: a user's connection past FLASHGATE_WS_MAX_CONNS_PER_USER
+// and a client address's past FLASHGATE_WS_MAX_CONNS_PER_IP are refused 429,
+// and any past FLASHGATE_WS_MAX_CONNS 503, before the upgrade, in the API's
+// JSON shape; a closed connection frees its place.
+func TestConnectionLimits(t *testing.T) {
+	e := startWS(t, func(c *config.Config) {
+		c.WSMaxPerUser, c.WSMaxPerIP, c.WSMaxConns = 2, 3, 4
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	first := e.dial(1)
+	e.dial(1)
+	if st, body, _ := e.dialStatus(1, nil); st != 429 || !strings.Contains(body, `"code":"rate_limited"`) {
+		t.Errorf("third connection of one user: %d %s", st, body)
+	}
+	e.dial(2)
+	// The fourth from this address: behind the trusted proxy (127.0.0.1)
+	// the address is the X-Forwarded-For one.
+	if st, body, _ := e.dialStatus(3, nil); st != 429 || !strings.Contains(body, "from your address") {
+		t.Errorf("fourth connection from one address: %d %s", st, body)
+	}
+	if st, body, _ := e.dialStatus(3, http.Header{"X-Forwarded-For": {"203.0.113.7"}}); st != 0 {
+		t.Fatalf("a connection from another client behind the proxy: %d %s", st, body)
+	}
+	if st, body, _ := e.dialStatus(4, http.Header{"X-Forwarded-For": {"203.0.113.8"}}); st != 503 || !strings.Contains(body, `"code":"unavailable"`) {
+		t.Errorf("fifth connection: %d %s", st, body)
+	}
+	first.conn.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		st, _, _ := e.dialStatus(1, http.Header{"X-Forwarded-For": {"203.0.113.9"}})
+		if st == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed connection's place never came free: %d", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPingFlood: pings count toward FLASHGATE_WS_MSG_RATE, so a client that
+// floods them is closed with 1008 like one that floods messages.
+func TestPingFlood(t *testing.T) {
+	e := startWS(t, func(c *config.Config) { c.WSMsgRate = config.Rate{PerSecond: 5, Burst: 10} })
+	c := e.dial(1)
+	for i := 0; i < 100; i++ {
+		if err := c.conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+			break // closed already
+		}
+	}
+	if err := c.closed(); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+		t.Fatalf("after 100 pings at rate 5/s burst 10: %v, want close 1008", err)
+	}
+	// A client that pings now and then is answered.
+	c = e.dial(2)
+	for i := 0; i < 3; i++ {
+		c.conn.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(time.Second))
+		select {
+		case p := <-c.pongs:
+			if p != "hi" {
+				t.Fatalf("pong %q", p)
+			}
+		case <-time.After(wait):
+			t.Fatal("no pong")
+		}
+	}
+}
+
+// TestTokenExpiryCloses: a connection whose token expires is closed with
+// 4001 "token expired", so that the client reconnects with a fresh one.
+func TestTokenExpiryCloses(t *testing.T) {
+	e := startWS(t, nil)
+	tok := e.signer.Sign(1, auth.RoleUser, 1500*time.Millisecond)
+	began := time.Now()
+	c := e.dialWith(e.dialer(), e.wsURL+"?token="+url.QueryEscape(tok), nil, 16)
+	err := c.closed()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4001 || ce.Text != "token expired" {
+		t.Fatalf("connection with a 1.5 s token ended with %v, want close 4001 \"token expired\"", err)
+	}
+	if took := time.Since(began); took > 4*time.Second {
+		t.Errorf("closed %v after connecting, want about 1.5 s", took)
+	}
+}
+
+// TestDefaultOrigins: with no FLASHGATE_WS_ORIGINS outside dev mode, a
+// browser may connect only from a page of the ws host itself; clients that
+// send no Origin (apps, servers) are let through. In dev mode any origin is.
+func TestDefaultOrigins(t *testing.T) {
+	for _, dev := range []bool{false, true} {
+		e := startWS(t, func(c *config.Config) {
+			if !dev {
+				c.Dev, c.TokenSecret, c.PaySecret = false, "a-random-ws-test-secret-of-32-bytes", ""
+			}
+		})
+		host := strings.TrimPrefix(e.base, "http://")
+		for origin, ok := range map[string]bool{
+			"":                          true,
+			"http://" + host:            true,
+			"https://" + host:           true,
+			"https://evil.example.net":  dev,
+			"http://" + host + ".evil":  dev,
+			"http://localhost.evil.net": dev,
+		} {
+			hdr := http.Header{}
+			if origin != "" {
+				hdr.Set("Origin", origin)
+			}
+			st, body, conn := e.dialStatus(41, hdr)
+			switch {
+			case ok && st != 0:
+				t.Errorf("dev=%v: origin %q refused: %d %s", dev, origin, st, body)
+			case !ok && st != http.StatusForbidden:
+				t.Errorf("dev=%v: origin %q: %d, want 403", dev, origin, st)
+			}
+			if conn != nil {
+				conn.Close()
+			}
 		}
 	}
 }

@@ -31,7 +31,15 @@ var (
 	ErrSignature = errors.New("bad token signature")
 	ErrExpired   = errors.New("token expired")
 	ErrMissing   = errors.New("missing bearer token")
+	// ErrLifetime is a token that expires further ahead than the signer's
+	// maximum lifetime: whoever minted it, the services do not honour it.
+	ErrLifetime = errors.New("token lifetime too long")
 )
+
+// ClockSkew is how far ahead of this host's clock a token's issuer may be:
+// a token is refused only when it expires more than MaxTTL plus this from
+// now.
+const ClockSkew = time.Minute
 
 // Claims are what a token says about its bearer.
 type Claims struct {
@@ -51,6 +59,8 @@ type Signer struct {
 
 	prev      *Signer   // nil outside a rotation
 	prevUntil time.Time // tokens of prev are refused from then on
+
+	maxTTL time.Duration // zero: any lifetime
 }
 
 // NewSigner returns a Signer for secret.
@@ -62,25 +72,32 @@ func NewSigner(secret string) *Signer {
 	}
 }
 
-// DefaultRotationWindow is how long a previous secret is accepted when no end
-// is configured: the longest token lifetime the dev tools hand out.
-const DefaultRotationWindow = 24 * time.Hour
-
 // NewRotatingSigner returns a Signer for secret that also accepts tokens
-// signed with previous (if not empty) until the time until (zero: for
-// DefaultRotationWindow from now).
+// signed with previous (if not empty) until the time until. The end is a
+// fixed time that every replica is configured with, never one computed from
+// a process's start, which would reopen the window at every restart; a zero
+// until accepts nothing of previous.
 func NewRotatingSigner(secret, previous string, until time.Time) *Signer {
 	s := NewSigner(secret)
-	if previous != "" {
-		if until.IsZero() {
-			until = time.Now().Add(DefaultRotationWindow)
-		}
+	if previous != "" && !until.IsZero() {
 		s.prev, s.prevUntil = NewSigner(previous), until
 	}
 	return s
 }
 
-var enc = base64.RawURLEncoding
+// WithMaxTTL makes s refuse (ErrLifetime) tokens that expire more than d
+// (plus ClockSkew) from now, so that a token minted for ten years, leaked or
+// signed with a stolen key, is not honoured. Zero means no limit. It returns
+// s; call it before s is shared.
+func (s *Signer) WithMaxTTL(d time.Duration) *Signer {
+	s.maxTTL = d
+	return s
+}
+
+// enc is strict: the unused bits of the last character must be zero, so a
+// token has exactly one spelling (a token denylist or a log search by token
+// could otherwise be dodged by another spelling of the same signature).
+var enc = base64.RawURLEncoding.Strict()
 
 // Sign returns a token for the user with the role, valid for ttl.
 func (s *Signer) Sign(userID int64, role string, ttl time.Duration) string {
@@ -191,8 +208,12 @@ func (s *Signer) verify(st *macState, tok []byte) (Claims, error) {
 		return Claims{}, ErrMalformed
 	}
 	c.Expires = time.Unix(e, 0)
-	if !s.now().Before(c.Expires) {
+	now := s.now()
+	if !now.Before(c.Expires) {
 		return c, ErrExpired
+	}
+	if s.maxTTL > 0 && c.Expires.After(now.Add(s.maxTTL+ClockSkew)) {
+		return c, ErrLifetime
 	}
 	return c, nil
 }

@@ -87,12 +87,63 @@ func TestRotation(t *testing.T) {
 	if NewRotatingSigner("the-new-secret-4567", "", time.Time{}).prev != nil {
 		t.Fatal("no previous secret, yet a rotation")
 	}
+	// No end, no window: the end is configured, never derived from the
+	// process start (a restart would reopen it).
+	if _, err := NewRotatingSigner("the-new-secret-4567", "the-old-secret-0123", time.Time{}).Verify(tok); !errors.Is(err, ErrSignature) {
+		t.Fatalf("old token with no end to the window: %v, want ErrSignature", err)
+	}
+}
+
+// TestMaxTTL: a token that expires further ahead than the maximum lifetime
+// (plus the clock skew) is refused, whoever signed it.
+func TestMaxTTL(t *testing.T) {
+	s := NewSigner("0123456789abcdef-secret").WithMaxTTL(24 * time.Hour)
+	for _, tc := range []struct {
+		ttl  time.Duration
+		want error
+	}{
+		{time.Hour, nil},
+		{24 * time.Hour, nil},
+		{24*time.Hour + ClockSkew - time.Second, nil}, // an issuer's clock a little ahead
+		{24*time.Hour + ClockSkew + 2*time.Second, ErrLifetime},
+		{30 * 24 * time.Hour, ErrLifetime},
+		{10 * 365 * 24 * time.Hour, ErrLifetime},
+		{-time.Second, ErrExpired},
+	} {
+		if _, err := s.Verify(s.Sign(1, RoleAdmin, tc.ttl)); !errors.Is(err, tc.want) {
+			t.Errorf("token for %v: %v, want %v", tc.ttl, err, tc.want)
+		}
+	}
+	if _, err := NewSigner("0123456789abcdef-secret").Verify(s.Sign(1, RoleUser, 10*365*24*time.Hour)); err != nil {
+		t.Errorf("no maximum: a ten-year token gives %v", err)
+	}
 }
 
 func TestFromHeader(t *testing.T) {
 	for h, want := range map[string]string{"Bearer abc": "abc", "bearer  abc ": "abc", "Basic abc": "", "Bearer": "", "": ""} {
 		if got := FromHeader(h); got != want {
 			t.Errorf("FromHeader(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// TestOneSpelling: a signature of 32 bytes is 43 base64url characters, whose
+// last one carries 2 unused bits. Setting them gives other spellings of the
+// same signature; each is refused, so every token has exactly one spelling.
+func TestOneSpelling(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	s := NewSigner("0123456789abcdef-secret")
+	for uid := int64(1); uid <= 20; uid++ {
+		tok := s.Sign(uid, RoleUser, time.Hour)
+		if _, err := s.Verify(tok); err != nil {
+			t.Fatalf("Verify(own token) = %v", err)
+		}
+		last := strings.IndexByte(alphabet, tok[len(tok)-1])
+		for bits := 1; bits < 4; bits++ {
+			other := tok[:len(tok)-1] + string(alphabet[last^bits])
+			if _, err := s.Verify(other); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("another spelling %q of token %q: %v, want ErrMalformed", other, tok, err)
+			}
 		}
 	}
 }
@@ -107,13 +158,23 @@ func FuzzVerify(f *testing.F) {
 	f.Add("MS51c2VyLjE3OTUzNjg5OTI.fBpMamTh7ZGQTjFRVeOmUJghiasqoYtAGfk6Fa12kho")
 	f.Fuzz(func(t *testing.T, tok string) {
 		c, err := s.Verify(tok)
-		if err == nil && (c.UserID <= 0 || (c.Role != RoleUser && c.Role != RoleAdmin)) {
-			t.Fatalf("accepted %q with claims %+v", tok, c)
-		}
 		// The header form, which the gateway uses, agrees with Verify.
 		hc, herr := s.VerifyHeader([]byte("Bearer " + tok))
 		if strings.TrimSpace(tok) == tok && tok != "" && (hc != c || herr != err) {
 			t.Fatalf("VerifyHeader(Bearer %q) = %+v, %v; Verify = %+v, %v", tok, hc, herr, c, err)
+		}
+		if err != nil {
+			return
+		}
+		if c.UserID <= 0 || (c.Role != RoleUser && c.Role != RoleAdmin) {
+			t.Fatalf("accepted %q with claims %+v", tok, c)
+		}
+		// Accepted means signed: the signature is the key's HMAC of the
+		// payload, in its one spelling. (Without the HMAC check, any
+		// mutated signature of a seed would fail here.)
+		p, sig, _ := strings.Cut(tok, ".")
+		if want := enc.EncodeToString(s.mac([]byte(p))); sig != want {
+			t.Fatalf("accepted %q, whose signature is not the key's %q", tok, want)
 		}
 	})
 }

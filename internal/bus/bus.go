@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/flashgate/flashgate/internal/config"
@@ -139,11 +141,40 @@ func NewClient(cfg config.Config, log *slog.Logger, opts ...kgo.Opt) (*kgo.Clien
 		kgo.SeedBrokers(cfg.KafkaBrokers...),
 		kgo.WithLogger(kslog.New(kl)),
 	}
-	cl, err := kgo.NewClient(append(base, opts...)...)
+	auth, err := AuthOpts(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(append(base, auth...), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot create Kafka client: %w", err)
 	}
 	return cl, nil
+}
+
+// AuthOpts are the client options of the configured SASL mechanism
+// (FLASHGATE_KAFKA_SASL_*) and TLS (FLASHGATE_KAFKA_TLS, _TLS_CA).
+func AuthOpts(cfg config.Config) ([]kgo.Opt, error) {
+	var opts []kgo.Opt
+	switch cfg.KafkaSASL {
+	case "":
+	case "PLAIN":
+		opts = append(opts, kgo.SASL(plain.Auth{User: cfg.KafkaUsername, Pass: cfg.KafkaPassword}.AsMechanism()))
+	case "SCRAM-SHA-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.KafkaUsername, Pass: cfg.KafkaPassword}.AsSha256Mechanism()))
+	case "SCRAM-SHA-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.KafkaUsername, Pass: cfg.KafkaPassword}.AsSha512Mechanism()))
+	default:
+		return nil, fmt.Errorf("unknown FLASHGATE_KAFKA_SASL_MECHANISM %q", cfg.KafkaSASL)
+	}
+	tc, err := cfg.KafkaTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	return opts, nil
 }
 
 // EnsureTopics creates flashgate's topics if they do not exist yet.

@@ -20,8 +20,12 @@ type Gift struct {
 	GiftID     int64  `json:"gift_id"`
 	Count      int64  `json:"count"`
 	Coins      int64  `json:"coins"` // price at sending time * count
-	EffectURL  string `json:"effect_url"`
-	HeldAt     int64  `json:"held_at"` // unix milliseconds, Redis's clock
+	// CatalogVersion is the gift_prices row of the price the gateway held
+	// the coins at: the worker checks Coins against it. 0 in records of
+	// gateways older than it, checked against the current price.
+	CatalogVersion int64  `json:"catalog_version,omitempty"`
+	EffectURL      string `json:"effect_url"`
+	HeldAt         int64  `json:"held_at"` // unix milliseconds, Redis's clock
 	// IdemKey is the request's Idempotency-Key ("" when none) and Balance
 	// the hot balance answered with the 202: MySQL keeps both with the
 	// ticket, so a retry after Redis lost the key gets the first answer.
@@ -62,6 +66,10 @@ func GiftRecord(topic string, g Gift) *kgo.Record {
 	b = strconv.AppendInt(b, g.Count, 10)
 	b = append(b, `,"coins":`...)
 	b = strconv.AppendInt(b, g.Coins, 10)
+	if g.CatalogVersion != 0 {
+		b = append(b, `,"catalog_version":`...)
+		b = strconv.AppendInt(b, g.CatalogVersion, 10)
+	}
 	b = append(b, `,"effect_url":`...)
 	b = appendJSONString(b, g.EffectURL)
 	b = append(b, `,"held_at":`...)

@@ -3,9 +3,12 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +47,8 @@ func TestDefault(t *testing.T) {
 		{"GatewayAddr", c.GatewayAddr, "127.0.0.1:8080"},
 		{"WSAddr", c.WSAddr, "127.0.0.1:8081"},
 		{"WorkerAddr", c.WorkerAddr, "127.0.0.1:8082"},
+		{"InternalAddr", c.InternalAddr, "127.0.0.1:9090"},
+		{"WSInternalAddr", c.WSInternalAddr, "127.0.0.1:9091"},
 		{"RedisAddr", c.RedisAddr, "127.0.0.1:16379"},
 		{"MySQLDSN", c.MySQLDSN, "root@tcp(127.0.0.1:13306)/flashgate"},
 		{"KafkaBrokers", c.KafkaBrokers, []string{"127.0.0.1:19092"}},
@@ -51,6 +56,7 @@ func TestDefault(t *testing.T) {
 		{"TopicPrefix", c.TopicPrefix, "flashgate"},
 		{"Dev", c.Dev, false},
 		{"TokenSecret", c.TokenSecret, ""},
+		{"TokenMaxTTL", c.TokenMaxTTL, 24 * time.Hour},
 		{"OrderTTL", c.OrderTTL, 15 * time.Minute},
 		{"ProduceTimeout", c.ProduceTimeout, 2 * time.Second},
 		{"RedisTimeout", c.RedisTimeout, 500 * time.Millisecond},
@@ -166,7 +172,7 @@ func TestFromLookupOverrides(t *testing.T) {
 	if err := c.ValidateGateway(); err == nil || !strings.Contains(err.Error(), "FLASHGATE_PAY_SECRET") {
 		t.Errorf("ValidateGateway() without a payment secret outside dev mode: %v", err)
 	}
-	c.PaySecret = "a-payment-provider-secret"
+	c.PaySecret = "a-payment-provider-secret-0123456789"
 	if err := c.ValidateGateway(); err != nil {
 		t.Errorf("ValidateGateway() with real secrets outside dev mode: %v", err)
 	}
@@ -283,7 +289,7 @@ func TestValidate(t *testing.T) {
 			c := Default()
 			c.Dev = tt.dev
 			c.TokenSecret = tt.secret
-			c.PaySecret = "a-payment-provider-secret"
+			c.PaySecret = "a-payment-provider-secret-0123456789"
 			c.ApplyDevDefaults()
 			err := c.Validate()
 			if (err != nil) != tt.wantErr {
@@ -592,5 +598,360 @@ func TestDrainDelay(t *testing.T) {
 	}
 	if _, err := fromLookup(env(map[string]string{"FLASHGATE_DRAIN_DELAY": "-1s"})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_DRAIN_DELAY") {
 		t.Errorf("FLASHGATE_DRAIN_DELAY=-1s: err %v", err)
+	}
+}
+
+// TestValidateSecrets: outside dev mode a service refuses to start when a
+// secret is a public value (a dev secret or one the README prints, or a
+// longer string containing one) or shorter than 32 bytes, naming the
+// variable; in dev mode the dev values are what it runs with.
+func TestValidateSecrets(t *testing.T) {
+	const (
+		good     = "a-random-secret-of-32-characters"
+		goodPay  = "another-random-secret-of-32-byte"
+		goodPrev = "the-old-random-secret-32-bytes-x"
+	)
+	tests := []struct {
+		name           string
+		dev            bool
+		token, prev    string
+		pay            string
+		wantErr        string // the variable the error names; "" = accepted
+		wantErrMention string
+	}{
+		{"production, all good", false, good, goodPrev, goodPay, "", ""},
+		{"production, no previous", false, good, "", goodPay, "", ""},
+		{"production, token is the dev secret", false, DevTokenSecret, "", goodPay, "FLASHGATE_TOKEN_SECRET", "public"},
+		{"production, token contains the dev secret", false, DevTokenSecret + "-2", "", goodPay, "FLASHGATE_TOKEN_SECRET", "public"},
+		{"production, token is the dev pay secret", false, DevPaySecret + "-padded-to-32-bytes", "", goodPay, "FLASHGATE_TOKEN_SECRET", "public"},
+		{"production, token 31 bytes", false, good[:31], "", goodPay, "FLASHGATE_TOKEN_SECRET", "too short"},
+		{"production, previous is the dev secret", false, good, DevTokenSecret, goodPay, "FLASHGATE_TOKEN_SECRET_PREVIOUS", "public"},
+		{"production, previous 16 bytes", false, good, "the-old-secret16", goodPay, "FLASHGATE_TOKEN_SECRET_PREVIOUS", "too short"},
+		{"production, pay is the dev pay secret", false, good, "", DevPaySecret, "FLASHGATE_PAY_SECRET", "public"},
+		{"production, pay is the dev token secret", false, good, "", DevTokenSecret, "FLASHGATE_PAY_SECRET", "public"},
+		{"production, pay one byte", false, good, "", "x", "FLASHGATE_PAY_SECRET", "too short"},
+		{"production, pay 31 bytes", false, good, "", goodPay[:31], "FLASHGATE_PAY_SECRET", "too short"},
+		{"dev, the dev secrets", true, DevTokenSecret, "", DevPaySecret, "", ""},
+		{"dev, short pay secret", true, good, "", "x", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Dev = tt.dev
+			c.TokenSecret, c.TokenSecretPrevious, c.PaySecret = tt.token, tt.prev, tt.pay
+			if tt.prev != "" {
+				c.TokenPreviousUntil = time.Now().Add(time.Hour)
+			}
+			err := c.ValidateGateway()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ValidateGateway() = %v, want it accepted", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ValidateGateway() accepted it")
+			}
+			// The error names the variable (and not a longer one that
+			// contains its name) and says why.
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tt.wantErr+" ") || !strings.Contains(msg, tt.wantErrMention) {
+				t.Errorf("error %q: want it to start with %s and mention %q", msg, tt.wantErr, tt.wantErrMention)
+			}
+			for _, secret := range []string{tt.token, tt.prev, tt.pay} {
+				if len(secret) > 1 && strings.Contains(msg, secret) {
+					t.Errorf("error %q prints a secret", msg)
+				}
+			}
+			// The worker and ws refuse public token and pay secrets too: they
+			// run from the same environment.
+			if err := c.Validate(); err == nil {
+				t.Errorf("Validate() accepted it")
+			}
+		})
+	}
+}
+
+// TestPublicSecretsCoverTheDocs: every secret value the README or the docs
+// print (an example for curl or openssl, an environment assignment) is
+// refused outside dev mode, so that copying an example into production
+// cannot work.
+func TestPublicSecretsCoverTheDocs(t *testing.T) {
+	patterns := []*regexp.Regexp{
+		regexp.MustCompile(`FLASHGATE_\w*SECRET\w*\s*[=:]\s*["']?([^\s"'` + "`" + `]+)`),
+		regexp.MustCompile(`-hmac\s+["']?([^\s"'` + "`" + `|]+)`),
+		regexp.MustCompile(`(?i)secret(?: is|:)\s+` + "`" + `([^` + "`" + `]+)` + "`"),
+	}
+	found := 0
+	for _, path := range []string{"../../README.md", "../../k8s/README.md", "../../loadtest/README.md", "../../docs/openapi.yaml"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range patterns {
+			for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+				v := m[1]
+				// Placeholders, not values.
+				if strings.HasPrefix(v, "$") || strings.HasPrefix(v, "<") || strings.Trim(v, ".") == "" {
+					continue
+				}
+				found++
+				if err := checkSecret("FLASHGATE_TOKEN_SECRET", v); err == nil {
+					t.Errorf("%s prints the secret %q, which is accepted outside dev mode: add it to PublicSecrets", path, v)
+				}
+			}
+		}
+	}
+	if found == 0 {
+		t.Error("found no secret in the docs: the README's curl example of the dev pay secret should be one")
+	}
+}
+
+// TestValidateRotation: a previous token secret needs an explicit end to its
+// window, the same for every replica, at most 7 days ahead. One that has
+// passed is not refused (a restart must not fail because a rotation ended)
+// but warned about.
+func TestValidateRotation(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name    string
+		dev     bool
+		until   time.Time
+		wantErr string
+		warn    bool
+	}{
+		{"no end", false, time.Time{}, "FLASHGATE_TOKEN_PREVIOUS_UNTIL is empty", false},
+		{"no end in dev mode", true, time.Time{}, "FLASHGATE_TOKEN_PREVIOUS_UNTIL is empty", false},
+		{"in an hour", false, now.Add(time.Hour), "", false},
+		{"in 6 days", false, now.Add(6 * 24 * time.Hour), "", false},
+		{"in 7 days and a minute", false, now.Add(MaxRotationWindow + time.Minute), "more than 7 days ahead", false},
+		{"in 2099", false, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), "more than 7 days ahead", false},
+		{"ended", false, now.Add(-time.Hour), "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := validConfig()
+			c.Dev = tt.dev
+			c.TokenSecretPrevious = "the-old-random-secret-32-bytes-x"
+			c.TokenPreviousUntil = tt.until
+			err := c.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Validate() = %v, want an error saying %q", err, tt.wantErr)
+			}
+			if w := c.Warnings(); (len(w) > 0) != tt.warn {
+				t.Errorf("Warnings() = %q, want a warning: %v", w, tt.warn)
+			}
+		})
+	}
+	// Without a previous secret there is no window to configure.
+	c := validConfig()
+	if err := c.Validate(); err != nil || len(c.Warnings()) > 0 {
+		t.Errorf("no rotation: %v, %q", err, c.Warnings())
+	}
+}
+
+func TestDevTokenTTL(t *testing.T) {
+	for _, tc := range []struct{ max, want time.Duration }{
+		{24 * time.Hour, 24 * time.Hour}, {time.Hour, time.Hour}, {72 * time.Hour, 24 * time.Hour},
+	} {
+		c := Config{TokenMaxTTL: tc.max}
+		if got := c.DevTokenTTL(); got != tc.want {
+			t.Errorf("TokenMaxTTL %v: DevTokenTTL() = %v, want %v", tc.max, got, tc.want)
+		}
+	}
+}
+
+// TestDevListen: dev mode mints admin tokens for anyone who asks, so it
+// refuses listen addresses beyond loopback unless FLASHGATE_DEV_PUBLIC=1,
+// and then warns at every start.
+func TestDevListen(t *testing.T) {
+	tests := []struct {
+		env     map[string]string
+		wantErr string
+	}{
+		{map[string]string{"FLASHGATE_DEV": "1"}, ""},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "localhost:8080", "FLASHGATE_WS_ADDR": "[::1]:8081"}, ""},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:8080"}, "FLASHGATE_GATEWAY_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_WS_ADDR": ":8081"}, "FLASHGATE_WS_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_WORKER_ADDR": "[::]:8082"}, "FLASHGATE_WORKER_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "10.1.2.3:8080"}, "FLASHGATE_GATEWAY_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_GATEWAY_ADDR": "myhost:8080"}, "FLASHGATE_GATEWAY_ADDR"},
+		{map[string]string{"FLASHGATE_DEV": "1", "FLASHGATE_DEV_PUBLIC": "1", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:8080"}, ""},
+		// Outside dev mode there is nothing to mint: any address is fine.
+		{map[string]string{"FLASHGATE_TOKEN_SECRET": "a-random-secret-of-32-characters", "FLASHGATE_GATEWAY_ADDR": "0.0.0.0:8080"}, ""},
+	}
+	for _, tt := range tests {
+		c, err := fromLookup(env(tt.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate()
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%v: Validate() = %v", tt.env, err)
+		case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr+"=") || !strings.Contains(err.Error(), "FLASHGATE_DEV_PUBLIC=1")):
+			t.Errorf("%v: Validate() = %v, want an error naming %s and FLASHGATE_DEV_PUBLIC", tt.env, err, tt.wantErr)
+		}
+		if warned := len(c.Warnings()) > 0; warned != (c.Dev && c.DevPublic) {
+			t.Errorf("%v: Warnings() = %q", tt.env, c.Warnings())
+		}
+	}
+
+	c := Default()
+	c.Dev = true
+	for addr, ok := range map[string]bool{"127.0.0.1:1": true, "[::1]:1": true, "0.0.0.0:1": false, "192.168.1.2:1": false} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CheckDevListener("gateway", a); (err == nil) != ok {
+			t.Errorf("CheckDevListener(%s) = %v", addr, err)
+		}
+	}
+	c.DevPublic = true
+	if a, _ := net.ResolveTCPAddr("tcp", "0.0.0.0:1"); c.CheckDevListener("gateway", a) != nil {
+		t.Error("FLASHGATE_DEV_PUBLIC=1 and still refused")
+	}
+}
+
+// TestSecretsAreNeverFlags: a command line is visible to every user of the
+// machine and in k8s args, so secrets have no flag; they come from the
+// environment or from a file.
+func TestSecretsAreNeverFlags(t *testing.T) {
+	want := map[string]bool{"FLASHGATE_TOKEN_SECRET": true, "FLASHGATE_TOKEN_SECRET_PREVIOUS": true, "FLASHGATE_PAY_SECRET": true, "FLASHGATE_MYSQL_DSN": true,
+		"FLASHGATE_REDIS_PASSWORD": true, "FLASHGATE_KAFKA_SASL_PASSWORD": true}
+	for _, v := range Vars {
+		if v.Secret != want[v.Name] {
+			t.Errorf("%s: secret = %v, want %v", v.Name, v.Secret, want[v.Name])
+		}
+	}
+	for _, flagName := range []string{"token-secret", "token-secret-previous", "pay-secret", "mysql-dsn"} {
+		fs := NewFlagSet("gateway", "usage")
+		fs.SetOutput(new(bytes.Buffer))
+		if fs.Lookup(flagName) != nil {
+			t.Errorf("--%s is a flag", flagName)
+		}
+		if err := fs.Parse([]string{"-" + flagName, "x"}); err == nil {
+			t.Errorf("--%s x was accepted", flagName)
+		}
+	}
+	var buf bytes.Buffer
+	PrintVars(&buf)
+	if !strings.Contains(buf.String(), "FLASHGATE_PAY_SECRET_FILE only, no flag") {
+		t.Errorf("--help does not say how to pass a secret:\n%s", buf.String())
+	}
+}
+
+// TestSecretFiles: FLASHGATE_<SECRET>_FILE names a file holding the secret
+// (a mounted k8s Secret); the trailing newline is not part of it.
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tok := write("token", "a-random-secret-of-32-characters\n")
+	pay := write("pay", "another-random-secret-of-32-byte\r\n")
+	empty := write("empty", "\n")
+
+	c, err := fromLookup(env(map[string]string{"FLASHGATE_TOKEN_SECRET_FILE": tok, "FLASHGATE_PAY_SECRET_FILE": pay}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TokenSecret != "a-random-secret-of-32-characters" || c.PaySecret != "another-random-secret-of-32-byte" {
+		t.Errorf("secrets from files: %q, %q", c.TokenSecret, c.PaySecret)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"FLASHGATE_TOKEN_SECRET_FILE": tok, "FLASHGATE_TOKEN_SECRET": "x"}, "FLASHGATE_TOKEN_SECRET and FLASHGATE_TOKEN_SECRET_FILE are both set"},
+		{map[string]string{"FLASHGATE_PAY_SECRET_FILE": dir + "/missing"}, "FLASHGATE_PAY_SECRET_FILE: cannot read the secret"},
+		{map[string]string{"FLASHGATE_TOKEN_SECRET_PREVIOUS_FILE": empty}, "FLASHGATE_TOKEN_SECRET_PREVIOUS_FILE=" + fmt.Sprintf("%q", empty) + ": the file is empty"},
+	} {
+		if _, err := fromLookup(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.env, err, tc.want)
+		}
+	}
+	// A _FILE variable of a setting that is not secret means nothing.
+	if c, err := fromLookup(env(map[string]string{"FLASHGATE_REDIS_ADDR_FILE": tok})); err != nil || c.RedisAddr != Default().RedisAddr {
+		t.Errorf("FLASHGATE_REDIS_ADDR_FILE: %q, %v", c.RedisAddr, err)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	c, err := fromLookup(env(map[string]string{"FLASHGATE_TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,::ffff:172.16.0.0/108, 10.1.2.3/8"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "172.16.0.0/12", "10.0.0.0/8"}
+	if len(c.TrustedProxies) != len(want) {
+		t.Fatalf("TrustedProxies = %v, want %v", c.TrustedProxies, want)
+	}
+	for i, p := range c.TrustedProxies {
+		if p.String() != want[i] {
+			t.Errorf("TrustedProxies[%d] = %v, want %s", i, p, want[i])
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/33", "proxy.internal", "10.0.0.1-10.0.0.9", "fe80::1%eth0"} {
+		if _, err := fromLookup(env(map[string]string{"FLASHGATE_TRUSTED_PROXIES": bad})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_TRUSTED_PROXIES") {
+			t.Errorf("FLASHGATE_TRUSTED_PROXIES=%s: %v", bad, err)
+		}
+	}
+}
+
+// TestTransportSettings: Kafka SASL and TLS and Redis credentials and TLS
+// are refused at start when they do not fit together, naming the variable.
+func TestTransportSettings(t *testing.T) {
+	ca := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(ca, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		wantErr string
+	}{
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "scram-sha-512", "FLASHGATE_KAFKA_SASL_USERNAME": "u", "FLASHGATE_KAFKA_SASL_PASSWORD": "p"}, ""},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "PLAIN", "FLASHGATE_KAFKA_SASL_USERNAME": "u", "FLASHGATE_KAFKA_SASL_PASSWORD": "p", "FLASHGATE_KAFKA_TLS": "1"}, ""},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "PLAIN", "FLASHGATE_KAFKA_SASL_USERNAME": "u", "FLASHGATE_KAFKA_SASL_PASSWORD": "p"}, "sends the password in clear"},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "FLASHGATE_KAFKA_SASL_USERNAME": "u"}, "needs FLASHGATE_KAFKA_SASL_USERNAME and FLASHGATE_KAFKA_SASL_PASSWORD"},
+		{map[string]string{"FLASHGATE_KAFKA_SASL_PASSWORD": "p"}, "without FLASHGATE_KAFKA_SASL_MECHANISM"},
+		{map[string]string{"FLASHGATE_KAFKA_TLS_CA": ca}, "FLASHGATE_KAFKA_TLS is not"},
+		{map[string]string{"FLASHGATE_KAFKA_TLS": "1", "FLASHGATE_KAFKA_TLS_CA": ca}, "no PEM certificate"},
+		{map[string]string{"FLASHGATE_KAFKA_TLS": "1", "FLASHGATE_KAFKA_TLS_CA": ca + ".missing"}, "FLASHGATE_KAFKA_TLS_CA: cannot read"},
+		{map[string]string{"FLASHGATE_REDIS_USERNAME": "u", "FLASHGATE_REDIS_PASSWORD": "p", "FLASHGATE_REDIS_TLS": "1"}, ""},
+		{map[string]string{"FLASHGATE_REDIS_USERNAME": "u"}, "without FLASHGATE_REDIS_PASSWORD"},
+		{map[string]string{"FLASHGATE_REDIS_TLS_CA": ca}, "FLASHGATE_REDIS_TLS is not"},
+		{map[string]string{"FLASHGATE_REDIS_TLS": "1", "FLASHGATE_REDIS_TLS_CA": ca}, "no PEM certificate"},
+	} {
+		m := map[string]string{"FLASHGATE_TOKEN_SECRET": "a-random-secret-of-32-characters"}
+		for k, v := range tc.env {
+			m[k] = v
+		}
+		c, err := fromLookup(env(m))
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		err = c.Validate()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: Validate() = %v", tc.env, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: Validate() = %v, want an error saying %q", tc.env, err, tc.wantErr)
+		}
+	}
+	if _, err := fromLookup(env(map[string]string{"FLASHGATE_KAFKA_SASL_MECHANISM": "GSSAPI"})); err == nil || !strings.Contains(err.Error(), "FLASHGATE_KAFKA_SASL_MECHANISM") {
+		t.Errorf("GSSAPI: %v", err)
+	}
+	c := validConfig()
+	c.KafkaTLS = true
+	if tc, err := c.KafkaTLSConfig(); err != nil || tc == nil || tc.RootCAs != nil || tc.MinVersion < tls.VersionTLS12 {
+		t.Errorf("KafkaTLSConfig() without a CA file: %+v, %v; want the system's roots and TLS 1.2 at least", tc, err)
 	}
 }

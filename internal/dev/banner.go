@@ -96,7 +96,7 @@ func writeReady(path string, cfg config.Config) error {
 // printBanner tells a person where everything is and how to try it.
 func printBanner(w io.Writer, cfg config.Config, ev db.Event, deps string) {
 	signer := auth.NewSigner(cfg.TokenSecret)
-	tok := func(uid int64, role string) string { return signer.Sign(uid, role, demoTokenTTL) }
+	tok := func(uid int64, role string) string { return signer.Sign(uid, role, cfg.DevTokenTTL()) }
 	gw := "http://" + urlHost(cfg.GatewayAddr)
 	wsURL := "ws://" + urlHost(cfg.WSAddr) + "/ws"
 	t1 := tok(1, auth.RoleUser)
@@ -109,15 +109,17 @@ func printBanner(w io.Writer, cfg config.Config, ev db.Event, deps string) {
 
 	fmt.Fprintf(w, "\nflashgate is running in dev mode. Ctrl-C stops everything.\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  gateway\t%s\t(API under /api/v1; /healthz, /readyz, /metrics)\n", gw)
-	fmt.Fprintf(tw, "  ws\t%s\t(WebSocket push; /healthz, /metrics on http://%s)\n", wsURL, urlHost(cfg.WSAddr))
-	fmt.Fprintf(tw, "  worker\thttp://%s\t(/healthz, /readyz, /metrics)\n", urlHost(cfg.WorkerAddr))
+	fmt.Fprintf(tw, "  gateway\t%s\t(API under /api/v1; /healthz, /readyz)\n", gw)
+	fmt.Fprintf(tw, "  gateway internal\thttp://%s\t(admin routes /api/v1/admin/...; /healthz, /readyz, /metrics)\n", urlHost(cfg.InternalAddr))
+	fmt.Fprintf(tw, "  ws\t%s\t(WebSocket push; /healthz, /readyz on http://%s)\n", wsURL, urlHost(cfg.WSAddr))
+	fmt.Fprintf(tw, "  ws internal\thttp://%s\t(/healthz, /readyz, /metrics)\n", urlHost(cfg.WSInternalAddr))
+	fmt.Fprintf(tw, "  worker\thttp://%s\t(internal: /healthz, /readyz, /metrics)\n", urlHost(cfg.WorkerAddr))
 	tw.Flush()
 	fmt.Fprintf(w, "\n%s\n", deps)
 	fmt.Fprintf(w, "Demo event %d %q: %s, %d of %d left, price %d cents, ends %s\n\n",
 		ev.ID, ev.Name, status, ev.Stock, ev.StockTotal, ev.Price, ev.EndsAt.UTC().Format(time.RFC3339))
 
-	fmt.Fprintf(w, "Tokens (valid %s; more with `flashgate token --user N`):\n", demoTokenTTL)
+	fmt.Fprintf(w, "Tokens (valid %s; more with `flashgate token --user N`):\n", cfg.DevTokenTTL())
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  user 1\t%s\n", t1)
 	fmt.Fprintf(tw, "  user 2\t%s\n", tok(2, auth.RoleUser))

@@ -37,7 +37,6 @@ const (
 	demoEventStock = 100
 	demoEventPrice = 9900 // cents
 	demoEventLen   = 24 * time.Hour
-	demoTokenTTL   = 24 * time.Hour
 	demoAdminID    = 1000
 )
 

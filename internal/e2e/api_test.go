@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,6 +156,12 @@ func TestOrderLifecycle(t *testing.T) {
 	if a := s.do("POST", "/api/v1/orders/"+no+"/pay", s.token(2), ""); a.Status != 403 {
 		t.Errorf("paying someone else's order: %d %s", a.Status, a.Raw)
 	}
+	if a := s.do("POST", "/api/v1/orders/"+no+"/cancel", s.token(2), ""); a.Status != 403 || a.errCode() != "forbidden" {
+		t.Errorf("cancelling someone else's order: %d %s", a.Status, a.Raw)
+	}
+	if o := s.do("GET", "/api/v1/orders/"+no, s.token(1), ""); o.str("status") != "unpaid" {
+		t.Errorf("order after another user tried to pay and cancel it: %s", o.Raw)
+	}
 	if a := s.do("GET", "/api/v1/orders/FGNOPE", s.token(1), ""); a.Status != 404 {
 		t.Errorf("unknown order: %d %s", a.Status, a.Raw)
 	}
@@ -248,21 +256,56 @@ func TestWorkerWarmsAndReconciles(t *testing.T) {
 }
 
 // TestOperationalEndpoints: every service answers /healthz, /readyz and
-// /metrics; dev routes exist only in dev mode.
+// /metrics on its internal listener (the worker has only that one); the
+// public listeners of gateway and ws answer /healthz and /readyz and nothing
+// else of them, and the gateway's serves no admin route. Dev routes exist
+// only in dev mode.
 func TestOperationalEndpoints(t *testing.T) {
 	s := start(t, options{})
 	wsHTTP := "http" + s.ws[len("ws"):]
-	for _, base := range []string{s.gateway, s.worker, wsHTTP} {
+	get := func(url string) (int, string) {
+		resp, err := s.client.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, base := range []string{s.gatewayInternal, s.worker, s.wsInternal} {
 		for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
-			resp, err := s.client.Get(base + p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Errorf("%s%s: %d", base, p, resp.StatusCode)
+			if code, _ := get(base + p); code != 200 {
+				t.Errorf("%s%s: %d", base, p, code)
 			}
 		}
+	}
+	for _, base := range []string{s.gateway, wsHTTP} {
+		for _, p := range []string{"/healthz", "/readyz"} {
+			if code, _ := get(base + p); code != 200 {
+				t.Errorf("%s%s: %d", base, p, code)
+			}
+		}
+		if code, body := get(base + "/metrics"); code != 404 || strings.Contains(body, "flashgate_") {
+			t.Errorf("%s/metrics on the public listener: %d %.100s", base, code, body)
+		}
+	}
+	// Admin routes: on the internal listener only, and still with the role.
+	body := fmt.Sprintf(`{"name":"x","price":1,"stock":1,"starts_at":%q,"ends_at":%q}`,
+		time.Now().Add(time.Hour).UTC().Format(time.RFC3339), time.Now().Add(2*time.Hour).UTC().Format(time.RFC3339))
+	for _, p := range []string{"/api/v1/admin/events", "/api/v1/admin/events/1/stock"} {
+		a, err := s.tryAt(s.gateway, "POST", p, s.adminToken(), body)
+		if err != nil || a.Status != 404 || a.errCode() != "not_found" {
+			t.Errorf("POST %s on the public listener: %d %s %v", p, a.Status, a.Raw, err)
+		}
+	}
+	if a, _ := s.tryAt(s.gatewayInternal, "POST", "/api/v1/admin/events", s.adminToken(), body); a.Status != 201 {
+		t.Errorf("admin route on the internal listener: %d %s", a.Status, a.Raw)
+	}
+	if a, _ := s.tryAt(s.gatewayInternal, "POST", "/api/v1/admin/events", s.token(5), body); a.Status != 403 {
+		t.Errorf("user token on the internal admin route: %d %s", a.Status, a.Raw)
+	}
+	if a, _ := s.tryAt(s.gatewayInternal, "GET", "/api/v1/events", "", ""); a.Status != 404 {
+		t.Errorf("public route on the internal listener: %d %s", a.Status, a.Raw)
 	}
 	tok := s.do("POST", "/api/v1/dev/token", "", `{"user_id":42,"admin":true}`)
 	if tok.Status != 200 || tok.str("token") == "" {
@@ -274,11 +317,21 @@ func TestOperationalEndpoints(t *testing.T) {
 
 	prod := start(t, options{noWorker: true, noWS: true, mutate: func(c *config.Config) {
 		c.Dev = false
-		c.PaySecret = "a-production-pay-secret"
+		c.PaySecret = "a-production-pay-secret-0123456789"
 		c.TokenSecret = "a-production-secret-of-enough-length"
+		c.SandboxPayments = true
 	}})
 	if a := prod.do("POST", "/api/v1/dev/token", "", `{"user_id":42}`); a.Status != http.StatusNotFound {
 		t.Errorf("dev route outside dev mode: %d %s", a.Status, a.Raw)
+	}
+	// The sandbox's "complete this pay order" route would credit coins for
+	// nothing: outside dev mode it does not exist, even for a real order.
+	po := prod.payCreateOrder(7, 1)
+	if a := prod.do("POST", "/api/v1/dev/pay/orders/"+po.str("order_id")+"/complete", prod.token(7), ""); a.Status != http.StatusNotFound || a.errCode() != "not_found" {
+		t.Errorf("dev pay-complete route outside dev mode: %d %s", a.Status, a.Raw)
+	}
+	if g := prod.do("GET", "/api/v1/pay/orders/"+po.str("order_id"), prod.token(7), ""); g.str("status") != "paying" {
+		t.Errorf("pay order after the dev route was refused: %s", g.Raw)
 	}
 }
 

@@ -31,7 +31,7 @@ import (
 // metric reads one sample of the gateway's /metrics, 0 when absent.
 func (s *system) metric(sample string) float64 {
 	s.t.Helper()
-	resp, err := s.client.Get(s.gateway + "/metrics")
+	resp, err := s.client.Get(s.gatewayInternal + "/metrics")
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -74,10 +75,13 @@ func envOf(cfg config.Config) []string {
 		"FLASHGATE_SHUTDOWN_TIMEOUT=" + d(cfg.ShutdownTimeout),
 		"FLASHGATE_DRAIN_DELAY=0s",
 		fmt.Sprintf("FLASHGATE_WORKER_BATCH=%d", cfg.WorkerBatch),
-		"FLASHGATE_RATE_ORDER=0", "FLASHGATE_RATE_GIFT=0", "FLASHGATE_RATE_PAY=0", "FLASHGATE_RATE_OTHER=0", "FLASHGATE_RATE_IP=0",
+		"FLASHGATE_RATE_ORDER=0", "FLASHGATE_RATE_GIFT=0", "FLASHGATE_RATE_PAY=0", "FLASHGATE_RATE_OTHER=0", "FLASHGATE_RATE_IP=0", "FLASHGATE_RATE_NOTIFY=0",
 		fmt.Sprintf("FLASHGATE_MAX_INFLIGHT=%d", cfg.MaxInflight),
 		"FLASHGATE_LOG_FORMAT=text",
 		"FLASHGATE_LOG_LEVEL=warn",
+		// Free ports, unless startProc names them.
+		"FLASHGATE_INTERNAL_ADDR=127.0.0.1:0",
+		"FLASHGATE_WS_INTERNAL_ADDR=127.0.0.1:0",
 	}
 }
 
@@ -87,9 +91,12 @@ type proc struct {
 	name string
 	cmd  *exec.Cmd
 	base string // http://host:port of its listener
-	log  string // its output
-	done chan struct{}
-	err  error
+	// internal is http://host:port of its internal listener (gateway, ws):
+	// metrics, readiness details, admin routes.
+	internal string
+	log      string // its output
+	done     chan struct{}
+	err      error
 }
 
 // startProc runs `flashgate <service>` configured like the system, with
@@ -97,17 +104,19 @@ type proc struct {
 func (s *system) startProc(service string, extra ...string) *proc {
 	s.t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(s.t))
+	iaddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(s.t))
 	env := append(os.Environ(), envOf(s.cfg)...)
 	switch service {
 	case "gateway":
-		env = append(env, "FLASHGATE_GATEWAY_ADDR="+addr)
+		env = append(env, "FLASHGATE_GATEWAY_ADDR="+addr, "FLASHGATE_INTERNAL_ADDR="+iaddr)
 	case "worker":
 		env = append(env, "FLASHGATE_WORKER_ADDR="+addr)
+		iaddr = addr // its one listener is internal
 	case "ws":
-		env = append(env, "FLASHGATE_WS_ADDR="+addr)
+		env = append(env, "FLASHGATE_WS_ADDR="+addr, "FLASHGATE_WS_INTERNAL_ADDR="+iaddr)
 	}
 	env = append(env, extra...)
-	p := &proc{t: s.t, name: service, base: "http://" + addr, done: make(chan struct{}),
+	p := &proc{t: s.t, name: service, base: "http://" + addr, internal: "http://" + iaddr, done: make(chan struct{}),
 		log: filepath.Join(s.t.TempDir(), service+".log")}
 	out, err := os.Create(p.log)
 	if err != nil {
@@ -172,6 +181,27 @@ func (p *proc) term(within time.Duration) {
 		p.t.Errorf("%s still running %s after SIGTERM", p.name, within)
 		p.kill()
 	}
+}
+
+// runProc runs `flashgate <service>` configured like the system, with extra
+// environment, for a service that is expected to exit by itself (refusing to
+// start); it returns the output and the exit status.
+func (s *system) runProc(service string, extra ...string) (string, int) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, flashgateBinary(s.t), service)
+	cmd.Env = append(append(os.Environ(), envOf(s.cfg)...), extra...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	s.t.Fatalf("%s: %v\n%s", service, err, out)
+	return "", -1
 }
 
 // startWorker runs a worker in-process, as start does; for tests that start

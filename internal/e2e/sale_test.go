@@ -72,7 +72,7 @@ func TestNoOversell(t *testing.T) {
 		}
 	}
 	t.Logf("answers: %v", codes)
-	if resp, err := s.client.Get(s.gateway + "/metrics"); err == nil {
+	if resp, err := s.client.Get(s.gatewayInternal + "/metrics"); err == nil {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		for _, l := range strings.Split(string(b), "\n") {

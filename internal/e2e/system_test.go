@@ -31,12 +31,16 @@ type system struct {
 	t       *testing.T
 	cfg     config.Config
 	gateway string // base URL
-	worker  string
-	ws      string // ws://host:port
-	redis   *store.Store
-	db      *sqlx.DB
-	kafka   *kfake.Cluster
-	signer  *auth.Signer
+	// gatewayInternal is the base URL of the gateway's internal listener:
+	// /metrics, readiness details and the admin routes.
+	gatewayInternal string
+	worker          string
+	ws              string // ws://host:port
+	wsInternal      string // base URL of ws's internal listener (metrics)
+	redis           *store.Store
+	db              *sqlx.DB
+	kafka           *kfake.Cluster
+	signer          *auth.Signer
 
 	mysqlProxy  *testenv.Proxy       // options.mysqlProxy
 	redisServer *testenv.RedisServer // options.restartableRedis
@@ -59,6 +63,8 @@ type options struct {
 	// restartableRedis gives the system a Redis the test can kill and
 	// restart (s.redisServer).
 	restartableRedis bool
+	// orderPayments is the gateway's payment provider (nil: the sandbox).
+	orderPayments gateway.OrderPayments
 }
 
 func start(t *testing.T, opts options) *system {
@@ -95,9 +101,12 @@ func start(t *testing.T, opts options) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 
-	gln := testenv.Listener(t)
+	gln, giln := testenv.Listener(t), testenv.Listener(t)
 	s.gateway = "http://" + gln.Addr().String()
-	s.run("gateway", func() error { return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: gln}) })
+	s.gatewayInternal = "http://" + giln.Addr().String()
+	s.run("gateway", func() error {
+		return gateway.Run(ctx, gateway.Config{Config: cfg, Listener: gln, InternalListener: giln, OrderPayments: opts.orderPayments})
+	})
 	if !opts.noWorker {
 		wln := testenv.Listener(t)
 		s.worker = "http://" + wln.Addr().String()
@@ -193,8 +202,14 @@ func (s *system) do(method, path, token, body string, hdr ...string) answer {
 	return a
 }
 
+// try is do without failing the test. Admin routes go to the gateway's
+// internal listener, the only one that serves them.
 func (s *system) try(method, path, token, body string, hdr ...string) (answer, error) {
-	return s.tryAt(s.gateway, method, path, token, body, hdr...)
+	base := s.gateway
+	if strings.HasPrefix(path, "/api/v1/admin/") {
+		base = s.gatewayInternal
+	}
+	return s.tryAt(base, method, path, token, body, hdr...)
 }
 
 // tryAt is try against the gateway at base (one in a process of its own).

@@ -14,10 +14,11 @@ import (
 )
 
 func (s *system) startWS(ctx context.Context) {
-	ln := testenv.Listener(s.t)
+	ln, iln := testenv.Listener(s.t), testenv.Listener(s.t)
 	s.ws = "ws://" + ln.Addr().String()
+	s.wsInternal = "http://" + iln.Addr().String()
 	cfg := s.cfg
-	s.run("ws", func() error { return ws.Run(ctx, ws.Config{Config: cfg, Listener: ln}) })
+	s.run("ws", func() error { return ws.Run(ctx, ws.Config{Config: cfg, Listener: ln, InternalListener: iln}) })
 }
 
 // dialWS connects to ws with a token in the query string.

@@ -64,25 +64,45 @@ func (r *Readiness) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Handler serves /healthz, /readyz and /metrics on mux.
+// Handle serves /healthz, /readyz (naming the failing dependency) and
+// /metrics on mux: the endpoints of an internal listener.
 func (r *Readiness) Handle(mux *http.ServeMux) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(`{"status":"ok"}`))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, req *http.Request) {
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", r.readyz(true))
+	mux.Handle("GET /metrics", promhttp.Handler())
+}
+
+// HandlePublic serves /healthz and a /readyz that says ready or not and
+// nothing more on mux: the endpoints of an internet-facing listener, for
+// load balancers. Which dependency failed, at what address, and the metrics
+// are for the internal listener.
+func (r *Readiness) HandlePublic(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", r.readyz(false))
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte(`{"status":"ok"}`))
+}
+
+func (r *Readiness) readyz(detailed bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
 		defer cancel()
 		if err := r.Ready(ctx); err != nil {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
-			w.Write([]byte(`{"error":{"code":"unavailable","message":"not ready: ` + jsonSafe(err.Error()) + `"}}`))
+			msg := "not ready"
+			if detailed {
+				msg += ": " + jsonSafe(err.Error())
+			}
+			w.Write([]byte(`{"error":{"code":"unavailable","message":"` + msg + `"}}`))
 			return
 		}
 		w.Write([]byte(`{"status":"ready"}`))
-	})
-	mux.Handle("GET /metrics", promhttp.Handler())
+	}
 }
 
 func jsonSafe(s string) string {

@@ -6,6 +6,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/lua"
 )
 
@@ -35,10 +37,33 @@ type Store struct {
 	clockOffset atomic.Int64
 }
 
-// New connects to Redis at addr. Concurrent calls are auto-pipelined.
-func New(addr string) (*Store, error) {
+// New connects to Redis at addr, without credentials or TLS. Concurrent
+// calls are auto-pipelined.
+func New(addr string) (*Store, error) { return NewWith(addr, Options{}) }
+
+// Options are the credentials and TLS of a Redis connection.
+type Options struct {
+	Username, Password string      // AUTH; empty: none
+	TLS                *tls.Config // nil: plain TCP
+}
+
+// Dial connects to the configured Redis: FLASHGATE_REDIS_ADDR with
+// FLASHGATE_REDIS_USERNAME, _PASSWORD and _TLS.
+func Dial(cfg config.Config) (*Store, error) {
+	tc, err := cfg.RedisTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	return NewWith(cfg.RedisAddr, Options{Username: cfg.RedisUsername, Password: cfg.RedisPassword, TLS: tc})
+}
+
+// NewWith connects to Redis at addr with o.
+func NewWith(addr string, o Options) (*Store, error) {
 	c, err := rueidis.NewClient(rueidis.ClientOption{
 		InitAddress:  []string{addr},
+		Username:     o.Username,
+		Password:     o.Password,
+		TLSConfig:    o.TLS,
 		DisableCache: true,
 		// A flash sale is a burst of tiny scripts: let rueidis gather them.
 		MaxFlushDelay:    20 * time.Microsecond,

@@ -210,7 +210,12 @@ func ConfigKafka(t testing.TB) (config.Config, *kfake.Cluster) {
 	// Crowds in tests come from one IP and hammer one user on purpose; the
 	// tests of the limits themselves turn them back on.
 	cfg.RateOrder, cfg.RateGift, cfg.RatePay, cfg.RateOther, cfg.RateIP = config.Rate{}, config.Rate{}, config.Rate{}, config.Rate{}, config.Rate{}
+	cfg.RateNotify = config.Rate{}
 	cfg.MaxInflight = 100_000
+	// Many gateways and ws run at once in tests: their internal listeners
+	// take free ports unless a test hands them a listener of its own.
+	cfg.InternalAddr = "127.0.0.1:0"
+	cfg.WSInternalAddr = "127.0.0.1:0"
 	return cfg, kc
 }
 

@@ -94,7 +94,7 @@ func (b *bench) rowFanout(ctx context.Context) error {
 	}
 	mu.Unlock()
 
-	pushBefore, err := buckets(b.cfg.WSAddr, "flashgate_ws_push_seconds")
+	pushBefore, err := buckets(b.cfg.WSInternalAddr, "flashgate_ws_push_seconds")
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (b *bench) rowFanout(ctx context.Context) error {
 		}
 		return complete || time.Since(lastChange) > 5*time.Second, nil
 	})
-	pushAfter, err := buckets(b.cfg.WSAddr, "flashgate_ws_push_seconds")
+	pushAfter, err := buckets(b.cfg.WSInternalAddr, "flashgate_ws_push_seconds")
 	if err != nil {
 		return err
 	}

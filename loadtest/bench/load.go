@@ -140,7 +140,11 @@ var httpc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{M
 
 // api calls the gateway and decodes the JSON answer.
 func (b *bench) api(method, path, token, body string) (int, map[string]any, error) {
-	req, err := http.NewRequest(method, "http://"+b.cfg.GatewayAddr+path, strings.NewReader(body))
+	addr := b.cfg.GatewayAddr
+	if strings.HasPrefix(path, "/api/v1/admin/") {
+		addr = b.cfg.InternalAddr // the only listener that serves admin routes
+	}
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -171,7 +175,7 @@ func (b *bench) token(uid int64) string { return b.signer.Sign(uid, auth.RoleUse
 // gatewayCount sums a gateway counter's children whose result label starts
 // with prefix (accepted and accepted_late), from /metrics.
 func (b *bench) gatewayCount(metric, prefix string) (int64, error) {
-	resp, err := httpc.Get("http://" + b.cfg.GatewayAddr + "/metrics")
+	resp, err := httpc.Get("http://" + b.cfg.InternalAddr + "/metrics")
 	if err != nil {
 		return 0, err
 	}

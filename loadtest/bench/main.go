@@ -171,8 +171,8 @@ Flags:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 	}
 	if *keep {
-		b.logf("the stack keeps running (gateway %s, ws %s, worker %s, logs in %s); Ctrl-C stops it",
-			b.cfg.GatewayAddr, b.cfg.WSAddr, b.cfg.WorkerAddr, b.dir)
+		b.logf("the stack keeps running (gateway %s, internal %s; ws %s, internal %s; worker %s; logs in %s); Ctrl-C stops it",
+			b.cfg.GatewayAddr, b.cfg.InternalAddr, b.cfg.WSAddr, b.cfg.WSInternalAddr, b.cfg.WorkerAddr, b.dir)
 		<-ctx.Done()
 	}
 	if b.failed {

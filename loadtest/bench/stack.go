@@ -21,16 +21,19 @@ import (
 // The bench stack listens on its own loopback ports, so that it runs beside
 // `make run` and the test dependencies without touching their data.
 var benchEnv = map[string]string{
-	"FLASHGATE_DEV":           "1",
-	"FLASHGATE_RUN_DIR":       ".run/bench",
-	"FLASHGATE_GATEWAY_ADDR":  "127.0.0.1:28080",
-	"FLASHGATE_WS_ADDR":       "127.0.0.1:28081",
-	"FLASHGATE_WORKER_ADDR":   "127.0.0.1:28082",
-	"FLASHGATE_REDIS_ADDR":    "127.0.0.1:26379",
-	"FLASHGATE_MYSQL_DSN":     "root@tcp(127.0.0.1:23306)/flashgate_bench",
-	"FLASHGATE_KAFKA_BROKERS": "127.0.0.1:29092",
-	"FLASHGATE_LOG_LEVEL":     "warn",
-	"FLASHGATE_DRAIN_DELAY":   "0s",
+	"FLASHGATE_DEV":          "1",
+	"FLASHGATE_RUN_DIR":      ".run/bench",
+	"FLASHGATE_GATEWAY_ADDR": "127.0.0.1:28080",
+	"FLASHGATE_WS_ADDR":      "127.0.0.1:28081",
+	"FLASHGATE_WORKER_ADDR":  "127.0.0.1:28082",
+	// Metrics and the admin routes are on the internal listeners.
+	"FLASHGATE_INTERNAL_ADDR":    "127.0.0.1:28083",
+	"FLASHGATE_WS_INTERNAL_ADDR": "127.0.0.1:28084",
+	"FLASHGATE_REDIS_ADDR":       "127.0.0.1:26379",
+	"FLASHGATE_MYSQL_DSN":        "root@tcp(127.0.0.1:23306)/flashgate_bench",
+	"FLASHGATE_KAFKA_BROKERS":    "127.0.0.1:29092",
+	"FLASHGATE_LOG_LEVEL":        "warn",
+	"FLASHGATE_DRAIN_DELAY":      "0s",
 }
 
 const bareAddr = "127.0.0.1:28090"

@@ -36,6 +36,8 @@ const DECIDE_S = num('DECIDE_S', 30, 1, 600); // a 202 ticket must be decided wi
 const POLL_AFTER_S = num('POLL_AFTER_S', 5, 0, 600); // no push by then: read the ticket
 const EVENT_ID = num('EVENT_ID', 0, 1, 2 ** 53);
 const ADMIN_USER = num('ADMIN_USER', 1, 1, 2 ** 53);
+// Admin routes are served on the gateway's internal listener only.
+const ADMIN_URL = env('ADMIN_URL', 'http://127.0.0.1:9090');
 const TOKENS_FILE = env('TOKENS_FILE', '');
 
 // The most iterations the stages can start (the area under the rate), plus a
@@ -141,6 +143,7 @@ function createEvent() {
   const token = env('ADMIN_TOKEN', '') || mintToken(ADMIN_USER, true);
   const opens = Math.ceil((Date.now() + LEAD_S * 1000) / 1000) * 1000;
   const res = setupCall('POST', '/admin/events', {
+    base: ADMIN_URL,
     token,
     body: {
       name: `k6 flash sale ${rfc3339(opens)}`,

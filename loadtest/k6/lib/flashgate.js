@@ -33,8 +33,9 @@ export function countOnly5xxAsFailed() {
   http.setResponseCallback(http.expectedStatuses({ min: 200, max: 499 }));
 }
 
-// api calls /api/v1<path>. name groups requests whose path carries an id in
-// k6's metrics, so a run does not create one time series per ticket.
+// api calls /api/v1<path> on the gateway (or at opts.base: the internal
+// listener, for admin routes). name groups requests whose path carries an id
+// in k6's metrics, so a run does not create one time series per ticket.
 export function api(method, path, opts = {}) {
   const headers = Object.assign({}, opts.headers);
   if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
@@ -43,7 +44,8 @@ export function api(method, path, opts = {}) {
     headers['Content-Type'] = 'application/json';
     body = JSON.stringify(opts.body);
   }
-  return http.request(method, API + path, body, {
+  const base = opts.base ? `${opts.base.replace(/\/+$/, '')}/api/v1` : API;
+  return http.request(method, base + path, body, {
     headers,
     tags: { name: opts.name || `${method} ${path}` },
     timeout: '10s',
