@@ -513,6 +513,27 @@ func (e *testEnv) metricValue(series string) float64 {
 	return 0
 }
 
+// paddedRound pushes perRound failed tickets to user, each with pad as
+// its reason, numbered on from *n, and waits until reader has them all. It
+// returns the bytes of the pushes.
+func (e *testEnv) paddedRound(reader *wsClient, user int64, perRound int, pad string, n *int) int {
+	e.t.Helper()
+	recs := make([]*kgo.Record, perRound)
+	wants := make([]string, perRound)
+	bytes := 0
+	for i := range recs {
+		*n++
+		r := bus.TicketResult("", user, bus.TicketPush{Ticket: fmt.Sprintf("T-%d", *n), Kind: "order", Status: "failed", Reason: pad})
+		recs[i], wants[i] = r, pushOf(e.t, r)
+		bytes += len(wants[i])
+	}
+	e.produce(recs...)
+	for _, w := range wants {
+		reader.expect(w)
+	}
+	return bytes
+}
+
 // 5. A client that stops reading is disconnected; the others keep receiving.
 func TestSlowClientDropped(t *testing.T) {
 	const queue, perRound = 16, 8 // a normal client never has more than perRound queued
@@ -525,20 +546,7 @@ func TestSlowClientDropped(t *testing.T) {
 
 	pad := strings.Repeat("p", 32<<10) // big frames fill the kernel buffers quickly
 	n := 0
-	round := func() {
-		t.Helper()
-		recs := make([]*kgo.Record, perRound)
-		wants := make([]string, perRound)
-		for i := range recs {
-			n++
-			r := bus.TicketResult("", 30, bus.TicketPush{Ticket: fmt.Sprintf("T-%d", n), Kind: "order", Status: "failed", Reason: pad})
-			recs[i], wants[i] = r, pushOf(t, r)
-		}
-		e.produce(recs...)
-		for _, w := range wants {
-			normal.expect(w)
-		}
-	}
+	round := func() { e.paddedRound(normal, 30, perRound, pad, &n) }
 	for i := 0; e.metricValue(slowSeries) == dropsBefore; i++ {
 		if i == 500 {
 			t.Fatalf("slow client not dropped after %d messages", n)
@@ -578,21 +586,7 @@ func TestSlowClientDroppedByBytes(t *testing.T) {
 
 	pad := strings.Repeat("p", 16<<10)
 	n, bytes := 0, 0
-	round := func() {
-		t.Helper()
-		recs := make([]*kgo.Record, perRound)
-		wants := make([]string, perRound)
-		for i := range recs {
-			n++
-			r := bus.TicketResult("", 33, bus.TicketPush{Ticket: fmt.Sprintf("T-%d", n), Kind: "order", Status: "failed", Reason: pad})
-			recs[i], wants[i] = r, pushOf(t, r)
-			bytes += len(wants[i])
-		}
-		e.produce(recs...)
-		for _, w := range wants {
-			normal.expect(w)
-		}
-	}
+	round := func() { bytes += e.paddedRound(normal, 33, perRound, pad, &n) }
 	for i := 0; e.metricValue(slowSeries) == dropsBefore; i++ {
 		if i == 500 {
 			t.Fatalf("slow client not dropped after %d messages", n)
