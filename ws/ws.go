@@ -81,29 +81,20 @@ type Config struct {
 
 // setDefaults fills zero or negative fields with their defaults.
 func (cfg *Config) setDefaults() {
-	if cfg.WSSendQueue <= 0 {
-		cfg.WSSendQueue = DefaultSendQueue
-	}
-	if cfg.WSSendBytes <= 0 {
-		cfg.WSSendBytes = DefaultSendBytes
-	}
-	if cfg.ShutdownTimeout <= 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.ReadHeaderTimeout <= 0 {
-		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.pingPeriod <= 0 {
-		cfg.pingPeriod = pingPeriod
-	}
-	if cfg.pongWait <= 0 {
-		cfg.pongWait = pongWait
-	}
-	if cfg.writeWait <= 0 {
-		cfg.writeWait = writeWait
+	orDefault(&cfg.WSSendQueue, DefaultSendQueue)
+	orDefault(&cfg.WSSendBytes, DefaultSendBytes)
+	orDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	orDefault(&cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	orDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&cfg.pingPeriod, pingPeriod)
+	orDefault(&cfg.pongWait, pongWait)
+	orDefault(&cfg.writeWait, writeWait)
+}
+
+// orDefault sets *v to d when it is zero or negative.
+func orDefault[T int | int64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
 	}
 }
 
