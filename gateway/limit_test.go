@@ -49,6 +49,8 @@ func TestMemLimiterBounded(t *testing.T) {
 	}
 }
 
+// TestClientAddr: the gateway hands clientip the peer and every
+// X-Forwarded-For header; the rules themselves are clientip's tests.
 func TestClientAddr(t *testing.T) {
 	s := &Server{cfg: Config{Config: config.Config{TrustedProxies: []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}}}}
@@ -57,19 +59,10 @@ func TestClientAddr(t *testing.T) {
 		xff        []string
 		want       string
 	}{
-		{"no proxy", "198.51.100.1", nil, "198.51.100.1"},
 		{"untrusted peer's header is ignored", "198.51.100.1", []string{"203.0.113.9"}, "198.51.100.1"},
 		{"trusted proxy", "10.1.2.3", []string{"203.0.113.9"}, "203.0.113.9"},
-		{"trusted proxy, no header", "10.1.2.3", nil, "10.1.2.3"},
-		{"client spoofs an entry", "10.1.2.3", []string{"1.1.1.1, 203.0.113.9"}, "203.0.113.9"},
-		{"two trusted hops", "10.1.2.3", []string{"203.0.113.9, 10.9.9.9"}, "203.0.113.9"},
 		{"two headers", "10.1.2.3", []string{"1.1.1.1", "203.0.113.9"}, "203.0.113.9"},
-		{"entry with a port", "10.1.2.3", []string{"203.0.113.9:4711"}, "203.0.113.9"},
 		{"IPv6 entry with a port", "fd00::1", []string{"[2001:db8::7]:443"}, "2001:db8::7"},
-		{"garbage left of our entries", "10.1.2.3", []string{"garbage, 10.9.9.9"}, "10.9.9.9"},
-		{"garbage as the last entry", "10.1.2.3", []string{"203.0.113.9, garbage"}, "10.1.2.3"},
-		{"every entry trusted", "10.1.2.3", []string{"10.0.0.7, 10.0.0.8"}, "10.0.0.7"},
-		{"mapped IPv4 peer", "::ffff:10.1.2.3", []string{"203.0.113.9"}, "203.0.113.9"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var req fasthttp.Request
