@@ -32,7 +32,7 @@ override TOKENS_FILE := $(abspath $(TOKENS_FILE))
 export TOKENS_FILE
 endif
 
-.PHONY: help build run test test-faults bench bench-go fuzz k6 loadtest clean clean-data
+.PHONY: help build run lint test test-faults bench bench-go fuzz k6 loadtest clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ build: ## build bin/flashgate
 
 run: build ## set up and run everything locally: Redis, MariaDB, Kafka (embedded), gateway, worker, ws
 	FLASHGATE_DEV=1 $(BIN) dev
+
+lint: ## gofmt, go vet, staticcheck (pinned in go.mod) and go mod tidy must find nothing; CI runs it before make test
+	bash scripts/lint.sh
 
 test: ## start the test dependencies, then go test -race ./... (ARGS=...)
 	bash scripts/test.sh $(ARGS)

@@ -38,8 +38,7 @@ func TestPushFrames(t *testing.T) {
 		v.sync()
 	}
 	var recs []*kgo.Record
-	var want [][]string // per viewer
-	want = make([][]string, len(viewers))
+	want := make([][]string, len(viewers)) // per viewer
 	for i, size := range []int{60, 125, 126, 127, 1000, 65535, 65536, 70000, 126, 60} {
 		rec, push := giftOfSize(t, 9, fmt.Sprintf("G-%d", i), size)
 		recs = append(recs, rec)

@@ -4,7 +4,6 @@ package apierr
 
 import (
 	"encoding/json"
-	"net/http"
 )
 
 // Error is a client-visible error: an HTTP status, an API code and a message.
@@ -78,6 +77,3 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, s...)
 	return append(dst, '"')
 }
-
-// StatusText is a short name for logs.
-func (e *Error) StatusText() string { return http.StatusText(e.HTTPStatus) }

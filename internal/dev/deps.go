@@ -218,7 +218,7 @@ func (e *env) waitRedis(ctx context.Context, c *child) error {
 			return c.exitError()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("Redis at %s did not answer PING within %s (last reply %q, %v)", e.cfg.RedisAddr, redisStartTimeout, reply, err)
+			return fmt.Errorf("no answer to PING from Redis at %s within %s (last reply %q, %v)", e.cfg.RedisAddr, redisStartTimeout, reply, err)
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
 			return err
@@ -444,7 +444,7 @@ func (e *env) startKafka(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("Kafka at %s: %w", strings.Join(e.cfg.KafkaBrokers, ","), err)
+		return fmt.Errorf("cannot reach Kafka at %s: %w", strings.Join(e.cfg.KafkaBrokers, ","), err)
 	}
 	return nil
 }

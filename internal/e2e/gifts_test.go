@@ -626,7 +626,6 @@ func TestLeaderboard(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const room, receiver = 51, 500
 	coins := map[int64]int64{}
-	var tickets []string
 	var senders []int64
 	for i := int64(0); i < 25; i++ {
 		sender := 501 + i
@@ -636,7 +635,6 @@ func TestLeaderboard(t *testing.T) {
 		if a.Status != 202 {
 			t.Fatalf("gift: %d %s", a.Status, a.Raw)
 		}
-		tickets = append(tickets, a.str("ticket"))
 		senders = append(senders, sender)
 		coins[sender] = c
 	}

@@ -68,7 +68,8 @@ func TestNotify(t *testing.T) {
 }
 
 func TestTxnForIsStablePerOrder(t *testing.T) {
-	if TxnFor("P1") != TxnFor("P1") || TxnFor("P1") == TxnFor("P2") || len(TxnFor("P1")) > 64 {
+	first, again, other := TxnFor("P1"), TxnFor("P1"), TxnFor("P2")
+	if first != again || first == other || len(first) > 64 {
 		t.Fatal("TxnFor must be one short id per order")
 	}
 }

@@ -216,7 +216,7 @@ func (b *bench) rowFanout(ctx context.Context) error {
 		answers: fmt.Sprintf("%d gifts (%d refused), %d deliveries, %d duplicates, %d viewers cut off; "+
 			"p99 within ws (result read to push written, flashgate_ws_push_seconds) %s",
 			succeeded, refused.Load(), len(lat), dups, closed, quantile(pushBefore, pushAfter, 0.99)),
-		check:   "ok",
+		check: "ok",
 	}
 	if missed > 0 {
 		r.check = fmt.Sprintf("FAIL: connected viewers missed %d pushes", missed)

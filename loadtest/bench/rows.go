@@ -358,7 +358,7 @@ func (b *bench) pendingOrders(ctx context.Context, ev int64) (int64, error) {
 		return -decided, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("Redis stock of event %d: %w", ev, err)
+		return 0, fmt.Errorf("cannot read the Redis stock of event %d: %w", ev, err)
 	}
 	return taken - redisLeft - decided, nil
 }

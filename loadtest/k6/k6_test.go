@@ -66,7 +66,7 @@ func section(t *testing.T, readme, title string) string {
 }
 
 var (
-	tableHeader = regexp.MustCompile("(?m)^\\| (Metric|Variable) \\|.*$")
+	tableHeader = regexp.MustCompile(`(?m)^\| (Metric|Variable) \|.*$`)
 	tableRow    = regexp.MustCompile("^\\| `([A-Za-z_0-9]+)` \\|([^|]*)\\|([^|]*)\\|")
 	declared    = regexp.MustCompile(`new (Counter|Trend|Rate|Gauge)\('([a-z_0-9]+)'`)
 )
