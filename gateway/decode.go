@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 
 	"github.com/flashgate/flashgate/internal/apierr"
 )
@@ -21,16 +19,16 @@ func decodeJSON(body []byte, v any) *apierr.Error {
 		// was 6% of the gateway's time on sold-out answers (perf).
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(v); err != nil {
+	// Unmarshal, not a Decoder: it reads the slice in place (a Decoder
+	// copied every gift's body into a buffer of its own: 8 allocations and
+	// 984 B per gift, BenchmarkDecodeGift), and it refuses data after the
+	// object as a syntax error.
+	if err := json.Unmarshal(b, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
 			return apierr.InvalidRequest.With("field " + te.Field + " has the wrong type")
 		}
 		return apierr.InvalidRequest.With("the body is not valid JSON")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return apierr.InvalidRequest.With("unexpected data after the JSON object")
 	}
 	return nil
 }
