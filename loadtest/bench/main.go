@@ -23,7 +23,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/redis/rueidis"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/config"
@@ -52,7 +51,6 @@ type bench struct {
 	duration                  time.Duration
 
 	cfg    config.Config
-	kafka  *kfake.Cluster
 	deps   *proc
 	worker *proc
 	procs  []*proc
@@ -82,6 +80,9 @@ type row struct {
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == brokerArg {
+		os.Exit(runBroker())
+	}
 	os.Exit(run())
 }
 
