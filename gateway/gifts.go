@@ -240,9 +240,15 @@ func (s *Server) SendGift(ctx context.Context, g GiftRequest, idemKey string) (G
 	res, err := s.holdGift(ctx, g.SenderID, ticket, coins, idemKey)
 	if err == nil && res.Status == store.HoldNotLoaded {
 		// Redis has no copy of this wallet yet (first gift, or Redis lost
-		// it): load it from MySQL, once, and try again.
+		// it): load it from MySQL, once, and try again. The hold script
+		// marked the load as ours unless another request is loading it.
 		lctx, cancel := context.WithTimeout(ctx, walletLoadTimeout)
-		_, lerr := s.wallets().HotBalance(lctx, g.SenderID)
+		var lerr error
+		if res.LoadMine {
+			_, lerr = s.wallets().LoadMarked(lctx, g.SenderID)
+		} else {
+			_, lerr = s.wallets().HotBalance(lctx, g.SenderID)
+		}
 		cancel()
 		if lerr != nil {
 			s.log.Warn("cannot load the sender's wallet", "user", g.SenderID, "err", lerr)

@@ -13,6 +13,7 @@
 --                          arrival time, microseconds (see ratelimit.lua)
 -- KEYS[5] {w:B}:holders    zset: user id -> ms from which the hold reconciler
 --                          counts the pending timeout (see gift_holds_look.lua)
+-- KEYS[6] {w:B}:loading:N  a wallet load in progress (see wallet_credit.lua)
 -- ARGV[1] ticket
 -- ARGV[2] coins
 -- ARGV[3] "1" when an Idempotency-Key was sent
@@ -21,6 +22,7 @@
 -- ARGV[6] rate limit burst
 -- ARGV[7] the sender's user id (N)
 -- ARGV[8] now, microseconds by Redis's clock
+-- ARGV[9] how long a load may hold the loading mark, ms
 --
 -- The sender goes into the bucket's holders index with the hold's time, or
 -- keeps an earlier time that is there (ZADD LT: add, or lower the score,
@@ -32,7 +34,10 @@
 --
 -- Returns {0, balance_after, held_at_ms} held; {1, "<ticket>:<balance_after>"}
 -- a replay of the key; {2, balance} insufficient balance; {3} wallet not
--- loaded; {4, retry_after_us} rate limited.
+-- loaded; {4, retry_after_us} rate limited. When the wallet is not loaded
+-- the script also marks a load in progress if none is, and answers {3, 1}
+-- when the caller is the one to load it ({3, 0}: someone else is): a cold
+-- wallet costs no round trip to ask.
 if ARGV[3] == '1' then
   local prev = redis.call('GET', KEYS[3])
   if prev then
@@ -41,7 +46,10 @@ if ARGV[3] == '1' then
 end
 local bal = redis.call('GET', KEYS[1])
 if not bal then
-  return {3}
+  if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[9]) then
+    return {3, 1}
+  end
+  return {3, 0}
 end
 local now_us = tonumber(ARGV[8])
 local interval = tonumber(ARGV[5])

@@ -845,9 +845,15 @@ func TestGiftLimitInHoldScript(t *testing.T) {
 	ctx := context.Background()
 	const sender = 31
 	limit := store.Limit{PerSecond: 0.5, Burst: 2} // two at once, then one every 2 s
-	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", limit); err != nil || r.Status != store.HoldNotLoaded {
-		t.Fatalf("before the wallet is loaded: %+v %v", r, err)
+	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", limit); err != nil || r.Status != store.HoldNotLoaded || !r.LoadMine {
+		t.Fatalf("before the wallet is loaded: %+v %v, want not loaded, and the load ours", r, err)
 	}
+	// The script marked the load as the first caller's: a second is told
+	// someone else is loading it.
+	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", limit); err != nil || r.Status != store.HoldNotLoaded || r.LoadMine {
+		t.Fatalf("second hold before the load: %+v %v, want not loaded, and the load someone else's", r, err)
+	}
+	s.redis.AbandonWalletLoad(ctx, sender) // the first caller gives the load up
 	s.giftSeedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) { // loads it
 		t.Fatalf("wallet: %s", w.Raw)

@@ -120,6 +120,10 @@ type HoldResult struct {
 	Balance    int64         // after the hold; a replay's original answer; the balance when insufficient
 	HeldAt     time.Time     // Held: Redis's clock when the coins were held
 	RetryAfter time.Duration // HoldLimited: how long the sender must wait
+	// LoadMine (HoldNotLoaded): the script marked a load in progress for
+	// the caller, who must now load the wallet (wallet.Wallets.LoadMarked)
+	// or clear the mark.
+	LoadMine bool
 }
 
 // Limit is a per-user rate limit a script applies (GCRA): requests per
@@ -149,9 +153,9 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 	}
 	vals, err := lua.GiftHold.Exec(ctx, s.C,
 		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), RateLimitKey(senderID, "gift"),
-			HoldersKey(WalletBucket(senderID))},
+			HoldersKey(WalletBucket(senderID)), LoadingKey(senderID)},
 		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL, limit.interval(), strconv.Itoa(limit.Burst),
-			strconv.FormatInt(senderID, 10), strconv.FormatInt(s.Clock().UnixMicro(), 10)},
+			strconv.FormatInt(senderID, 10), strconv.FormatInt(s.Clock().UnixMicro(), 10), loadMarkMs},
 	).ToArray()
 	if err != nil {
 		return HoldResult{}, fmt.Errorf("cannot hold coins: %w", err)
@@ -165,6 +169,11 @@ func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 		r.HeldAt = time.UnixMilli(ms).UTC()
 	case HoldInsufficient:
 		r.Balance, _ = vals[1].AsInt64()
+	case HoldNotLoaded:
+		if len(vals) > 1 {
+			n, _ := vals[1].AsInt64()
+			r.LoadMine = n == 1
+		}
 	case HoldLimited:
 		us, _ := vals[1].AsInt64()
 		r.RetryAfter = time.Duration(us) * time.Microsecond
@@ -291,6 +300,12 @@ func (s *Store) HotBalance(ctx context.Context, userID int64) (bal int64, ok boo
 	return n, true, nil
 }
 
+// LoadMark is how long a wallet load may hold its mark (BeginWalletLoad,
+// and gift_hold.lua's for a cold wallet) before it counts as abandoned.
+const LoadMark = 5 * time.Second
+
+var loadMarkMs = strconv.Itoa(int(LoadMark / time.Millisecond))
+
 // BeginWalletLoad marks a load in progress, so credits wait for it (see
 // wallet_credit.lua). It reports false when another load is in progress.
 func (s *Store) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Duration) (bool, error) {
@@ -299,6 +314,13 @@ func (s *Store) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Dura
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// AbandonWalletLoad clears the mark of a load that failed, so the next
+// request loads the wallet at once instead of waiting for the mark to
+// expire.
+func (s *Store) AbandonWalletLoad(ctx context.Context, userID int64) {
+	s.C.Do(ctx, s.C.B().Del().Key(LoadingKey(userID)).Build())
 }
 
 // FinishWalletLoad installs a balance read from MySQL (unless one is there)

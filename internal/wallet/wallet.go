@@ -78,7 +78,7 @@ func (w Wallets) HotBalance(ctx context.Context, userID int64) (int64, error) {
 		if err != nil || ok {
 			return bal, err
 		}
-		started, err := w.Redis.BeginWalletLoad(ctx, userID, 5*time.Second)
+		started, err := w.Redis.BeginWalletLoad(ctx, userID, store.LoadMark)
 		if err != nil {
 			return 0, err
 		}
@@ -98,18 +98,25 @@ func (w Wallets) HotBalance(ctx context.Context, userID int64) (int64, error) {
 	}
 }
 
+// LoadMarked loads a wallet whose load mark the caller holds: gift_hold.lua
+// set it when it met the wallet cold (store.HoldResult.LoadMine). It is
+// HotBalance without the two round trips that ask Redis first.
+func (w Wallets) LoadMarked(ctx context.Context, userID int64) (int64, error) {
+	return w.load(ctx, userID)
+}
+
 // Resync makes the hot balance agree with MySQL again: MySQL's balance minus
 // the coins still held by gifts in flight. The worker calls it when it had
 // to refuse a gift the hot balance allowed. It reports false when a load or
 // another resync of the wallet is under way (that one reads MySQL anyway).
 func (w Wallets) Resync(ctx context.Context, userID int64) (bool, error) {
-	started, err := w.Redis.BeginWalletLoad(ctx, userID, 5*time.Second)
+	started, err := w.Redis.BeginWalletLoad(ctx, userID, store.LoadMark)
 	if err != nil || !started {
 		return false, err
 	}
 	bal, credited, err := w.snapshot(ctx, userID)
 	if err != nil {
-		w.Redis.C.Do(ctx, w.Redis.C.B().Del().Key(store.LoadingKey(userID)).Build())
+		w.Redis.AbandonWalletLoad(ctx, userID)
 		return false, err
 	}
 	_, err = w.Redis.ResyncWallet(ctx, userID, bal, credited)
@@ -138,7 +145,7 @@ func (w Wallets) load(ctx context.Context, userID int64) (int64, error) {
 		err = w.Redis.RestoreGiftIdem(ctx, userID, out, now)
 	}
 	if err != nil {
-		w.Redis.C.Do(ctx, w.Redis.C.B().Del().Key(store.LoadingKey(userID)).Build())
+		w.Redis.AbandonWalletLoad(ctx, userID)
 		return 0, err
 	}
 	return w.Redis.FinishWalletLoad(ctx, userID, snap.Balance, creditRefs(snap.Credits))
