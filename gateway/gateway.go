@@ -155,7 +155,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
-	if err := s.redis.SyncClock(ctx); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = s.redis.SyncClock(cctx)
+	cancel()
+	if err != nil {
 		log.Warn("cannot read Redis's clock yet; stamping reservations with this machine's until it can", "err", err)
 	}
 	if err := s.refreshEvents(ctx); err != nil {

@@ -105,6 +105,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 	if w.redis, err = store.Dial(cfg.Config); err != nil {
 		return nil, err
 	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = w.redis.SyncClock(cctx)
+	cancel()
+	if err != nil {
+		log.Warn("cannot read Redis's clock yet; stamping settled holds with this machine's until it can", "err", err)
+	}
 	if w.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		w.Close()
 		return nil, err
@@ -199,6 +205,9 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	g.Go(func() error { w.every(gctx, cfg.WalletsEvery, "reconcile wallets", w.ReconcileWallets); return nil })
 	g.Go(func() error { w.every(gctx, time.Second, "stock push", w.FlushStockPushes); return nil })
+	// Settled gift holds are stamped with Redis's clock as this process
+	// reads it (store.Clock), the clock the hold reconciler ages them by.
+	g.Go(func() error { w.every(gctx, time.Second, "Redis's clock", w.redis.SyncClock); return nil })
 	g.Go(func() error { w.every(gctx, 5*time.Second, "lag report", w.reportLag); return nil })
 	log.Info("worker started", "orders", cfg.OrdersTopic(), "gifts", cfg.GiftsTopic(), "withdrawals", cfg.WithdrawalsTopic())
 	err = g.Wait()

@@ -273,12 +273,13 @@ func (s *Store) SettleGifts(ctx context.Context, sets []GiftSettlement) error {
 		return nil
 	}
 	execs := make([]rueidis.LuaExec, len(sets))
+	now := strconv.FormatInt(s.Clock().UnixMilli(), 10)
 	for i, g := range sets {
 		c := "0"
 		if g.Committed {
 			c = "1"
 		}
-		execs[i] = rueidis.LuaExec{Keys: []string{BalanceKey(g.SenderID), HoldsKey(g.SenderID)}, Args: []string{g.Ticket, c}}
+		execs[i] = rueidis.LuaExec{Keys: []string{BalanceKey(g.SenderID), HoldsKey(g.SenderID)}, Args: []string{g.Ticket, c, now}}
 	}
 	for _, r := range lua.GiftSettle.ExecMulti(ctx, s.C, execs...) {
 		if err := r.Error(); err != nil {
