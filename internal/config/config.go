@@ -406,6 +406,11 @@ func Default() Config {
 // FromEnv returns the defaults overridden by the environment.
 func FromEnv() (Config, error) { return fromLookup(os.LookupEnv) }
 
+// FromLookup is FromEnv with the variables read through lookup instead of
+// the environment, as a service would see them: k8s/ checks its manifests'
+// settings with it.
+func FromLookup(lookup func(name string) (string, bool)) (Config, error) { return fromLookup(lookup) }
+
 func fromLookup(lookup func(string) (string, bool)) (Config, error) {
 	c := Default()
 	for _, v := range Vars {
