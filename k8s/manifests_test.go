@@ -31,7 +31,7 @@ import (
 
 // overlays are the kustomizations a person applies; each is rendered and
 // checked on its own.
-var overlays = []string{"overlays/dev", "overlays/prod"}
+var overlays = []string{"overlays/dev", "overlays/prod", "observability"}
 
 // object is one rendered resource: its kind and its JSON.
 type object struct {
