@@ -1,0 +1,185 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flashgate/flashgate/internal/store"
+	"github.com/flashgate/flashgate/internal/testenv"
+)
+
+// TestRedisClusterSale runs the flash-sale path against a real 3-master
+// Redis Cluster reached through FLASHGATE_REDIS_ADDR's seed list: each
+// event's scripts run on the master of its hash tag's slot, the events land
+// on different masters, and a crowd larger than the stock buys exactly the
+// stock of each, once per user.
+func TestRedisClusterSale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	addrs := testenv.RedisCluster(t, 3)
+	s, err := store.New(strings.Join(addrs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// Events whose tags hash to slots of every master.
+	const stock, buyers = 40, 120
+	masters := map[string]bool{}
+	var events []int64
+	for id := int64(1); id < 200 && len(masters) < len(addrs); id++ {
+		owner := ""
+		for _, a := range addrs {
+			if owns(ctx, t, a, store.StockKey(id)) {
+				owner = a
+			}
+		}
+		if owner == "" || masters[owner] {
+			continue
+		}
+		masters[owner] = true
+		events = append(events, id)
+	}
+	if len(events) != len(addrs) {
+		t.Fatalf("found events on %d of %d masters", len(events), len(addrs))
+	}
+	for _, id := range events {
+		if ok, err := s.Warm(ctx, id, stock, time.Now().Add(time.Hour), nil); err != nil || !ok {
+			t.Fatalf("warm event %d: %v, %v", id, ok, err)
+		}
+	}
+	var wg sync.WaitGroup
+	var bought sync.Map // "event/user" of each reservation
+	reserved := make([]atomic.Int64, len(events))
+	var errs atomic.Int64
+	for i, id := range events {
+		for u := int64(1); u <= buyers; u++ {
+			for try := 0; try < 2; try++ { // each buyer asks twice
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r, err := s.Reserve(ctx, id, u, store.NewOrderTicket(id), "")
+					if err != nil {
+						errs.Add(1)
+						t.Errorf("reserve event %d user %d: %v", id, u, err)
+						return
+					}
+					if r.Status == store.Reserved {
+						reserved[i].Add(1)
+						if _, twice := bought.LoadOrStore(fmt.Sprint(id, "/", u), true); twice {
+							t.Errorf("event %d: user %d reserved twice", id, u)
+						}
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	if errs.Load() > 0 {
+		return
+	}
+	for i, id := range events {
+		if got := reserved[i].Load(); got != stock {
+			t.Errorf("event %d: %d units reserved, stock was %d", id, got, stock)
+		}
+		left, err := s.C.Do(ctx, s.C.B().Get().Key(store.StockKey(id)).Build()).AsInt64()
+		if err != nil || left != 0 {
+			t.Errorf("event %d: stock left %d (%v), want 0", id, left, err)
+		}
+	}
+}
+
+// TestRedisClusterGifts runs the gift holds against the same kind of
+// cluster: senders whose wallets live on different masters spend
+// concurrently, and each ends with exactly the coins it could not spend,
+// never below zero.
+func TestRedisClusterGifts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	addrs := testenv.RedisCluster(t, 3)
+	s, err := store.New(strings.Join(addrs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	const balance, price, tries = 100, 7, 40
+	masters := map[string]bool{}
+	var senders []int64
+	for id := int64(1); id < 500 && len(masters) < len(addrs); id++ {
+		for _, a := range addrs {
+			if owns(ctx, t, a, store.BalanceKey(id)) && !masters[a] {
+				masters[a] = true
+				senders = append(senders, id)
+			}
+		}
+	}
+	if len(senders) != len(addrs) {
+		t.Fatalf("found senders on %d of %d masters", len(senders), len(addrs))
+	}
+	for _, u := range senders {
+		if _, err := s.FinishWalletLoad(ctx, u, balance, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := make([]atomic.Int64, len(senders))
+	var wg sync.WaitGroup
+	for i, u := range senders {
+		for n := 0; n < tries; n++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := s.HoldGift(ctx, u, store.NewGiftTicket(u), price, "", store.Limit{})
+				if err != nil {
+					t.Errorf("hold for sender %d: %v", u, err)
+					return
+				}
+				if r.Status == store.Held {
+					held[i].Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for i, u := range senders {
+		bal, ok, err := s.HotBalance(ctx, u)
+		if err != nil || !ok {
+			t.Fatalf("sender %d balance: %v %v", u, ok, err)
+		}
+		if want := int64(balance / price); held[i].Load() != want || bal != balance-want*price {
+			t.Errorf("sender %d: %d gifts held, balance %d; want %d held and %d left", u, held[i].Load(), bal, want, balance-want*price)
+		}
+	}
+}
+
+// owns asks the node at addr whether key's slot is its own: another node
+// answers MOVED.
+func owns(ctx context.Context, t *testing.T, addr, key string) bool {
+	t.Helper()
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, ForceSingleClient: true, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Do(ctx, c.B().Get().Key(key).Build()).Error()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		if strings.HasPrefix(err.Error(), "MOVED") || strings.Contains(err.Error(), "MOVED") {
+			return false
+		}
+		t.Fatal(err)
+	}
+	return true
+}
