@@ -231,10 +231,10 @@ func Listener(t testing.TB) net.Listener {
 }
 
 // RedisCluster starts a Redis Cluster of masters private redis-servers on
-// loopback (no replicas, no persistence), joined with redis-cli --cluster
-// create, and returns their addresses once every slot is served. The
-// servers stop with the test.
-func RedisCluster(t testing.TB, masters int) []string {
+// loopback (no persistence), each with replicas replicas, joined with
+// redis-cli --cluster create, and returns every node's address once every
+// slot is served. The servers stop with the test.
+func RedisCluster(t testing.TB, masters, replicas int) []string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -245,7 +245,7 @@ func RedisCluster(t testing.TB, masters int) []string {
 		t.Fatalf("redis-cli is not installed (Debian's redis-tools)")
 	}
 	var addrs []string
-	for len(addrs) < masters {
+	for len(addrs) < masters*(1+replicas) {
 		// The cluster bus listens on the port + 10000: both must be free.
 		port := FreePort(t)
 		if port+10000 > 65535 {
@@ -271,7 +271,7 @@ func RedisCluster(t testing.TB, masters int) []string {
 		addrs = append(addrs, addr)
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
