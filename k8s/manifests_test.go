@@ -250,12 +250,84 @@ func pinned(image string) bool {
 // secretish names settings whose values are secrets wherever they appear.
 var secretish = regexp.MustCompile(`(?i)(SECRET|PASSWORD|PASSWD|_DSN|TOKEN$|_KEY$)`)
 
+// external are the Secrets an overlay expects to exist already: made by an
+// operator (prod: flashgate) or by Strimzi (the KafkaUser's password and
+// the cluster CA).
+var external = map[string][]string{
+	"overlays/prod": {"flashgate", "flashgate-app", "flashgate-cluster-ca-cert"},
+}
+
+// secretRefs are the Secret names an object refers to: in pods (envFrom,
+// secretKeyRef, volumes) and in KEDA's TriggerAuthentication, where
+// kustomize does not rewrite a generated name.
+func secretRefs(o object) []string {
+	var refs []string
+	var pod *corev1.PodSpec
+	switch v := o.typ.(type) {
+	case *appsv1.Deployment:
+		pod = &v.Spec.Template.Spec
+	case *appsv1.StatefulSet:
+		pod = &v.Spec.Template.Spec
+	case *batchv1.Job:
+		pod = &v.Spec.Template.Spec
+	}
+	if pod != nil {
+		for _, c := range append(slices.Clone(pod.InitContainers), pod.Containers...) {
+			for _, ef := range c.EnvFrom {
+				if ef.SecretRef != nil {
+					refs = append(refs, ef.SecretRef.Name)
+				}
+			}
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					refs = append(refs, e.ValueFrom.SecretKeyRef.Name)
+				}
+			}
+		}
+		for _, v := range pod.Volumes {
+			if v.Secret != nil {
+				refs = append(refs, v.Secret.SecretName)
+			}
+		}
+	}
+	if o.Kind == "TriggerAuthentication" {
+		var ta struct {
+			Spec struct {
+				SecretTargetRef []struct {
+					Name string `json:"name"`
+				} `json:"secretTargetRef"`
+			} `json:"spec"`
+		}
+		json.Unmarshal(o.raw, &ta)
+		for _, r := range ta.Spec.SecretTargetRef {
+			refs = append(refs, r.Name)
+		}
+	}
+	return refs
+}
+
 func TestManifestsInvariants(t *testing.T) {
 	for _, dir := range []string{"overlays/dev", "overlays/prod"} {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			decode(t, dir, objs)
 			checkInvariants(t, dir, objs)
+			have := map[string]bool{}
+			for _, o := range objs {
+				if o.Kind == "Secret" {
+					have[o.Metadata.Name] = true
+				}
+			}
+			for _, n := range external[dir] {
+				have[n] = true
+			}
+			for _, o := range objs {
+				for _, ref := range secretRefs(o) {
+					if !have[ref] {
+						t.Errorf("%s: %s refers to Secret %s, which the overlay neither makes nor expects from outside", dir, o.id(), ref)
+					}
+				}
+			}
 		})
 	}
 }
