@@ -121,3 +121,73 @@ func TestReplicas(t *testing.T) {
 		t.Errorf("%d orders in MySQL, stock %d", sold, stock)
 	}
 }
+
+// TestReplicasWS runs two ws replicas and a gateway as processes: a gift
+// sent through the gateway process reaches a viewer connected to the other
+// ws replica; when the ws a viewer is on stops (SIGTERM, as in a rollout)
+// the viewer reconnects to the other, catches up on a ticket decided while
+// it was away through GET /api/v1/tickets, and receives the room's next
+// gifts there.
+func TestReplicasWS(t *testing.T) {
+	s := start(t, options{noWS: true})
+	const room, sender, receiver, viewerA, viewerB, prober = 61, 601, 602, 611, 612, 690
+	gw := s.startProc("gateway")
+	wsA, wsB := s.startProc("ws"), s.startProc("ws")
+	wsURL := func(p *proc) string { return "ws" + strings.TrimPrefix(p.base, "http") }
+
+	onA := s.dialWSAt(wsURL(wsA), viewerA)
+	onB := s.dialWSAt(wsURL(wsB), viewerB)
+	chans := s.giftJoin(room, prober, onA, onB)
+	s.giftSeedWallet(sender, 1000)
+	giftVia := func(base string) string {
+		t.Helper()
+		a, err := s.tryAt(base, "POST", fmt.Sprintf("/api/v1/rooms/%d/gifts", room), s.token(sender),
+			fmt.Sprintf(`{"gift_id":%d,"receiver_id":%d,"count":1}`, giftRose, receiver))
+		if err != nil || a.Status != 202 {
+			t.Fatalf("gift through %s: %v %d %s", base, err, a.Status, a.Raw)
+		}
+		return a.str("ticket")
+	}
+
+	// Through the gateway process to both ws processes.
+	ticket := giftVia(gw.base)
+	for i, ch := range chans {
+		if _, ok := nextFrame(ch, 20*time.Second, isGift(ticket)); !ok {
+			t.Fatalf("viewer %d (ws %c) did not receive the gift sent through the gateway process", i+1, "AB"[i])
+		}
+	}
+
+	// ws A rolls: its viewer is closed, a gift is decided meanwhile, the
+	// viewer comes back on ws B.
+	wsA.term(30 * time.Second)
+	for closed, timeout := false, time.After(10*time.Second); !closed; {
+		select {
+		case _, ok := <-chans[0]:
+			closed = !ok
+		case <-timeout:
+			t.Fatal("the viewer on ws A was not disconnected when ws A stopped")
+		}
+	}
+	missed := giftVia(gw.base)
+	if a := s.waitTicket(sender, missed); a.str("status") != "succeeded" {
+		t.Fatalf("the gift sent while ws A was down: %s", a.Raw)
+	}
+	back := s.dialWSAt(wsURL(wsB), viewerA)
+	if err := back.WriteJSON(map[string]any{"type": "join", "room_id": room}); err != nil {
+		t.Fatal(err)
+	}
+	backFrames := wsFrames(t, back)
+	// The join is registered when a gift reaches it; retry a few.
+	for attempt := 0; ; attempt++ {
+		if attempt == 10 {
+			t.Fatal("the viewer that moved to ws B never received the room's gifts there")
+		}
+		next := giftVia(s.gateway)
+		if _, ok := nextFrame(backFrames, 5*time.Second, isGift(next)); ok {
+			break
+		}
+	}
+	if _, ok := nextFrame(chans[1], 20*time.Second, isGift(missed)); !ok {
+		t.Error("the viewer that stayed on ws B missed the gift sent while ws A was down")
+	}
+}
