@@ -32,7 +32,7 @@ override TOKENS_FILE := $(abspath $(TOKENS_FILE))
 export TOKENS_FILE
 endif
 
-.PHONY: help build run lint test test-faults bench bench-go fuzz k6 loadtest clean clean-data
+.PHONY: help build run lint test test-faults bench bench-go fuzz k6 loadtest image k8s-secrets clean clean-data
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -89,6 +89,33 @@ loadtest: ## run a k6 scenario against a running `make run`: SCENARIO=flash_sale
 	fi
 	@$(MAKE) --no-print-directory k6
 	$(K6) run $(K6_ARGS) loadtest/k6/$(SCENARIO).js
+
+# The image make image builds and k8s/ deploys (k8s/base/kustomization.yaml
+# names the same one; an overlay's `images:` points it at your registry).
+IMAGE ?= flashgate/flashgate:0.11.0
+DOCKER ?= docker
+
+image: ## build the container image IMAGE with Docker (needs a Docker engine, not only the client)
+	@if ! command -v "$(DOCKER)" >/dev/null 2>&1; then \
+		echo "make image: no '$(DOCKER)' command; install Docker (or set DOCKER=podman)" >&2; exit 1; \
+	fi
+	@if ! "$(DOCKER)" version --format '{{.Server.Version}}' >/dev/null 2>&1; then \
+		echo "make image: '$(DOCKER)' is here but no Docker engine answers it (DOCKER_HOST=$${DOCKER_HOST:-the default socket})." >&2; \
+		echo "  Start the engine, or point DOCKER_HOST at one. make test still checks what it can without one:" >&2; \
+		echo "  the static build and the binary running as a non-root user in an empty directory (k8s: TestImage*)." >&2; \
+		exit 1; \
+	fi
+	$(DOCKER) build -t $(IMAGE) .
+
+k8s-secrets: ## write k8s/overlays/dev/secrets.env with fresh random secrets (kept out of git)
+	@f=k8s/overlays/dev/secrets.env; \
+	if [ -e $$f ]; then echo "$$f exists; remove it to make new secrets"; exit 0; fi; \
+	umask 077; pw=$$(head -c 24 /dev/urandom | base64 | tr -d '/+='); { \
+		echo "FLASHGATE_TOKEN_SECRET=$$(head -c 48 /dev/urandom | base64 | tr -d '\n')"; \
+		echo "FLASHGATE_PAY_SECRET=$$(head -c 48 /dev/urandom | base64 | tr -d '\n')"; \
+		echo "MARIADB_ROOT_PASSWORD=$$pw"; \
+		echo "FLASHGATE_MYSQL_DSN=root:$$pw@tcp(mariadb:3306)/flashgate"; \
+	} >$$f; echo "wrote $$f"
 
 clean: ## remove bin/ (keeps the data in .run/)
 	rm -rf bin

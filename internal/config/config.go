@@ -251,7 +251,7 @@ var Vars = []Var{
 	strVar("FLASHGATE_WORKER_ADDR", "127.0.0.1:8082", "worker health and metrics listen address (internal: not for the internet)", func(c *Config) *string { return &c.WorkerAddr }),
 	strVar("FLASHGATE_INTERNAL_ADDR", "127.0.0.1:9090", "gateway internal listen address: /metrics, /readyz with the failing dependency, /healthz and the admin routes (/api/v1/admin/...), none of which the public address serves; keep it off the internet", func(c *Config) *string { return &c.InternalAddr }),
 	strVar("FLASHGATE_WS_INTERNAL_ADDR", "127.0.0.1:9091", "ws internal listen address: /metrics, /readyz with the failing dependency and /healthz, which the public address (FLASHGATE_WS_ADDR) serves only as /healthz and a bare /readyz", func(c *Config) *string { return &c.WSInternalAddr }),
-	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port)", func(c *Config) *string { return &c.RedisAddr }),
+	strVar("FLASHGATE_REDIS_ADDR", "127.0.0.1:16379", "Redis address (host:port), or comma-separated seed nodes of a Redis Cluster (host:port,host:port,...)", func(c *Config) *string { return &c.RedisAddr }),
 	strVar("FLASHGATE_REDIS_USERNAME", "", "Redis ACL user (empty: the default user, or none)", func(c *Config) *string { return &c.RedisUsername }),
 	secret(strVar("FLASHGATE_REDIS_PASSWORD", "", "Redis password (AUTH); empty: none", func(c *Config) *string { return &c.RedisPassword })),
 	boolVar("FLASHGATE_REDIS_TLS", "0", "1 connects to Redis over TLS", func(c *Config) *bool { return &c.RedisTLS }),
@@ -405,6 +405,11 @@ func Default() Config {
 
 // FromEnv returns the defaults overridden by the environment.
 func FromEnv() (Config, error) { return fromLookup(os.LookupEnv) }
+
+// FromLookup is FromEnv with the variables read through lookup instead of
+// the environment, as a service would see them: k8s/ checks its manifests'
+// settings with it.
+func FromLookup(lookup func(name string) (string, bool)) (Config, error) { return fromLookup(lookup) }
 
 func fromLookup(lookup func(string) (string, bool)) (Config, error) {
 	c := Default()

@@ -57,10 +57,13 @@ func Dial(cfg config.Config) (*Store, error) {
 	return NewWith(cfg.RedisAddr, Options{Username: cfg.RedisUsername, Password: cfg.RedisPassword, TLS: tc})
 }
 
-// NewWith connects to Redis at addr with o.
+// NewWith connects to Redis at addr with o. addr is one host:port, or
+// comma-separated seed nodes of a Redis Cluster; rueidis finds out which it
+// is (CLUSTER SLOTS) and, in a cluster, sends each script to the master of
+// its keys' slot.
 func NewWith(addr string, o Options) (*Store, error) {
 	c, err := rueidis.NewClient(rueidis.ClientOption{
-		InitAddress:  []string{addr},
+		InitAddress:  SeedAddrs(addr),
 		Username:     o.Username,
 		Password:     o.Password,
 		TLSConfig:    o.TLS,
@@ -73,6 +76,17 @@ func NewWith(addr string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("cannot connect to Redis at %s: %w", addr, err)
 	}
 	return &Store{C: c}, nil
+}
+
+// SeedAddrs splits FLASHGATE_REDIS_ADDR into its addresses.
+func SeedAddrs(addr string) []string {
+	var seeds []string
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			seeds = append(seeds, a)
+		}
+	}
+	return seeds
 }
 
 // Close closes the client.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,4 +228,66 @@ func Listener(t testing.TB) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// RedisCluster starts a Redis Cluster of masters private redis-servers on
+// loopback (no persistence), each with replicas replicas, joined with
+// redis-cli --cluster create, and returns every node's address once every
+// slot is served. The servers stop with the test.
+func RedisCluster(t testing.TB, masters, replicas int) []string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed: run `make test`, which installs and starts the test dependencies")
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Fatalf("redis-cli is not installed (Debian's redis-tools)")
+	}
+	var addrs []string
+	for len(addrs) < masters*(1+replicas) {
+		// The cluster bus listens on the port + 10000: both must be free.
+		port := FreePort(t)
+		if port+10000 > 65535 {
+			continue
+		}
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+10000)); err != nil {
+			continue
+		} else {
+			ln.Close()
+		}
+		dir := t.TempDir()
+		cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--protected-mode", "no", "--logfile", filepath.Join(dir, "redis.log"),
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"), "--cluster-node-timeout", "2000")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("cannot start redis-server: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if !waitTCP(addr, 5*time.Second) {
+			continue // lost the port to someone else: its Cleanup kills it
+		}
+		addrs = append(addrs, addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, a := range addrs {
+		host, port, _ := net.SplitHostPort(a)
+		for {
+			out, _ := exec.Command(cli, "-h", host, "-p", port, "cluster", "info").Output()
+			if strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the Redis Cluster did not become ok on %s:\n%s", a, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return addrs
 }
