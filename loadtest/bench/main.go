@@ -104,7 +104,7 @@ Flags:
 	}
 	rowsFlag := fs.String("rows", "", "comma-separated rows to run (default: all, in the order above)")
 	b := &bench{}
-	fs.DurationVar(&b.duration, "duration", 6*time.Second, "how long wrk drives each side of an HTTP row (the bare server, then flashgate; at most 7s, so a row loads for at most 15s)")
+	fs.DurationVar(&b.duration, "duration", 6*time.Second, "how long wrk drives flashgate in an HTTP row, and the bare server in all (half before flashgate, half after); at most 7s, so a row loads for at most 15s")
 	fs.IntVar(&b.threads, "threads", 2, "wrk threads")
 	fs.IntVar(&b.conns, "connections", 128, "wrk connections")
 	fs.StringVar(&b.bin, "flashgate", "bin/flashgate", "the flashgate binary")

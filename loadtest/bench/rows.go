@@ -118,11 +118,10 @@ func (b *bench) orderRow(ctx context.Context, name, title string, ev, stock int6
 	if err != nil {
 		return err
 	}
-	r, gw, err := b.httpRow(ctx, title, file)
+	r, err := b.httpRow(ctx, title, file, func(gw wrkResult) string { return b.checkOrders(ctx, ev, stock, gw) })
 	if err != nil {
 		return err
 	}
-	r.check = b.checkOrders(ctx, ev, stock, gw)
 	b.rows = append(b.rows, r)
 	return nil
 }
@@ -145,13 +144,15 @@ func (b *bench) rowOrder(ctx context.Context) error {
 	}
 	own := b.queries.Load()
 	accepted0, _ := b.gatewayCount("flashgate_gateway_orders_total", "accepted")
-	r, gw, err := b.httpRow(ctx, "accepted order", file)
+	var accepted1 int64
+	r, err := b.httpRow(ctx, "accepted order", file, func(gw wrkResult) string {
+		accepted1, _ = b.gatewayCount("flashgate_gateway_orders_total", "accepted")
+		return b.checkOrders(ctx, ev, hugeStock, gw)
+	})
 	if err != nil {
 		return err
 	}
 	r.name = "accepted order (whole stack)"
-	accepted1, _ := b.gatewayCount("flashgate_gateway_orders_total", "accepted")
-	r.check = b.checkOrders(ctx, ev, hugeStock, gw)
 	if after, err := b.counters(ctx); err == nil {
 		b.levers = append(b.levers, perItem(before, after, accepted1-accepted0, b.queries.Load()-own+1, "accepted order"))
 	}
@@ -181,14 +182,15 @@ func (b *bench) rowTicket(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r, gw, err := b.httpRow(ctx, "ticket read", file)
+	r, err := b.httpRow(ctx, "ticket read", file, func(gw wrkResult) string {
+		if n := gw.Statuses["404"] + gw.Statuses["500"]; n > 0 {
+			b.failed = true
+			return fmt.Sprintf("FAIL: %d reads of a decided ticket were not found or failed", n)
+		}
+		return "ok"
+	})
 	if err != nil {
 		return err
-	}
-	r.check = "ok"
-	if n := gw.Statuses["404"] + gw.Statuses["500"]; n > 0 {
-		r.check = fmt.Sprintf("FAIL: %d reads of a decided ticket were not found or failed", n)
-		b.failed = true
 	}
 	b.rows = append(b.rows, r)
 	return nil
@@ -235,12 +237,14 @@ func (b *bench) rowGiftWarm(ctx context.Context) error {
 // every accepted gift and checks the coins. It returns the gifts accepted.
 func (b *bench) giftRow(ctx context.Context, name, file string) (row, int64, error) {
 	accepted0, _ := b.gatewayCount("flashgate_gateway_gifts_total", "accepted")
-	r, _, err := b.httpRow(ctx, name, file)
+	var accepted1 int64
+	r, err := b.httpRow(ctx, name, file, func(wrkResult) string {
+		accepted1, _ = b.gatewayCount("flashgate_gateway_gifts_total", "accepted")
+		return b.checkGifts(ctx)
+	})
 	if err != nil {
 		return row{}, 0, err
 	}
-	accepted1, _ := b.gatewayCount("flashgate_gateway_gifts_total", "accepted")
-	r.check = b.checkGifts(ctx)
 	return r, accepted1 - accepted0, nil
 }
 
