@@ -129,7 +129,7 @@ func (b *bench) wrk(ctx context.Context, base, file string, d time.Duration) (wr
 // second half runs after check, so that a worker still writing a backlog
 // does not slow the reference down.
 func (b *bench) httpRow(ctx context.Context, name, file string, check func(gw wrkResult) string) (row, error) {
-	half := max(time.Second, (b.duration/2).Truncate(time.Second))
+	half := max(time.Second, (b.duration / 2).Truncate(time.Second))
 	before, err := b.wrk(ctx, "http://"+bareAddr, file, half)
 	if err != nil {
 		return row{}, err
