@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
 # The flashgate image: one static binary (the Lua scripts and the SQL
-# migrations are embedded with go:embed), on a distroless base that has no
-# shell, running as a non-root user. `make image` builds it; k8s/ runs it as
-# gateway, worker, ws and the migration Job.
+# migrations are embedded with go:embed) on scratch, with only the CA
+# certificates beside it (for Kafka, Redis and MySQL over TLS): no shell, no
+# packages, no base image tag that moves. It runs as a non-root user.
+# `make image` builds it; k8s/ runs it as gateway, worker, ws and the
+# migration Job.
 #
-# Both bases are pinned to an exact version; pin their digests too when you
-# build for production (docker buildx imagetools inspect <image>).
+# The build image is pinned to an exact version; pin its digest too when
+# you build for production (docker buildx imagetools inspect <image>).
 ARG GO_IMAGE=golang:1.26.8-bookworm
-ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
 
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
@@ -17,12 +18,12 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
 	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/flashgate .
 
-FROM ${BASE_IMAGE}
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/flashgate /usr/local/bin/flashgate
-# 65532 is distroless's nonroot user; k8s/ says so again in each pod's
-# securityContext, so a base without the user still runs as non-root.
+# A numeric user: scratch has no /etc/passwd. k8s/ says so again in each
+# pod's securityContext (runAsNonRoot, runAsUser 65532).
 USER 65532:65532
-WORKDIR /home/nonroot
 EXPOSE 8080 8081 8082 9090 9091
 ENTRYPOINT ["/usr/local/bin/flashgate"]
 CMD ["help"]

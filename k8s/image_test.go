@@ -13,7 +13,7 @@ import (
 	"testing"
 )
 
-// nonroot is the user the Dockerfile and the pods run as (distroless's nonroot).
+// nonroot is the user the Dockerfile and the pods run as.
 const nonroot = 65532
 
 var (

@@ -34,6 +34,10 @@ var (
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "abort_markers_total",
 		Help: "Abort markers sent for reservations (kind=order) and gift holds (kind=gift) that waited longer than FLASHGATE_PENDING_TIMEOUT.",
 	}, []string{"kind"})
+	oldestPending = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: obs.Namespace, Subsystem: "worker", Name: "oldest_pending_seconds",
+		Help: "Age of the oldest reservation (kind=order) or gift hold (kind=gift) still pending, by Redis's clock, as of the last reconcile; 0 when none. Above FLASHGATE_PENDING_TIMEOUT and rising: the writers are stuck or far behind.",
+	}, []string{"kind"})
 	stockCorrections = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "worker", Name: "stock_corrections_total",
 		Help: "Times the stock reconciler found an event's Redis stock different from MySQL's minus the units in flight, and set it.",
@@ -55,11 +59,18 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, e := range evs {
+	ids := make([]int64, len(evs))
+	for i, e := range evs {
+		ids[i] = e.ID
 		if err := w.reconcileEvent(ctx, e.ID, now); err != nil {
 			return err
 		}
 	}
+	oldest, ok, err := w.redis.OldestReservation(ctx, ids)
+	if err != nil {
+		return err
+	}
+	setOldest("order", now, oldest, ok)
 	return w.SyncStocks(ctx)
 }
 
@@ -215,6 +226,11 @@ func (w *Worker) ReconcileGiftHolds(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	oldest, ok, err := w.redis.OldestHold(ctx)
+	if err != nil {
+		return err
+	}
+	setOldest("gift", now, oldest, ok)
 	due := now.Add(-w.cfg.PendingTimeout)
 	for from := 0; from < store.WalletBuckets; from += holdBucketsPerCall {
 		// At most reconcileBatch users per bucket and pass; the rest are
@@ -232,6 +248,15 @@ func (w *Worker) ReconcileGiftHolds(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// setOldest sets the oldest-pending gauge of kind: now - oldest, or 0.
+func setOldest(kind string, now, oldest time.Time, ok bool) {
+	age := 0.0
+	if ok {
+		age = max(0, now.Sub(oldest).Seconds())
+	}
+	oldestPending.WithLabelValues(kind).Set(age)
 }
 
 // holdBucketsPerCall is how many buckets' holders indexes one round trip reads.

@@ -85,6 +85,53 @@ func (s *Store) MarkPending(ctx context.Context, eventID int64, tickets []string
 	return nil
 }
 
+// OldestReservation returns when the oldest reservation still pending in
+// any of the events was taken (by Redis's clock), and false when none is.
+// It reads each event's first pending entry and its ticket's creation: a
+// ticket the reconciler marked has moved on in the set, so this may miss a
+// marked one older still, never an unmarked one.
+func (s *Store) OldestReservation(ctx context.Context, events []int64) (time.Time, bool, error) {
+	var oldest int64
+	for _, ev := range events {
+		first, err := s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(ev)).Min("0").Max("0").Withscores().Build()).AsZScores()
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("cannot read the pending reservations of event %d: %w", ev, err)
+		}
+		if len(first) == 0 {
+			continue
+		}
+		at := int64(first[0].Score)
+		if st, err := s.Ticket(ctx, ev, first[0].Member); err == nil && !st.CreatedAt.IsZero() && st.CreatedAt.UnixMilli() < at {
+			at = st.CreatedAt.UnixMilli()
+		}
+		if oldest == 0 || at < oldest {
+			oldest = at
+		}
+	}
+	return time.UnixMilli(oldest).UTC(), oldest != 0, nil
+}
+
+// OldestHold returns the earliest time from which a sender's gift holds are
+// pending (the holders indexes' lowest score, by Redis's clock) and false
+// when no sender holds coins.
+func (s *Store) OldestHold(ctx context.Context) (time.Time, bool, error) {
+	cmds := make(rueidis.Commands, WalletBuckets)
+	for b := range WalletBuckets {
+		cmds[b] = s.C.B().Zrange().Key(HoldersKey(b)).Min("0").Max("0").Withscores().Build()
+	}
+	var oldest int64
+	for _, r := range s.C.DoMulti(ctx, cmds...) {
+		first, err := r.AsZScores()
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("cannot read the gift holders: %w", err)
+		}
+		if len(first) > 0 && (oldest == 0 || int64(first[0].Score) < oldest) {
+			oldest = int64(first[0].Score)
+		}
+	}
+	return time.UnixMilli(oldest).UTC(), oldest != 0, nil
+}
+
 // LookAgain moves reservations' next look by the reconciler to next.
 func (s *Store) LookAgain(ctx context.Context, eventID int64, tickets []string, next time.Time) error {
 	if len(tickets) == 0 {
