@@ -31,19 +31,29 @@ import (
 // metric reads one sample of the gateway's /metrics, 0 when absent.
 func (s *system) metric(sample string) float64 {
 	s.t.Helper()
-	resp, err := s.client.Get(s.gatewayInternal + "/metrics")
+	v, err := s.sample(s.gatewayInternal, sample)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	return v
+}
+
+// sample reads one sample of the /metrics at base (a service's internal
+// listener), 0 when absent.
+func (s *system) sample(base, sample string) (float64, error) {
+	resp, err := s.client.Get(base + "/metrics")
+	if err != nil {
+		return 0, err
+	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, sample+" "); ok {
 			f, _ := strconv.ParseFloat(v, 64)
-			return f
+			return f, err
 		}
 	}
-	return 0
+	return 0, err
 }
 
 // TestFaultEdgeMySQLStall: MySQL hangs for the gateway (a proxy in front of

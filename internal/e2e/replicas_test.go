@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,20 +11,8 @@ import (
 
 // procMetric reads one sample of a process's internal /metrics, 0 when absent.
 func (s *system) procMetric(p *proc, sample string) float64 {
-	s.t.Helper()
-	resp, err := s.client.Get(p.internal + "/metrics")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, sample+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	v, _ := s.sample(p.internal, sample)
+	return v
 }
 
 // TestReplicas runs the services as k8s runs them, several replicas each in

@@ -23,15 +23,7 @@ import (
 // on different masters, and a crowd larger than the stock buys exactly the
 // stock of each, once per user.
 func TestRedisClusterSale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster")
-	}
-	addrs := testenv.RedisCluster(t, 3, 0)
-	s, err := store.New(strings.Join(addrs, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, addrs := clusterStore(t, 3, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -106,15 +98,7 @@ func TestRedisClusterSale(t *testing.T) {
 // concurrently, and each ends with exactly the coins it could not spend,
 // never below zero.
 func TestRedisClusterGifts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster")
-	}
-	addrs := testenv.RedisCluster(t, 3, 0)
-	s, err := store.New(strings.Join(addrs, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, addrs := clusterStore(t, 3, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -193,15 +177,7 @@ func owns(ctx context.Context, t *testing.T, addr, key string) bool {
 // Calls that fail during the switch are the gateway's 503s (it would undo
 // them), so they are allowed.
 func TestRedisClusterFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster")
-	}
-	nodes := testenv.RedisCluster(t, 3, 1)
-	s, err := store.New(strings.Join(nodes, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, nodes := clusterStore(t, 3, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
@@ -320,4 +296,20 @@ func replicaOf(t *testing.T, addr string) string {
 		}
 	}
 	return ""
+}
+
+// clusterStore starts a Redis Cluster of masters with replicas each and
+// returns a store on it, and the nodes' addresses. It skips in -short.
+func clusterStore(t *testing.T, masters, replicas int) (*store.Store, []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a Redis Cluster")
+	}
+	nodes := testenv.RedisCluster(t, masters, replicas)
+	s, err := store.New(strings.Join(nodes, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, nodes
 }
