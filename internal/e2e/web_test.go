@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// The web client (package web) in headless Chromium against the whole
+// system in dev mode: two browser contexts are two users.
+
+// TestWebLastUnitSoldOutLive: A buys the last unit; B, on the same page,
+// sees the stock reach 0 and a sold-out button without reloading, over the
+// WebSocket's watch and not from a new read of the event list.
+func TestWebLastUnitSoldOutLive(t *testing.T) {
+	s := start(t, options{})
+	ev := s.liveEvent(1)
+	b := newBrowser(t)
+	a, bb := b.tab("A"), b.tab("B")
+	a.open(s.gateway+"/", 101)
+	bb.open(s.gateway+"/", 102)
+	card := fmt.Sprintf(`document.querySelector('[data-event-id="%d"]')`, ev)
+	for _, tb := range []*tab{a, bb} {
+		tb.waitJS("the sale with 1 left", card+`?.querySelector(".stock-left").dataset.stock === "1" && !`+card+`.querySelector(".buy").disabled`, 10*time.Second)
+	}
+	before := len(bb.requests("/api/v1/events"))
+	a.do("buy", chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-event-id="%d"] .buy`, ev))))
+	bb.waitJS("stock 0 and a sold-out button on B's page",
+		card+`.querySelector(".stock-left").dataset.stock === "0" && `+card+`.querySelector(".buy").disabled && `+
+			card+`.querySelector(".buy").textContent === "Sold out"`, 15*time.Second)
+	bb.stillSamePage()
+	if after := bb.requests("/api/v1/events"); len(after) != before {
+		t.Errorf("B's page read the events again (%v): the stock must come over the socket", after[before:])
+	}
+	if n := s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev); n != 1 {
+		t.Errorf("%d orders for the event, want 1", n)
+	}
+	bb.screenshot("sale")
+}
+
+// TestWebTicketPushed: A's ticket turns succeeded on the page from the
+// socket's push, without a single GET of the ticket; then A pays the order,
+// which the order list shows with its expiry countdown until then.
+func TestWebTicketPushed(t *testing.T) {
+	s := start(t, options{})
+	ev := s.liveEvent(5)
+	// An upcoming sale too: its countdown and disabled button.
+	s.createEvent(5, time.Now().Add(2*time.Hour), time.Now().Add(3*time.Hour))
+	b := newBrowser(t)
+	a := b.tab("A")
+	a.open(s.gateway+"/", 201)
+	sel := fmt.Sprintf(`[data-event-id="%d"]`, ev)
+	a.waitJS("the live sale", `!document.querySelector('`+sel+` .buy').disabled`, 10*time.Second)
+	a.waitJS("the upcoming sale's countdown", `[...document.querySelectorAll('.card[data-phase="upcoming"]')].some(c => /^Starts in \d/.test(c.querySelector(".countdown").textContent) && c.querySelector(".buy").disabled)`, 10*time.Second)
+	a.do("buy", chromedp.Click(chromedp.CSS(sel+" .buy")))
+	a.waitJS("the ticket succeeded", `document.querySelector('`+sel+` .ticket-status').dataset.status === "succeeded"`, 30*time.Second)
+	a.stillSamePage()
+	if got := a.requests("/api/v1/tickets/"); len(got) > 0 {
+		t.Errorf("the page read the ticket over HTTP (%v): the outcome must be pushed", got)
+	}
+	ticket := eval[string](a, `document.querySelector('`+sel+` .ticket-status').dataset.ticket`)
+	var orderNo string
+	if err := s.db.Get(&orderNo, "SELECT order_no FROM orders WHERE event_id = ? AND user_id = ?", ev, 201); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(a.text(sel+" .ticket-status"), orderNo) {
+		t.Errorf("the ticket status does not name order %s: %q (ticket %s)", orderNo, a.text(sel+" .ticket-status"), ticket)
+	}
+	row := fmt.Sprintf(`document.querySelector('[data-order-no="%s"]')`, orderNo)
+	a.waitJS("the unpaid order with its expiry countdown", row+`?.dataset.status === "unpaid" && /expires in \d\d:\d\d/.test(`+row+`.querySelector(".expiry").textContent)`, 10*time.Second)
+	a.screenshot("sale-bought")
+	a.do("pay", chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-order-no="%s"] button.primary`, orderNo))))
+	a.waitJS("the paid order", row+`?.dataset.status === "paid"`, 15*time.Second)
+	if n := s.count("SELECT COUNT(*) FROM orders WHERE order_no = ? AND status = 'paid'", orderNo); n != 1 {
+		t.Errorf("order %s is not paid in MySQL", orderNo)
+	}
+}
+
+// roomURL is the live-room page for room 1 with anchor 7.
+func (s *system) roomURL() string { return s.gateway + "/room?room=1&anchor=7" }
+
+// TestWebGiftFeed: viewers A and B join room 1; A sends a gift with the
+// keyboard; B's feed shows it within a second of A's 202, A's balance drops
+// by the price at once, and the leaderboard lists A.
+func TestWebGiftFeed(t *testing.T) {
+	s := start(t, options{})
+	const ua, ub = 301, 302
+	s.giftSeedWallet(ua, 1000)
+	b := newBrowser(t)
+	a, bb := b.tab("A"), b.tab("B")
+	a.open(s.roomURL(), ua)
+	bb.open(s.roomURL(), ub)
+	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "1000"`, 10*time.Second)
+	// Heart costs 10 coins (sql/003_gifts.sql). Pick it and send 1 with Enter.
+	a.do("send a Heart with the keyboard",
+		chromedp.Click(chromedp.ID("gift-2")),
+		chromedp.SetValue(chromedp.ID("gift-count"), "1"),
+		chromedp.SendKeys(chromedp.ID("gift-count"), kb.Enter),
+	)
+	a.waitJS("the gift accepted", `document.querySelector("#gift-msg").dataset.status === "pending" || document.querySelector("#gift-msg").dataset.status === "succeeded"`, 10*time.Second)
+	if got := eval[string](a, `document.querySelector("#balance").dataset.balance`); got != "990" {
+		t.Errorf("A's balance shows %s right after the gift, want 990", got)
+	}
+	ticket := eval[string](a, `document.querySelector("#gift-msg").dataset.ticket`)
+	sentAt := eval[float64](a, `Number(document.querySelector("#gift-msg").dataset.sentAt)`)
+	item := fmt.Sprintf(`document.querySelector('#feed li[data-ticket="%s"]')`, ticket)
+	bb.waitJS("the gift in B's feed", item+` !== null`, 10*time.Second)
+	got := eval[float64](bb, `Number(`+item+`.dataset.receivedAt)`)
+	if d := time.Duration(got-sentAt) * time.Millisecond; d > time.Second {
+		t.Errorf("B's feed showed the gift %v after A's page had its 202, want within 1s", d)
+	} else {
+		t.Logf("B's feed showed the gift %v after A's 202", d)
+	}
+	if !strings.Contains(bb.text("#feed"), fmt.Sprintf("User %d sent 1 × Heart to user 7", ua)) {
+		t.Errorf("B's feed says %q", bb.text("#feed"))
+	}
+	for _, tb := range []*tab{a, bb} {
+		tb.waitJS("A on the leaderboard", fmt.Sprintf(`document.querySelector('#board li[data-user="%d"]')?.dataset.coins === "10"`, ua), 15*time.Second)
+		tb.stillSamePage()
+	}
+	a.waitJS("A's gift confirmed", `document.querySelector("#gift-msg").dataset.status === "succeeded"`, 15*time.Second)
+	if bal, _ := s.giftMySQLBalance(ua); bal != 990 {
+		t.Errorf("A's MySQL balance is %d, want 990", bal)
+	}
+	bb.screenshot("room")
+}
+
+// TestWebGiftInsufficient: a gift larger than the balance shows the
+// insufficient-balance sentence, and nothing changes: not the balance on
+// the page, in Redis or in MySQL, and no gift is written.
+func TestWebGiftInsufficient(t *testing.T) {
+	s := start(t, options{})
+	const ua = 401
+	s.giftSeedWallet(ua, 5)
+	b := newBrowser(t)
+	a := b.tab("A")
+	a.open(s.roomURL(), ua)
+	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "5"`, 10*time.Second)
+	// Castle costs 1000.
+	a.do("send a Castle", chromedp.Click(chromedp.ID("gift-4")), chromedp.Click(chromedp.ID("send-gift")))
+	a.waitJS("the refusal", `document.querySelector("#gift-msg").dataset.status === "refused"`, 10*time.Second)
+	if msg := a.text("#gift-msg"); !strings.Contains(msg, "enough coins") {
+		t.Errorf("the refusal says %q, want the insufficient-balance sentence", msg)
+	}
+	if got := eval[string](a, `document.querySelector("#balance").dataset.balance`); got != "5" {
+		t.Errorf("the page shows a balance of %s after the refusal, want 5", got)
+	}
+	w := s.do("GET", "/api/v1/wallet", s.token(ua), "")
+	if w.Body["balance"] != float64(5) {
+		t.Errorf("GET /wallet after the refusal: %s, want balance 5", w.Raw)
+	}
+	if bal, _ := s.giftMySQLBalance(ua); bal != 5 {
+		t.Errorf("MySQL balance %d after the refusal, want 5", bal)
+	}
+	if h := s.giftHot(ua); h != 5 && h != -1 {
+		t.Errorf("Redis balance %d after the refusal, want 5", h)
+	}
+	if n := s.count("SELECT COUNT(*) FROM gift_records WHERE sender_id = ?", ua); n != 0 {
+		t.Errorf("%d gift records for the refused sender", n)
+	}
+	if n := s.count("SELECT COUNT(*) FROM tickets WHERE user_id = ?", ua); n != 0 {
+		t.Errorf("%d tickets for the refused sender", n)
+	}
+	a.stillSamePage()
+}
+
+// TestWebRecharge: in dev mode a recharge through the page pays with the
+// sandbox and the balance shown grows by the product's coins.
+func TestWebRecharge(t *testing.T) {
+	s := start(t, options{})
+	const ua = 501
+	s.giftSeedWallet(ua, 3)
+	p := s.do("GET", "/api/v1/pay/products", "", "")
+	products, _ := p.Body["products"].([]any)
+	if len(products) == 0 {
+		t.Fatalf("no pay products: %s", p.Raw)
+	}
+	first := products[0].(map[string]any)
+	id, coins := int64(first["id"].(float64)), int64(first["coins"].(float64))
+	b := newBrowser(t)
+	a := b.tab("A")
+	a.open(s.roomURL(), ua)
+	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "3"`, 10*time.Second)
+	a.do("recharge", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#products button[data-product="%d"]`, id))))
+	want := strconv.FormatInt(3+coins, 10)
+	a.waitJS("the credited balance", `document.querySelector("#balance").dataset.balance === "`+want+`"`, 30*time.Second)
+	if msg := a.text("#recharge-msg"); !strings.Contains(msg, "added to your balance") {
+		t.Errorf("the recharge message says %q", msg)
+	}
+	if bal, _ := s.giftMySQLBalance(ua); bal != 3+coins {
+		t.Errorf("MySQL balance %d after the recharge, want %d", bal, 3+coins)
+	}
+	a.stillSamePage()
+}
+
+// TestWebReconnect: ws restarts, which closes every socket from the server
+// side; the page reconnects with backoff, joins its room again and shows
+// the next gift.
+func TestWebReconnect(t *testing.T) {
+	s := start(t, options{})
+	const ub, uc = 601, 602
+	s.giftSeedWallet(uc, 100)
+	b := newBrowser(t)
+	bb := b.tab("B")
+	bb.open(s.roomURL(), ub)
+	bb.waitJS("one socket so far", `document.querySelector("#push-status").dataset.opens === "1"`, 5*time.Second)
+	s.restartWS()
+	bb.waitJS("the page reconnected", `document.querySelector("#push-status").dataset.opens === "2" && document.querySelector("#push-status").dataset.state === "open"`, 30*time.Second)
+	g := s.gift(1, uc, 7, 1, 3)
+	if g.Status != 202 {
+		t.Fatalf("gift: %d %s", g.Status, g.Raw)
+	}
+	item := fmt.Sprintf(`document.querySelector('#feed li[data-ticket="%s"]')`, g.str("ticket"))
+	bb.waitJS("the next gift in the feed", item+` !== null`, 15*time.Second)
+	if src := eval[string](bb, item+`.dataset.source`); src != "push" {
+		t.Errorf("the gift reached the feed from %q, want the socket's push", src)
+	}
+	bb.stillSamePage()
+	if n := s.count("SELECT COUNT(*) FROM gift_records WHERE ticket = ?", g.str("ticket")); n != 1 {
+		t.Errorf("%d gift records for the gift", n)
+	}
+}
