@@ -44,8 +44,8 @@ func (s *Server) serveSite(ctx *fasthttp.RequestCtx, path []byte, internal bool)
 		return false
 	}
 	if m := ctx.Method(); string(m) != fasthttp.MethodGet && string(m) != fasthttp.MethodHead {
-		ctx.Response.Header.Set("Allow", "GET, HEAD")
 		s.fail(ctx, "site", apierr.MethodNotAllowed)
+		ctx.Response.Header.Set("Allow", "GET, HEAD") // after fail, which resets the response
 		return true
 	}
 	h := &ctx.Response.Header

@@ -9,6 +9,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/flashgate/flashgate/internal/config"
 )
 
 // The web client (package web) in headless Chromium against the whole
@@ -223,5 +225,79 @@ func TestWebReconnect(t *testing.T) {
 	bb.stillSamePage()
 	if n := s.count("SELECT COUNT(*) FROM gift_records WHERE ticket = ?", g.str("ticket")); n != 1 {
 		t.Errorf("%d gift records for the gift", n)
+	}
+}
+
+// TestWebRetryAfter: a 429 is told as a sentence, and the send button stays
+// off for the answer's Retry-After, counting down, before it sends again.
+func TestWebRetryAfter(t *testing.T) {
+	s := start(t, options{mutate: func(c *config.Config) { c.RateGift = config.Rate{PerSecond: 0.5, Burst: 1} }})
+	const ua = 801
+	s.giftSeedWallet(ua, 100)
+	b := newBrowser(t)
+	a := b.tab("A")
+	a.open(s.roomURL(), ua)
+	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "100"`, 10*time.Second)
+	a.do("first gift", chromedp.Click(chromedp.ID("send-gift")))
+	a.waitJS("the first gift accepted", `document.querySelector("#balance").dataset.balance === "99"`, 10*time.Second)
+	a.do("second gift", chromedp.Click(chromedp.ID("send-gift")))
+	a.waitJS("the 429", `document.querySelector("#gift-msg").dataset.status === "refused"`, 10*time.Second)
+	if msg := a.text("#gift-msg"); !strings.Contains(msg, "Too many requests. Wait") {
+		t.Errorf("the 429 says %q", msg)
+	}
+	if !eval[bool](a, `document.querySelector("#send-gift").disabled && Number(document.querySelector("#send-gift").dataset.retry) >= 1`) {
+		t.Errorf("the send button is not held off after a 429: %q", a.text("#send-gift"))
+	}
+	posts := len(a.requests("POST " + s.gateway + "/api/v1/rooms/1/gifts"))
+	a.waitJS("the button back after Retry-After", `!document.querySelector("#send-gift").disabled && !document.querySelector("#send-gift").dataset.retry`, 15*time.Second)
+	if got := len(a.requests("POST " + s.gateway + "/api/v1/rooms/1/gifts")); got != posts || posts != 2 {
+		t.Errorf("%d gift requests before the button came back, %d after, want 2 and 2", posts, got)
+	}
+	a.do("third gift", chromedp.Click(chromedp.ID("send-gift")))
+	a.waitJS("the third gift accepted", `document.querySelector("#balance").dataset.balance === "98"`, 10*time.Second)
+}
+
+// TestWebAdmin: the admin page, on the internal listener, creates a sale
+// and adds stock to it with a pasted admin token; a user token is refused
+// with a sentence.
+func TestWebAdmin(t *testing.T) {
+	s := start(t, options{noWS: true})
+	b := newBrowser(t)
+	a := b.tab("admin")
+	a.do("open the admin page",
+		chromedp.Navigate(s.gatewayInternal+"/admin"),
+		chromedp.WaitVisible(chromedp.ID("token-form")),
+		chromedp.SetValue(chromedp.ID("paste-token"), s.token(5)),
+		chromedp.SendKeys(chromedp.ID("paste-token"), kb.Enter),
+		chromedp.SetValue(chromedp.ID("ev-name"), "web admin sale"),
+		chromedp.Click(chromedp.CSS("#create-form button")),
+	)
+	a.waitJS("the refusal of a user token", `document.querySelector("#create-msg").dataset.kind === "error"`, 10*time.Second)
+	if msg := a.text("#create-msg"); !strings.Contains(msg, "not an admin token") {
+		t.Errorf("a user token's refusal says %q", msg)
+	}
+	a.do("create a sale",
+		chromedp.SetValue(chromedp.ID("paste-token"), s.adminToken()),
+		chromedp.SendKeys(chromedp.ID("paste-token"), kb.Enter),
+		chromedp.Click(chromedp.CSS("#create-form button")),
+	)
+	a.waitJS("the sale created", `document.querySelector("#create-msg").dataset.kind === "ok"`, 10*time.Second)
+	var id int64
+	if err := s.db.Get(&id, "SELECT id FROM events WHERE name = 'web admin sale'"); err != nil {
+		t.Fatalf("the sale is not in MySQL: %v (page says %q)", err, a.text("#create-msg"))
+	}
+	if n := s.count("SELECT stock FROM events WHERE id = ?", id); n != 100 {
+		t.Errorf("stock %d, want the form's 100", n)
+	}
+	// Stock goes to live sales only: make it live.
+	live := s.liveEvent(10)
+	a.do("add stock",
+		chromedp.SetValue(chromedp.ID("st-event"), fmt.Sprint(live)),
+		chromedp.SetValue(chromedp.ID("st-delta"), "5"),
+		chromedp.SendKeys(chromedp.ID("st-delta"), kb.Enter),
+	)
+	a.waitJS("the stock added", `document.querySelector("#stock-msg").dataset.kind === "ok"`, 10*time.Second)
+	if n := s.count("SELECT stock_total FROM events WHERE id = ?", live); n != 15 {
+		t.Errorf("stock_total %d after adding 5 to 10, want 15 (page says %q)", n, a.text("#stock-msg"))
 	}
 }
