@@ -31,18 +31,7 @@ type recentGift struct {
 // boardTTL per room (as the leaderboard), so a crowd joining at once costs
 // MySQL one query.
 func (s *Server) roomGifts(rc *reqCtx) *apierr.Error {
-	roomID, e := pathID(rc.params[0])
-	if e != nil {
-		return e
-	}
-	body, e := s.roomBody(&s.gifts.recent, roomID, s.queryRecentGifts)
-	if e != nil {
-		return e
-	}
-	rc.SetStatusCode(200)
-	rc.SetContentType("application/json")
-	rc.SetBody(body)
-	return nil
+	return s.writeRoomBody(rc, &s.gifts.recent, s.queryRecentGifts)
 }
 
 func (s *Server) queryRecentGifts(ctx context.Context, roomID int64) ([]byte, error) {

@@ -495,11 +495,17 @@ type boardEntry struct {
 const boardQueryTimeout = 2 * time.Second
 
 func (s *Server) leaderboard(rc *reqCtx) *apierr.Error {
+	return s.writeRoomBody(rc, &s.gifts.boards, s.queryBoard)
+}
+
+// writeRoomBody answers a room's cached body (roomBody) for the room of
+// the path.
+func (s *Server) writeRoomBody(rc *reqCtx, c *boardCache, query func(ctx context.Context, roomID int64) ([]byte, error)) *apierr.Error {
 	roomID, e := pathID(rc.params[0])
 	if e != nil {
 		return e
 	}
-	body, e := s.boardBody(roomID)
+	body, e := s.roomBody(c, roomID, query)
 	if e != nil {
 		return e
 	}

@@ -42,7 +42,6 @@ func TestWebLastUnitSoldOutLive(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM orders WHERE event_id = ?", ev); n != 1 {
 		t.Errorf("%d orders for the event, want 1", n)
 	}
-	bb.screenshot("sale")
 }
 
 // TestWebTicketPushed: A's ticket turns succeeded on the page from the
@@ -75,7 +74,7 @@ func TestWebTicketPushed(t *testing.T) {
 	}
 	row := fmt.Sprintf(`document.querySelector('[data-order-no="%s"]')`, orderNo)
 	a.waitJS("the unpaid order with its expiry countdown", row+`?.dataset.status === "unpaid" && /expires in \d\d:\d\d/.test(`+row+`.querySelector(".expiry").textContent)`, 10*time.Second)
-	a.screenshot("sale-bought")
+	a.screenshot("sale")
 	a.do("pay", chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-order-no="%s"] button.primary`, orderNo))))
 	a.waitJS("the paid order", row+`?.dataset.status === "paid"`, 15*time.Second)
 	if n := s.count("SELECT COUNT(*) FROM orders WHERE order_no = ? AND status = 'paid'", orderNo); n != 1 {
@@ -86,6 +85,17 @@ func TestWebTicketPushed(t *testing.T) {
 // roomURL is the live-room page for room 1 with anchor 7.
 func (s *system) roomURL() string { return s.gateway + "/room?room=1&anchor=7" }
 
+// roomTab opens the room page in a browser of its own as user uid, whose
+// wallet it seeds with balance coins, and waits for the balance shown.
+func (s *system) roomTab(uid, balance int64) *tab {
+	s.t.Helper()
+	s.giftSeedWallet(uid, balance)
+	a := newBrowser(s.t).tab(fmt.Sprint("user ", uid))
+	a.open(s.roomURL(), uid)
+	a.waitJS("the balance", fmt.Sprintf(`document.querySelector("#balance").dataset.balance === "%d"`, balance), 10*time.Second)
+	return a
+}
+
 // TestWebGiftFeed: viewers A and B join room 1; A sends a gift with the
 // keyboard; B's feed shows it within a second of A's 202, A's balance drops
 // by the price at once, and the leaderboard lists A.
@@ -93,6 +103,7 @@ func TestWebGiftFeed(t *testing.T) {
 	s := start(t, options{})
 	const ua, ub = 301, 302
 	s.giftSeedWallet(ua, 1000)
+	s.giftSeedWallet(ub, 500)
 	b := newBrowser(t)
 	a, bb := b.tab("A"), b.tab("B")
 	a.open(s.roomURL(), ua)
@@ -138,11 +149,7 @@ func TestWebGiftFeed(t *testing.T) {
 func TestWebGiftInsufficient(t *testing.T) {
 	s := start(t, options{})
 	const ua = 401
-	s.giftSeedWallet(ua, 5)
-	b := newBrowser(t)
-	a := b.tab("A")
-	a.open(s.roomURL(), ua)
-	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "5"`, 10*time.Second)
+	a := s.roomTab(ua, 5)
 	// Castle costs 1000.
 	a.do("send a Castle", chromedp.Click(chromedp.ID("gift-4")), chromedp.Click(chromedp.ID("send-gift")))
 	a.waitJS("the refusal", `document.querySelector("#gift-msg").dataset.status === "refused"`, 10*time.Second)
@@ -176,7 +183,6 @@ func TestWebGiftInsufficient(t *testing.T) {
 func TestWebRecharge(t *testing.T) {
 	s := start(t, options{})
 	const ua = 501
-	s.giftSeedWallet(ua, 3)
 	p := s.do("GET", "/api/v1/pay/products", "", "")
 	products, _ := p.Body["products"].([]any)
 	if len(products) == 0 {
@@ -184,10 +190,7 @@ func TestWebRecharge(t *testing.T) {
 	}
 	first := products[0].(map[string]any)
 	id, coins := int64(first["id"].(float64)), int64(first["coins"].(float64))
-	b := newBrowser(t)
-	a := b.tab("A")
-	a.open(s.roomURL(), ua)
-	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "3"`, 10*time.Second)
+	a := s.roomTab(ua, 3)
 	a.do("recharge", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#products button[data-product="%d"]`, id))))
 	want := strconv.FormatInt(3+coins, 10)
 	a.waitJS("the credited balance", `document.querySelector("#balance").dataset.balance === "`+want+`"`, 30*time.Second)
@@ -233,11 +236,7 @@ func TestWebReconnect(t *testing.T) {
 func TestWebRetryAfter(t *testing.T) {
 	s := start(t, options{mutate: func(c *config.Config) { c.RateGift = config.Rate{PerSecond: 0.5, Burst: 1} }})
 	const ua = 801
-	s.giftSeedWallet(ua, 100)
-	b := newBrowser(t)
-	a := b.tab("A")
-	a.open(s.roomURL(), ua)
-	a.waitJS("A's balance", `document.querySelector("#balance").dataset.balance === "100"`, 10*time.Second)
+	a := s.roomTab(ua, 100)
 	a.do("first gift", chromedp.Click(chromedp.ID("send-gift")))
 	a.waitJS("the first gift accepted", `document.querySelector("#balance").dataset.balance === "99"`, 10*time.Second)
 	a.do("second gift", chromedp.Click(chromedp.ID("send-gift")))
@@ -277,6 +276,7 @@ func TestWebAdmin(t *testing.T) {
 		t.Errorf("a user token's refusal says %q", msg)
 	}
 	a.do("create a sale",
+		chromedp.Click(chromedp.CSS("#signin summary")), // signed in, the token form is folded away
 		chromedp.SetValue(chromedp.ID("paste-token"), s.adminToken()),
 		chromedp.SendKeys(chromedp.ID("paste-token"), kb.Enter),
 		chromedp.Click(chromedp.CSS("#create-form button")),

@@ -258,7 +258,14 @@ export async function renderSignIn(root, { admin = false } = {}) {
   });
   forms.push(pf);
   const out = el("button", { type: "button", class: "link", onclick: () => session.set("") }, "Sign out");
-  root.replaceChildren(status, ...forms, out, msg);
-  update();
-  window.addEventListener("flashgate:session", update);
+  // Signed in, the forms fold away behind "Switch user" (a phone's header
+  // stays short); signed out, they are open.
+  const box = el("details", { class: "switch" }, el("summary", {}, "Switch user"), ...forms, out);
+  root.replaceChildren(status, box, msg);
+  const fold = () => {
+    update();
+    box.open = !session.token;
+  };
+  fold();
+  window.addEventListener("flashgate:session", fold);
 }

@@ -68,8 +68,8 @@ async function loadEvents() {
       seen.add(ev.id);
       const e = events.get(ev.id);
       if (e) {
-        // The list may lag the socket by a second: never show more stock than a push said.
-        e.ev = { ...ev, stock_left: Math.min(ev.stock_left, e.ev.stock_left) };
+        // The list may lag the socket by a second: a recent push wins.
+        e.ev = Date.now() - (e.pushedAt || 0) < 2000 ? { ...ev, stock_left: e.ev.stock_left, status: e.ev.status } : ev;
       } else {
         const nodes = card(ev);
         events.set(ev.id, { ev, nodes });
@@ -150,6 +150,7 @@ push.on((f) => {
     const e = events.get(f.event_id);
     e.ev.stock_left = f.stock_left;
     e.ev.status = f.status;
+    e.pushedAt = Date.now();
     render(f.event_id);
   } else if (f.type === "ticket" && f.kind === "order") {
     onTicket(f);
