@@ -179,9 +179,10 @@ func TestWebGiftInsufficient(t *testing.T) {
 }
 
 // TestWebRecharge: in dev mode a recharge through the page pays with the
-// sandbox and the balance shown grows by the product's coins.
+// sandbox and the balance shown grows by the product's coins. Then, as an
+// anchor, the user sees their earnings and withdraws part of them.
 func TestWebRecharge(t *testing.T) {
-	s := start(t, options{})
+	s := start(t, options{mutate: fastPayouts})
 	const ua = 501
 	p := s.do("GET", "/api/v1/pay/products", "", "")
 	products, _ := p.Body["products"].([]any)
@@ -199,6 +200,18 @@ func TestWebRecharge(t *testing.T) {
 	}
 	if bal, _ := s.giftMySQLBalance(ua); bal != 3+coins {
 		t.Errorf("MySQL balance %d after the recharge, want %d", bal, 3+coins)
+	}
+
+	s.payGiveEarnings(ua, 50)
+	a.do("refresh the wallet", chromedp.Click(chromedp.ID("wallet-refresh")))
+	a.waitJS("the earnings", `document.querySelector("#earnings").dataset.earnings === "50"`, 10*time.Second)
+	a.do("withdraw 20",
+		chromedp.SetValue(chromedp.ID("withdraw-amount"), "20"),
+		chromedp.SendKeys(chromedp.ID("withdraw-amount"), kb.Enter),
+	)
+	a.waitJS("the payout", `document.querySelector("#withdraw-msg").dataset.kind === "ok" && document.querySelector("#earnings").dataset.earnings === "30"`, 30*time.Second)
+	if n := s.count("SELECT COUNT(*) FROM withdrawals WHERE user_id = ? AND amount = 20 AND status = 'succeeded'", ua); n != 1 {
+		t.Errorf("%d succeeded withdrawals of 20 in MySQL, want 1 (page says %q)", n, a.text("#withdraw-msg"))
 	}
 	a.stillSamePage()
 }
@@ -234,7 +247,7 @@ func TestWebReconnect(t *testing.T) {
 // TestWebRetryAfter: a 429 is told as a sentence, and the send button stays
 // off for the answer's Retry-After, counting down, before it sends again.
 func TestWebRetryAfter(t *testing.T) {
-	s := start(t, options{mutate: func(c *config.Config) { c.RateGift = config.Rate{PerSecond: 0.5, Burst: 1} }})
+	s := start(t, options{mutate: func(c *config.Config) { c.RateGift = config.Rate{PerSecond: 0.25, Burst: 1} }})
 	const ua = 801
 	a := s.roomTab(ua, 100)
 	a.do("first gift", chromedp.Click(chromedp.ID("send-gift")))

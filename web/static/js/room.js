@@ -139,7 +139,7 @@ async function loadRecent() {
   }
 }
 
-let boardTimer;
+let boardTimers = [];
 async function loadBoard() {
   if (!room) return;
   try {
@@ -152,12 +152,13 @@ async function loadBoard() {
   }
 }
 
-// The leaderboard is cached for a second by the gateway: read it now and
-// once more after the cache turned over.
+// The gateway caches a room's leaderboard for a second, and a request made
+// while another one reads MySQL gets the last board at once: read it now,
+// after the cache turned over, and once more after that read surely landed.
 function refreshBoard() {
+  for (const t of boardTimers) clearTimeout(t);
   loadBoard();
-  clearTimeout(boardTimer);
-  boardTimer = setTimeout(loadBoard, 1200);
+  boardTimers = [1200, 2500].map((ms) => setTimeout(loadBoard, ms));
 }
 
 push.on((f) => {
