@@ -195,6 +195,12 @@ func (tb *tab) screenshot(name string) {
 	if os.Getenv("FLASHGATE_UPDATE_SCREENSHOTS") == "1" {
 		dir = filepath.Join("..", "..", "docs", "screenshots")
 	}
+	// Every control has a label a screen reader reads out.
+	if bare := eval[[]string](tb, `[...document.querySelectorAll("input, select, textarea, button")]
+		.filter(e => e.type !== "hidden" && !(e.labels && e.labels.length) && !e.getAttribute("aria-label") && !e.textContent.trim())
+		.map(e => e.outerHTML)`); len(bare) > 0 {
+		tb.t.Errorf("%s: controls without a label: %v", name, bare)
+	}
 	for _, v := range []struct {
 		suffix        string
 		width, height int64

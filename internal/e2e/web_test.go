@@ -46,7 +46,8 @@ func TestWebLastUnitSoldOutLive(t *testing.T) {
 
 // TestWebTicketPushed: A's ticket turns succeeded on the page from the
 // socket's push, without a single GET of the ticket; then A pays the order,
-// which the order list shows with its expiry countdown until then.
+// which the order list shows with its expiry countdown until then, and
+// cancels the order of another sale, whose unit goes back on sale.
 func TestWebTicketPushed(t *testing.T) {
 	s := start(t, options{})
 	ev := s.liveEvent(5)
@@ -79,6 +80,27 @@ func TestWebTicketPushed(t *testing.T) {
 	a.waitJS("the paid order", row+`?.dataset.status === "paid"`, 15*time.Second)
 	if n := s.count("SELECT COUNT(*) FROM orders WHERE order_no = ? AND status = 'paid'", orderNo); n != 1 {
 		t.Errorf("order %s is not paid in MySQL", orderNo)
+	}
+
+	// Another sale, bought and cancelled: the unit is back on sale.
+	ev2 := s.liveEvent(2)
+	sel2 := fmt.Sprintf(`[data-event-id="%d"]`, ev2)
+	a.do("reload for the new sale", chromedp.Reload())
+	a.waitJS("the WebSocket", `document.querySelector("#push-status")?.dataset.state === "open"`, 15*time.Second)
+	a.waitJS("the second sale", `document.querySelector('`+sel2+` .buy')?.disabled === false`, 10*time.Second)
+	a.do("buy the second", chromedp.Click(chromedp.CSS(sel2+" .buy")))
+	a.waitJS("the second ticket succeeded", `document.querySelector('`+sel2+` .ticket-status').dataset.status === "succeeded"`, 30*time.Second)
+	var orderNo2 string
+	if err := s.db.Get(&orderNo2, "SELECT order_no FROM orders WHERE event_id = ? AND user_id = ?", ev2, 201); err != nil {
+		t.Fatal(err)
+	}
+	row2 := fmt.Sprintf(`document.querySelector('[data-order-no="%s"]')`, orderNo2)
+	a.waitJS("the second order unpaid", row2+`?.dataset.status === "unpaid"`, 10*time.Second)
+	a.do("cancel", chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-order-no="%s"] .actions button:not(.primary)`, orderNo2))))
+	a.waitJS("the cancelled order, its unit back on sale and buyable again", row2+`?.dataset.status === "cancelled" && `+
+		`document.querySelector('`+sel2+` .stock-left').dataset.stock === "2" && !document.querySelector('`+sel2+` .buy').disabled`, 15*time.Second)
+	if n := s.count("SELECT COUNT(*) FROM orders WHERE order_no = ? AND status = 'cancelled'", orderNo2); n != 1 {
+		t.Errorf("order %s is not cancelled in MySQL", orderNo2)
 	}
 }
 

@@ -61,6 +61,7 @@ function render(id) {
 
 async function loadEvents() {
   const list = $("#events");
+  const asked = Date.now();
   try {
     const r = await api("GET", "/api/v1/events", undefined, { auth: false });
     const seen = new Set();
@@ -68,8 +69,8 @@ async function loadEvents() {
       seen.add(ev.id);
       const e = events.get(ev.id);
       if (e) {
-        // The list may lag the socket by a second: a recent push wins.
-        e.ev = Date.now() - (e.pushedAt || 0) < 2000 ? { ...ev, stock_left: e.ev.stock_left, status: e.ev.status } : ev;
+        // The list's stock may be a second old: a push from that second wins.
+        e.ev = (e.pushedAt || 0) > asked - 1000 ? { ...ev, stock_left: e.ev.stock_left, status: e.ev.status } : ev;
       } else {
         const nodes = card(ev);
         events.set(ev.id, { ev, nodes });
@@ -210,7 +211,12 @@ function orderRow(o) {
     const tick = () => {
       const left = Date.parse(o.expires_at) - Date.now();
       expiry.textContent = left > 0 ? `expires in ${duration(left)}` : "expiring…";
-      if (left <= -1500) loadOrders();
+      if (left <= -1500 && !expiry.dataset.reread) {
+        expiry.dataset.reread = "1";
+        // Expired: the list says so, and the unit is back on sale.
+        setTimeout(loadOrders, 1000);
+        setTimeout(loadEvents, 1000);
+      }
     };
     tick();
     orderTimers.push([expiry, tick]);
@@ -225,7 +231,10 @@ async function act(o, what, button) {
     if (what === "cancel") bought.delete(o.event_id);
     showMessage($("#orders-msg"), what === "pay" ? `Order ${o.order_no} is paid.` : `Order ${o.order_no} is cancelled; the unit is back on sale.`, "ok");
     loadOrders();
+    // A cancel puts the unit back on sale, which no push tells: read the
+    // list now and once more when the gateway's copy surely has it.
     loadEvents();
+    setTimeout(loadEvents, 1500);
   } catch (e) {
     showMessage($("#orders-msg"), humanError(e, "order"), "error");
     if (e.retryAfter) holdOff(button, e.retryAfter);
