@@ -67,6 +67,7 @@ const (
 type giftState struct {
 	catalog atomic.Pointer[giftCatalog] // swapped whole on every refresh
 	boards  boardCache
+	recent  boardCache  // each room's recent gifts (feed.go)
 	limit   store.Limit // each sender's, applied by the gift-hold script
 	deny    denyCache   // senders the script refused, until their retry time
 }
@@ -494,11 +495,17 @@ type boardEntry struct {
 const boardQueryTimeout = 2 * time.Second
 
 func (s *Server) leaderboard(rc *reqCtx) *apierr.Error {
+	return s.writeRoomBody(rc, &s.gifts.boards, s.queryBoard)
+}
+
+// writeRoomBody answers a room's cached body (roomBody) for the room of
+// the path.
+func (s *Server) writeRoomBody(rc *reqCtx, c *boardCache, query func(ctx context.Context, roomID int64) ([]byte, error)) *apierr.Error {
 	roomID, e := pathID(rc.params[0])
 	if e != nil {
 		return e
 	}
-	body, e := s.boardBody(roomID)
+	body, e := s.roomBody(c, roomID, query)
 	if e != nil {
 		return e
 	}
@@ -508,16 +515,21 @@ func (s *Server) leaderboard(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
-// boardBody returns a room's leaderboard: the cached board while it is
-// fresh; else the request that finds no query running and none failed in the
-// last boardTTL runs one (and answers the last good board if it fails),
-// while the others answer the last good board at once. A room with no board
+// boardBody returns a room's leaderboard, cached by roomBody.
+func (s *Server) boardBody(roomID int64) ([]byte, *apierr.Error) {
+	return s.roomBody(&s.gifts.boards, roomID, s.queryBoard)
+}
+
+// roomBody returns a room's answer from cache c: the cached one while it is
+// fresh; else the request that finds no query running and none failed in
+// the last boardTTL runs query (and answers the last good one if it fails),
+// while the others answer the last good one at once. A room with no answer
 // yet waits for its first query, unless the last one failed: then it is 503
 // at once.
-func (s *Server) boardBody(roomID int64) ([]byte, *apierr.Error) {
+func (s *Server) roomBody(c *boardCache, roomID int64, query func(ctx context.Context, roomID int64) ([]byte, error)) ([]byte, *apierr.Error) {
 	at := s.now()
 	now := at.UnixNano()
-	b := s.gifts.boards.room(roomID, at)
+	b := c.room(roomID, at)
 	b.mu.Lock()
 	body := b.body
 	if body != nil && now < b.fresh.Load() {
@@ -528,7 +540,7 @@ func (s *Server) boardBody(roomID int64) ([]byte, *apierr.Error) {
 		f := make(chan struct{})
 		b.flight = f
 		b.mu.Unlock()
-		return s.queryBoard(b, f, roomID)
+		return s.queryRoom(b, f, roomID, query)
 	}
 	flight, failed := b.flight, b.failed
 	b.mu.Unlock()
@@ -554,26 +566,12 @@ func (s *Server) boardBody(roomID int64) ([]byte, *apierr.Error) {
 	return body, nil
 }
 
-// queryBoard runs the room's query as the one request that may, and ends
+// queryRoom runs the room's query as the one request that may, and ends
 // the flight f it started.
-func (s *Server) queryBoard(b *board, f chan struct{}, roomID int64) ([]byte, *apierr.Error) {
+func (s *Server) queryRoom(b *board, f chan struct{}, roomID int64, query func(ctx context.Context, roomID int64) ([]byte, error)) ([]byte, *apierr.Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), boardQueryTimeout)
 	defer cancel()
-	load := s.gifts.boards.load
-	if load == nil {
-		load = s.loadBoard
-	}
-	top, err := load(ctx, roomID)
-	var body []byte
-	if err == nil {
-		if top == nil {
-			top = []boardEntry{}
-		}
-		body, err = json.Marshal(struct {
-			RoomID int64        `json:"room_id"`
-			Top    []boardEntry `json:"top"`
-		}{roomID, top})
-	}
+	body, err := query(ctx, roomID)
 	now := s.now()
 	b.mu.Lock()
 	b.flight = nil
@@ -588,12 +586,31 @@ func (s *Server) queryBoard(b *board, f chan struct{}, roomID int64) ([]byte, *a
 	b.mu.Unlock()
 	close(f)
 	if err != nil {
-		s.log.Warn("cannot read a leaderboard; serving the last good one", "room", roomID, "have_one", last != nil, "err", err)
+		s.log.Warn("cannot read a room's leaderboard or recent gifts; serving the last good answer", "room", roomID, "have_one", last != nil, "err", err)
 		if last == nil {
 			return nil, apierr.Unavailable
 		}
 	}
 	return last, nil
+}
+
+// queryBoard reads and encodes a room's leaderboard.
+func (s *Server) queryBoard(ctx context.Context, roomID int64) ([]byte, error) {
+	load := s.gifts.boards.load
+	if load == nil {
+		load = s.loadBoard
+	}
+	top, err := load(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if top == nil {
+		top = []boardEntry{}
+	}
+	return json.Marshal(struct {
+		RoomID int64        `json:"room_id"`
+		Top    []boardEntry `json:"top"`
+	}{roomID, top})
 }
 
 func (s *Server) loadBoard(ctx context.Context, roomID int64) ([]boardEntry, error) {

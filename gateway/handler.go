@@ -188,6 +188,9 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx, internal bool) {
 			return
 		}
 	}
+	if !isAPI(path) && s.serveSite(ctx, path, internal) {
+		return
+	}
 	rc := reqCtxPool.Get().(*reqCtx)
 	*rc = reqCtx{RequestCtx: ctx}
 	defer reqCtxPool.Put(rc)

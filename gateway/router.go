@@ -63,6 +63,7 @@ var routes = []*route{
 	{method: "GET", pattern: "/api/v1/gifts", handle: (*Server).listGifts},
 	{method: "GET", pattern: "/api/v1/wallet", access: user, budget: budgetReads, handle: (*Server).getWallet},
 	{method: "POST", pattern: "/api/v1/rooms/{room_id}/gifts", access: user, class: ClassGift, budget: budgetGifts, limitLate: true, handle: (*Server).sendGift},
+	{method: "GET", pattern: "/api/v1/rooms/{room_id}/gifts", budget: budgetReads, handle: (*Server).roomGifts},
 	{method: "GET", pattern: "/api/v1/rooms/{room_id}/leaderboard", budget: budgetReads, handle: (*Server).leaderboard},
 
 	{method: "GET", pattern: "/api/v1/pay/products", budget: budgetReads, handle: (*Server).listPayProducts},

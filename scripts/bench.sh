@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/need-wrk.sh
+bash scripts/need-deb.sh wrk
 go build -o bin/flashgate .
 go build -o bin/bare ./loadtest/bare
 go build -o bin/bench ./loadtest/bench

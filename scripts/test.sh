@@ -19,7 +19,10 @@ if [[ ${1:-} == --bench ]]; then
 fi
 
 go build -o bin/flashgate .
-bash scripts/need-wrk.sh || echo "test.sh: without wrk, the wrk script test is skipped" >&2
+bash scripts/need-deb.sh wrk || echo "test.sh: without wrk, the wrk script test is skipped" >&2
+if [[ $mode == test ]]; then
+	bash scripts/need-deb.sh chromium || echo "test.sh: without chromium, the web client's browser tests fail" >&2
+fi
 
 export FLASHGATE_TEST_MYSQL_SERVER="${FLASHGATE_TEST_MYSQL_SERVER:-root@tcp(127.0.0.1:13306)/}"
 if [[ ! $FLASHGATE_TEST_MYSQL_SERVER =~ tcp\(([^:\)]+):([0-9]+)\)/ ]]; then

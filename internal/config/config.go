@@ -100,6 +100,7 @@ type Config struct {
 	WSSendQueue     int           // FLASHGATE_WS_SEND_QUEUE
 	WSSendBytes     int           // FLASHGATE_WS_SEND_BYTES
 	WSOrigins       string        // FLASHGATE_WS_ORIGINS
+	WSPublicURL     string        // FLASHGATE_WS_PUBLIC_URL
 	WSMsgRate       Rate          // FLASHGATE_WS_MSG_RATE
 	WSMaxConns      int           // FLASHGATE_WS_MAX_CONNS
 	WSMaxPerUser    int           // FLASHGATE_WS_MAX_CONNS_PER_USER
@@ -341,6 +342,7 @@ var Vars = []Var{
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
 	intVar("FLASHGATE_WS_SEND_BYTES", "1048576", "bytes of messages queued per WebSocket connection before a slow client is dropped, whichever of this and FLASHGATE_WS_SEND_QUEUE comes first (close 1008)", func(c *Config) *int { return &c.WSSendBytes }),
 	strVar("FLASHGATE_WS_ORIGINS", "", "comma-separated origins (scheme://host[:port]) allowed to open WebSockets, or * for any; empty: any in dev mode, else only the ws host itself and clients that send no Origin", func(c *Config) *string { return &c.WSOrigins }),
+	strVar("FLASHGATE_WS_PUBLIC_URL", "", "the WebSocket URL (ws:// or wss://, ending in /ws) that the web pages the gateway serves connect to; empty: ws://<the page's host>:<port of FLASHGATE_WS_ADDR>/ws, right for make run, wrong behind a load balancer or TLS", func(c *Config) *string { return &c.WSPublicURL }),
 	rateVar("FLASHGATE_WS_MSG_RATE", "10:20", "messages a WebSocket client may send, pings and pongs included: <per second>:<burst>; past it the connection is closed (1008)", func(c *Config) *Rate { return &c.WSMsgRate }),
 	intVar("FLASHGATE_WS_MAX_CONNS", "50000", "WebSocket connections one ws holds at once; past it a new one is answered 503 before the upgrade (each costs about 30 KiB: size it to the box)", func(c *Config) *int { return &c.WSMaxConns }),
 	intVar("FLASHGATE_WS_MAX_CONNS_PER_USER", "5", "WebSocket connections one user may hold on one ws; past it a new one is answered 429 before the upgrade", func(c *Config) *int { return &c.WSMaxPerUser }),
@@ -515,6 +517,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateRotation(time.Now()); err != nil {
 		return err
+	}
+	if u := c.WSPublicURL; u != "" && !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "wss://") {
+		return fmt.Errorf("FLASHGATE_WS_PUBLIC_URL=%q: want a ws:// or wss:// URL", u)
 	}
 	if err := c.validateDevListen(); err != nil {
 		return err

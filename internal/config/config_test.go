@@ -309,6 +309,26 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestValidateWSPublicURL: the pages' WebSocket URL must be ws:// or wss://.
+func TestValidateWSPublicURL(t *testing.T) {
+	for _, tt := range []struct {
+		url     string
+		wantErr bool
+	}{
+		{"", false}, {"ws://127.0.0.1:8081/ws", false}, {"wss://push.example.com/ws", false},
+		{"http://push.example.com/ws", true}, {"push.example.com/ws", true},
+	} {
+		c := Default()
+		c.Dev = true
+		c.ApplyDevDefaults()
+		c.WSPublicURL = tt.url
+		err := c.Validate()
+		if (err != nil) != tt.wantErr || err != nil && !strings.Contains(err.Error(), "FLASHGATE_WS_PUBLIC_URL") {
+			t.Errorf("FLASHGATE_WS_PUBLIC_URL=%q: Validate() = %v, want error: %v", tt.url, err, tt.wantErr)
+		}
+	}
+}
+
 func TestFlagsOverrideEnvironment(t *testing.T) {
 	t.Setenv("FLASHGATE_REDIS_ADDR", "from-env:1")
 	t.Setenv("FLASHGATE_ORDER_TTL", "1m")

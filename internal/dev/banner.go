@@ -108,9 +108,14 @@ func printBanner(w io.Writer, cfg config.Config, ev db.Event, deps string) {
 	buy := fmt.Sprintf(`curl -s -X POST %s/api/v1/events/%d/orders -H "Authorization: Bearer %s" -d '{}'`, gw, ev.ID, t1)
 
 	fmt.Fprintf(w, "\nflashgate is running in dev mode. Ctrl-C stops everything.\n\n")
+	fmt.Fprintf(w, "Open %s/ in a browser: the flash sale there, the live room at %s/room; pick a user to sign in.\n", gw, gw)
+	if cfg.InternalAddr != "" {
+		fmt.Fprintf(w, "Admin page (create a sale, add stock; paste the admin token below): http://%s/admin\n", urlHost(cfg.InternalAddr))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  gateway\t%s\t(API under /api/v1; /healthz, /readyz)\n", gw)
-	fmt.Fprintf(tw, "  gateway internal\thttp://%s\t(admin routes /api/v1/admin/...; /healthz, /readyz, /metrics)\n", urlHost(cfg.InternalAddr))
+	fmt.Fprintf(tw, "  gateway\t%s/\t(web pages at /, /room; API under /api/v1; /healthz, /readyz)\n", gw)
+	fmt.Fprintf(tw, "  gateway internal\thttp://%s\t(admin page /admin, admin routes /api/v1/admin/...; /healthz, /readyz, /metrics)\n", urlHost(cfg.InternalAddr))
 	fmt.Fprintf(tw, "  ws\t%s\t(WebSocket push; /healthz, /readyz on http://%s)\n", wsURL, urlHost(cfg.WSAddr))
 	fmt.Fprintf(tw, "  ws internal\thttp://%s\t(/healthz, /readyz, /metrics)\n", urlHost(cfg.WSInternalAddr))
 	fmt.Fprintf(tw, "  worker\thttp://%s\t(internal: /healthz, /readyz, /metrics)\n", urlHost(cfg.WorkerAddr))

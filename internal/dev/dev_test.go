@@ -462,3 +462,19 @@ func TestLoopbackBind(t *testing.T) {
 		}
 	}
 }
+
+// TestBannerPrintsWebURL: with the default addresses, what `make run` prints
+// names the web client at http://127.0.0.1:8080/ and the admin page on the
+// internal listener.
+func TestBannerPrintsWebURL(t *testing.T) {
+	cfg := config.Default()
+	cfg.Dev = true
+	cfg.ApplyDevDefaults()
+	var b strings.Builder
+	printBanner(&b, cfg, db.Event{ID: 1, Name: "demo", StartsAt: time.Now(), EndsAt: time.Now().Add(time.Hour)}, "")
+	for _, want := range []string{"Open http://127.0.0.1:8080/ in a browser", "http://127.0.0.1:8080/room", "http://127.0.0.1:9090/admin"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the banner does not say %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -540,7 +540,7 @@ func TestGiftBadInput(t *testing.T) {
 		{"missing token", "POST", path, "", body(giftRose, 7, 1), nil, 401, "unauthorized"},
 		{"room id not a number", "POST", "/api/v1/rooms/abc/gifts", good, body(giftRose, 7, 1), nil, 404, "not_found"},
 		{"room id zero", "POST", "/api/v1/rooms/0/gifts", good, body(giftRose, 7, 1), nil, 404, "not_found"},
-		{"wrong method", "GET", path, good, ``, nil, 405, "method_not_allowed"},
+		{"wrong method", "DELETE", path, good, ``, nil, 405, "method_not_allowed"}, // GET lists the room's recent gifts
 		{"more than the wallet", "POST", path, good, body(giftRocket, 7, 2), nil, 402, "insufficient_balance"},
 		{"leaderboard of room abc", "GET", "/api/v1/rooms/abc/leaderboard", "", ``, nil, 404, "not_found"},
 		{"wallet without token", "GET", "/api/v1/wallet", "", ``, nil, 401, "unauthorized"},

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -37,10 +38,15 @@ type system struct {
 	worker          string
 	ws              string // ws://host:port
 	wsInternal      string // base URL of ws's internal listener (metrics)
-	redis           *store.Store
-	db              *sqlx.DB
-	kafka           *kfake.Cluster
-	signer          *auth.Signer
+	// wsLn and wsILn are ws's listeners until startWS hands them over;
+	// stopWS cancels ws alone, which restartWS starts again on its address.
+	wsLn, wsILn net.Listener
+	stopWS      context.CancelFunc
+	wsDone      chan struct{}
+	redis       *store.Store
+	db          *sqlx.DB
+	kafka       *kfake.Cluster
+	signer      *auth.Signer
 
 	mysqlProxy  *testenv.Proxy       // options.mysqlProxy
 	redisServer *testenv.RedisServer // options.restartableRedis
@@ -101,6 +107,13 @@ func start(t *testing.T, opts options) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 
+	if !opts.noWS {
+		// Listening before the gateway starts, so that its pages are told
+		// where the WebSocket is.
+		s.listenWS()
+		cfg.WSPublicURL = s.ws + "/ws"
+		s.cfg = cfg
+	}
 	gln, giln := testenv.Listener(t), testenv.Listener(t)
 	s.gateway = "http://" + gln.Addr().String()
 	s.gatewayInternal = "http://" + giln.Addr().String()
@@ -113,7 +126,7 @@ func start(t *testing.T, opts options) *system {
 		s.run("worker", func() error { return worker.Run(ctx, worker.Config{Config: cfg, Listener: wln}) })
 	}
 	if !opts.noWS {
-		s.startWS(ctx)
+		s.startWS()
 	}
 	t.Cleanup(s.shutdown)
 	s.waitReady(s.gateway)
@@ -141,6 +154,9 @@ func (s *system) run(name string, f func() error) {
 func (s *system) shutdown() {
 	s.client.CloseIdleConnections()
 	s.stop()
+	if s.stopWS != nil {
+		s.stopWS()
+	}
 	s.wg.Wait()
 	s.redis.Close()
 	s.db.Close()
