@@ -70,7 +70,7 @@ func (s *Server) adminCreateEvent(rc *reqCtx) *apierr.Error {
 			return nil
 		}
 	}
-	ev, err := s.db.CreateEvent(ctx, name, price, stock, starts, ends)
+	ev, err := s.mysql.CreateEvent(ctx, name, price, stock, starts, ends)
 	if err != nil {
 		s.log.Error("cannot create event", "err", err)
 		return apierr.Unavailable
@@ -115,7 +115,7 @@ func (s *Server) adminAddStock(rc *reqCtx) *apierr.Error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cur, err := s.db.Event(ctx, id)
+	cur, err := s.mysql.Event(ctx, id)
 	if errors.Is(err, db.ErrNotFound) {
 		return apierr.NotFound.With("no such event")
 	}
@@ -125,7 +125,7 @@ func (s *Server) adminAddStock(rc *reqCtx) *apierr.Error {
 	if !s.now().Before(cur.EndsAt) {
 		return apierr.Ended
 	}
-	ev, err := s.db.AddStock(ctx, id, delta)
+	ev, err := s.mysql.AddStock(ctx, id, delta)
 	if err != nil {
 		return apierr.Unavailable
 	}

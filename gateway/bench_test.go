@@ -24,7 +24,7 @@ func benchServer(b testing.TB, stock int64) (*Server, int64) {
 		b.Fatal(err)
 	}
 	b.Cleanup(s.Close)
-	ev, err := s.db.CreateEvent(ctx, "bench", 100, stock, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	ev, err := s.mysql.CreateEvent(ctx, "bench", 100, stock, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}

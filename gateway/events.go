@@ -66,7 +66,7 @@ const refreshWindow = 24 * time.Hour
 
 // refreshEvents reloads the events from MySQL and their stock from Redis.
 func (s *Server) refreshEvents(ctx context.Context) error {
-	evs, err := s.db.EventsEndingAfter(ctx, s.now().Add(-refreshWindow))
+	evs, err := s.mysql.EventsEndingAfter(ctx, s.now().Add(-refreshWindow))
 	if err != nil {
 		return err
 	}
@@ -186,7 +186,7 @@ func (s *Server) getEvent(rc *reqCtx) *apierr.Error {
 		// since the last refresh. This is a public read, not the order path.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		dbe, err := s.db.Event(ctx, id)
+		dbe, err := s.mysql.Event(ctx, id)
 		if err == db.ErrNotFound {
 			return apierr.NotFound.With("no such event")
 		}

@@ -36,7 +36,7 @@ func (s *Server) roomGifts(rc *reqCtx) *apierr.Error {
 
 func (s *Server) queryRecentGifts(ctx context.Context, roomID int64) ([]byte, error) {
 	gifts := make([]recentGift, 0, recentGifts)
-	err := s.sql.SelectContext(ctx, &gifts,
+	err := s.mysql.DB.SelectContext(ctx, &gifts,
 		"SELECT ticket, sender_id, receiver_id, gift_id, count, coins, committed_at FROM gift_records WHERE room_id = ? ORDER BY id DESC LIMIT ?",
 		roomID, recentGifts)
 	if err != nil {

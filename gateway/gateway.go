@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
@@ -73,9 +72,8 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	signer *auth.Signer
-	redis  *store.Store
-	sql    *sqlx.DB
-	db     db.Store
+	redis  *store.Redis
+	mysql  db.MySQL
 	kafka  *kgo.Client
 	// walletLoader batches the MySQL reads of cold wallets' loads.
 	walletLoader *wallet.Loader
@@ -137,12 +135,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.inflight = newInflight(cfg.InflightBudgets(), cfg.InflightWait)
 	s.largeBodies = newLargeBodySlots(2*cmp.Or(cfg.ReadTimeout, cfg.GatewayReadTimeout, 10*time.Second) + 30*time.Second)
-	if s.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
+	if s.mysql.DB, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		s.Close()
 		return nil, err
 	}
-	s.db = db.Store{DB: s.sql}
-	s.walletLoader = &wallet.Loader{DB: s.sql}
+	s.walletLoader = &wallet.Loader{DB: s.mysql.DB}
 	s.kafka, err = bus.NewClient(cfg.Config, log,
 		kgo.ProducerLinger(time.Millisecond),
 		// The request path waits at most ProduceTimeout (see produce); franz-go
@@ -183,8 +180,8 @@ func (s *Server) Close() {
 	if s.kafka != nil {
 		s.kafka.Close()
 	}
-	if s.sql != nil {
-		s.sql.Close()
+	if s.mysql.DB != nil {
+		s.mysql.DB.Close()
 	}
 	if s.redis != nil {
 		s.redis.Close()

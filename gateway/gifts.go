@@ -97,7 +97,7 @@ func (s *Server) refreshGifts(ctx context.Context) error {
 	const q = `SELECT g.id, g.name, g.price, g.effect_url, COALESCE(p.id, 0) AS version
 		FROM gifts g LEFT JOIN gift_prices p ON p.gift_id = g.id AND p.price = g.price
 		WHERE g.active = 1 AND g.price > 0 ORDER BY g.price, g.id`
-	if err := s.sql.SelectContext(ctx, &gifts, q); err != nil {
+	if err := s.mysql.DB.SelectContext(ctx, &gifts, q); err != nil {
 		return err
 	}
 	// A price nobody served before gets its catalog version before any gift
@@ -105,7 +105,7 @@ func (s *Server) refreshGifts(ctx context.Context) error {
 	fresh := false
 	for _, g := range gifts {
 		if g.Version == 0 {
-			if _, err := s.sql.ExecContext(ctx, "INSERT IGNORE INTO gift_prices (gift_id, price) VALUES (?, ?)", g.ID, g.Price); err != nil {
+			if _, err := s.mysql.DB.ExecContext(ctx, "INSERT IGNORE INTO gift_prices (gift_id, price) VALUES (?, ?)", g.ID, g.Price); err != nil {
 				return err
 			}
 			fresh = true
@@ -113,7 +113,7 @@ func (s *Server) refreshGifts(ctx context.Context) error {
 	}
 	if fresh {
 		gifts = gifts[:0]
-		if err := s.sql.SelectContext(ctx, &gifts, q); err != nil {
+		if err := s.mysql.DB.SelectContext(ctx, &gifts, q); err != nil {
 			return err
 		}
 	}
@@ -147,7 +147,7 @@ func (s *Server) listGifts(rc *reqCtx) *apierr.Error {
 }
 
 func (s *Server) wallets() wallet.Wallets {
-	return wallet.Wallets{Redis: s.redis, DB: s.sql, Loader: s.walletLoader}
+	return wallet.Wallets{Redis: s.redis, DB: s.mysql.DB, Loader: s.walletLoader}
 }
 
 // getWallet answers the spendable balance from Redis (it already excludes
@@ -396,7 +396,7 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	dt, derr := s.db.Ticket(ctx, t)
+	dt, derr := s.mysql.Ticket(ctx, t)
 	switch {
 	case derr == nil:
 		if dt.UserID != rc.claims.UserID || dt.Kind != "gift" {
@@ -615,7 +615,7 @@ func (s *Server) queryBoard(ctx context.Context, roomID int64) ([]byte, error) {
 
 func (s *Server) loadBoard(ctx context.Context, roomID int64) ([]boardEntry, error) {
 	top := make([]boardEntry, 0, boardTop)
-	err := s.sql.SelectContext(ctx, &top,
+	err := s.mysql.DB.SelectContext(ctx, &top,
 		"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
 		roomID, boardTop)
 	return top, err

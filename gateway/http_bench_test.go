@@ -30,7 +30,7 @@ func BenchmarkHTTPRatios(b *testing.B) {
 	for range b.N {
 		s, live := benchServer(b, 100_000_000)
 		ctx := context.Background()
-		sold, err := s.db.CreateEvent(ctx, "sold out", 100, 1, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+		sold, err := s.mysql.CreateEvent(ctx, "sold out", 100, 1, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -47,7 +47,7 @@ func BenchmarkHTTPRatios(b *testing.B) {
 		for u := range tokens {
 			tokens[u] = "Bearer " + s.signer.Sign(int64(u), auth.RoleUser, time.Hour)
 		}
-		if _, err := s.sql.Exec("INSERT INTO wallets (user_id, balance) SELECT seq, 1000 FROM seq_1_to_100000 WHERE seq > ? AND seq <= ?", n, 3*n); err != nil {
+		if _, err := s.mysql.DB.Exec("INSERT INTO wallets (user_id, balance) SELECT seq, 1000 FROM seq_1_to_100000 WHERE seq > ? AND seq <= ?", n, 3*n); err != nil {
 			b.Fatal(err)
 		}
 		parallel(conc, n, func(i int) {

@@ -52,13 +52,13 @@ var rateLimited = promauto.NewCounterVec(prometheus.CounterOpts{
 // who is refused is remembered in memory until the retry time, so a client
 // that keeps flooding costs no Redis round trip.
 type RedisLimiter struct {
-	redis *store.Store
+	redis *store.Redis
 	rates [numClasses]config.Rate
 	deny  denyCache
 }
 
 // NewRedisLimiter returns a limiter with the configured rates.
-func NewRedisLimiter(r *store.Store, cfg config.Config) *RedisLimiter {
+func NewRedisLimiter(r *store.Redis, cfg config.Config) *RedisLimiter {
 	l := &RedisLimiter{redis: r}
 	l.rates[ClassOrder], l.rates[ClassGift], l.rates[ClassPay], l.rates[ClassOther] = cfg.RateOrder, cfg.RateGift, cfg.RatePay, cfg.RateOther
 	return l

@@ -286,7 +286,7 @@ func (s *Server) getTicket(rc *reqCtx) *apierr.Error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	dt, derr := s.db.Ticket(ctx, t)
+	dt, derr := s.mysql.Ticket(ctx, t)
 	switch {
 	case derr == nil:
 		if dt.UserID != rc.claims.UserID {
@@ -326,7 +326,7 @@ func orderOut(o db.Order) orderJSON {
 func (s *Server) listOrders(rc *reqCtx) *apierr.Error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	os, err := s.db.OrdersOfUser(ctx, rc.claims.UserID, 100)
+	os, err := s.mysql.OrdersOfUser(ctx, rc.claims.UserID, 100)
 	if err != nil {
 		return apierr.Unavailable
 	}
@@ -343,7 +343,7 @@ func (s *Server) ownOrder(ctx context.Context, rc *reqCtx) (db.Order, *apierr.Er
 	if len(no) > 32 {
 		return db.Order{}, apierr.NotFound.With("no such order")
 	}
-	o, err := s.db.Order(ctx, no)
+	o, err := s.mysql.Order(ctx, no)
 	if errors.Is(err, db.ErrNotFound) {
 		return o, apierr.NotFound.With("no such order")
 	}
@@ -394,7 +394,7 @@ func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
 		s.log.Warn("payment provider refused or failed a charge", "order", o.OrderNo, "err", err)
 		return apierr.Unavailable.With("the payment provider did not confirm the charge; the order is still unpaid")
 	}
-	paid, err := s.db.PayOrder(ctx, o.OrderNo, o.UserID, txn)
+	paid, err := s.mysql.PayOrder(ctx, o.OrderNo, o.UserID, txn)
 	if errors.Is(err, db.ErrInvalidState) {
 		// Expired (or cancelled) between the check and the charge: give
 		// the money back.
@@ -402,7 +402,7 @@ func (s *Server) payOrder(rc *reqCtx) *apierr.Error {
 			s.log.Error("charged an order that could not be paid, and the refund failed: refund it by hand",
 				"order", o.OrderNo, "txn", txn, "amount", o.Price, "err", rerr)
 		}
-		cur, _ := s.db.Order(ctx, o.OrderNo)
+		cur, _ := s.mysql.Order(ctx, o.OrderNo)
 		return apierr.InvalidState.With("the order is " + orDefault(cur.Status, "no longer unpaid"))
 	}
 	if err != nil {
@@ -418,9 +418,9 @@ func (s *Server) cancelOrder(rc *reqCtx) *apierr.Error {
 	if e != nil {
 		return e
 	}
-	err := s.db.ReleaseOrder(ctx, o.ID, db.OrderCancelled)
+	err := s.mysql.ReleaseOrder(ctx, o.ID, db.OrderCancelled)
 	if errors.Is(err, db.ErrInvalidState) {
-		cur, _ := s.db.Order(ctx, o.OrderNo)
+		cur, _ := s.mysql.Order(ctx, o.OrderNo)
 		return apierr.InvalidState.With("the order is " + orDefault(cur.Status, "no longer unpaid"))
 	}
 	if err != nil {
@@ -430,10 +430,10 @@ func (s *Server) cancelOrder(rc *reqCtx) *apierr.Error {
 		// MySQL has the unit back and the order marked unreleased: the
 		// worker repeats the release until it sticks.
 		s.log.Warn("cancelled order's unit not returned to Redis yet", "order", o.OrderNo, "err", err)
-	} else if err := s.db.MarkReleased(ctx, o.ID); err != nil {
+	} else if err := s.mysql.MarkReleased(ctx, o.ID); err != nil {
 		s.log.Warn("cannot record a cancelled order's release; the worker will repeat it", "order", o.OrderNo, "err", err)
 	}
-	cur, err := s.db.Order(ctx, o.OrderNo)
+	cur, err := s.mysql.Order(ctx, o.OrderNo)
 	if err != nil {
 		return apierr.Unavailable
 	}

@@ -121,7 +121,7 @@ func (s *Server) payProducts(ctx context.Context) ([]payProduct, error) {
 		return p.products, nil
 	}
 	list := []payProduct{}
-	if err := s.sql.SelectContext(ctx, &list, "SELECT id, name, price, coins FROM pay_products WHERE active = 1 ORDER BY price, id"); err != nil {
+	if err := s.mysql.DB.SelectContext(ctx, &list, "SELECT id, name, price, coins FROM pay_products WHERE active = 1 ORDER BY price, id"); err != nil {
 		return nil, err
 	}
 	p.products, p.productsAt = list, time.Now()
@@ -180,7 +180,7 @@ func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
 	defer cancel()
 
 	var prod payProduct
-	err := s.sql.GetContext(ctx, &prod, "SELECT id, name, price, coins FROM pay_products WHERE id = ? AND active = 1", *req.ProductID)
+	err := s.mysql.DB.GetContext(ctx, &prod, "SELECT id, name, price, coins FROM pay_products WHERE id = ? AND active = 1", *req.ProductID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return apierr.NotFound.With("no such product")
 	}
@@ -191,11 +191,11 @@ func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
 	id := newPayOrderID()
 	// The Idempotency-Key is a unique column rather than a Redis record, so
 	// two concurrent requests with one key cannot both create an order.
-	_, err = s.sql.ExecContext(ctx, `INSERT INTO pay_orders (order_id, user_id, product_id, amount, coins, idem_key)
+	_, err = s.mysql.DB.ExecContext(ctx, `INSERT INTO pay_orders (order_id, user_id, product_id, amount, coins, idem_key)
 		VALUES (?, ?, ?, ?, ?, NULLIF(?, ''))`, id, uid, prod.ID, prod.Price, prod.Coins, key)
 	if db.IsDuplicate(err) && key != "" {
 		var o payOrder
-		if err := s.sql.GetContext(ctx, &o, "SELECT "+payOrderCols+" FROM pay_orders WHERE user_id = ? AND idem_key = ?", uid, key); err != nil {
+		if err := s.mysql.DB.GetContext(ctx, &o, "SELECT "+payOrderCols+" FROM pay_orders WHERE user_id = ? AND idem_key = ?", uid, key); err != nil {
 			s.log.Warn("cannot read the pay order of a repeated Idempotency-Key", "err", err)
 			return apierr.Unavailable
 		}
@@ -217,7 +217,7 @@ func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
 
 func (s *Server) loadPayOrder(ctx context.Context, id string) (payOrder, error) {
 	var o payOrder
-	err := s.sql.GetContext(ctx, &o, "SELECT "+payOrderCols+" FROM pay_orders WHERE order_id = ?", id)
+	err := s.mysql.DB.GetContext(ctx, &o, "SELECT "+payOrderCols+" FROM pay_orders WHERE order_id = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, db.ErrNotFound
 	}
@@ -362,12 +362,12 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 	// worker's repair sweep brings in paid orders that never got the mark
 	// (a retry that came after hotCreditWindow, or none at all).
 	if won || (o.PaidAt != nil && time.Since(*o.PaidAt) < hotCreditWindow) {
-		w := wallet.Wallets{Redis: s.redis, DB: s.sql}
+		w := wallet.Wallets{Redis: s.redis, DB: s.mysql.DB}
 		if err := w.CreditHot(ctx, o.UserID, o.Coins, wallet.KindRecharge, o.OrderID); err != nil {
 			s.log.Error("recharge committed but not yet in the hot balance; the provider's retry or the worker will apply it", "order", o.OrderID, "err", err)
 			return apierr.Unavailable
 		}
-		if _, err := s.sql.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", o.OrderID); err != nil {
+		if _, err := s.mysql.DB.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", o.OrderID); err != nil {
 			// The coins are in; without the mark the worker checks the
 			// order again later, which changes nothing.
 			s.log.Warn("cannot mark a recharge hot-credited", "order", o.OrderID, "err", err)
@@ -421,7 +421,7 @@ var (
 // inTx runs f in a transaction and commits it unless f fails; a lock
 // conflict runs it again (db.InTx).
 func (s *Server) inTx(ctx context.Context, f func(tx *sqlx.Tx) error) error {
-	return db.InTx(ctx, s.sql, nil, f)
+	return db.InTx(ctx, s.mysql.DB, nil, f)
 }
 
 // devCompletePayOrder makes the sandbox provider pay the order: it sends the
@@ -520,7 +520,7 @@ func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
 		return apierr.InsufficientBalance.With("not enough earnings")
 	case db.IsDuplicate(err) && key != "":
 		var first int64
-		if err := s.sql.GetContext(ctx, &first, "SELECT id FROM withdrawals WHERE user_id = ? AND idem_key = ?", uid, key); err != nil {
+		if err := s.mysql.DB.GetContext(ctx, &first, "SELECT id FROM withdrawals WHERE user_id = ? AND idem_key = ?", uid, key); err != nil {
 			s.log.Warn("cannot read the withdrawal of a repeated Idempotency-Key", "err", err)
 			return apierr.Unavailable
 		}
@@ -544,7 +544,7 @@ func (s *Server) getWithdrawal(rc *reqCtx) *apierr.Error {
 		Status    string    `db:"status"`
 		CreatedAt time.Time `db:"created_at"`
 	}
-	err := s.sql.GetContext(ctx, &w, "SELECT user_id, amount, status, created_at FROM withdrawals WHERE id = ?", id)
+	err := s.mysql.DB.GetContext(ctx, &w, "SELECT user_id, amount, status, created_at FROM withdrawals WHERE id = ?", id)
 	// Another user's withdrawal is "not found", as for pay orders.
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && w.UserID != rc.claims.UserID) {
 		return apierr.NotFound.With("no such withdrawal")

@@ -46,7 +46,7 @@ func (w *Worker) transient(ctx context.Context, err error) bool {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return w.sql.PingContext(pctx) != nil
+	return w.mysql.DB.PingContext(pctx) != nil
 }
 
 // retry runs f until it succeeds or ctx ends, backing off up to maxBackoff.

@@ -233,7 +233,7 @@ func (w *Worker) checkGiftCoins(ctx context.Context, gifts []bus.Gift) ([]bus.Gi
 				if err != nil {
 					return err
 				}
-				if err := w.sql.SelectContext(ctx, &rows, q, args...); err != nil {
+				if err := w.mysql.DB.SelectContext(ctx, &rows, q, args...); err != nil {
 					return err
 				}
 				w.prices.mu.Lock()
@@ -251,7 +251,7 @@ func (w *Worker) checkGiftCoins(ctx context.Context, gifts []bus.Gift) ([]bus.Gi
 				if err != nil {
 					return err
 				}
-				if err := w.sql.SelectContext(ctx, &rows, q, args...); err != nil {
+				if err := w.mysql.DB.SelectContext(ctx, &rows, q, args...); err != nil {
 					return err
 				}
 				for _, r := range rows {
@@ -328,7 +328,7 @@ func (w *Worker) writeGifts(ctx context.Context, gifts []bus.Gift, aborted map[s
 func (w *Worker) writeGiftsTx(ctx context.Context, gifts []bus.Gift, aborted map[string]bool, careful bool) ([]giftOutcome, error) {
 	start := time.Now()
 	var plan giftPlan
-	err := db.InTx(ctx, w.sql, nil, func(tx *sqlx.Tx) error {
+	err := db.InTx(ctx, w.mysql.DB, nil, func(tx *sqlx.Tx) error {
 		st := giftState{}
 		var err error
 		if careful {
@@ -398,7 +398,7 @@ func (w *Worker) failInvalidGift(ctx context.Context, g bus.Gift, why string) (g
 	var d db.Ticket
 	var won bool
 	err := w.retry(ctx, "fail a poison gift's ticket", func() (err error) {
-		d, won, err = db.DecideFailed(ctx, w.sql, db.NewTicket{Ticket: g.Ticket, Kind: "gift", UserID: g.SenderID,
+		d, won, err = db.DecideFailed(ctx, w.mysql.DB, db.NewTicket{Ticket: g.Ticket, Kind: "gift", UserID: g.SenderID,
 			RefID: g.RoomID, Reason: ReasonInvalid, CreatedAt: time.UnixMilli(g.HeldAt)})
 		return err
 	})
@@ -443,7 +443,7 @@ func (w *Worker) publishGifts(ctx context.Context, outs []giftOutcome) error {
 	for _, o := range outs {
 		if o.reason == ReasonInsufficientBalance && !resynced[o.SenderID] {
 			resynced[o.SenderID] = true
-			if _, err := (wallet.Wallets{Redis: w.redis, DB: w.sql}).Resync(sctx, o.SenderID); err != nil {
+			if _, err := (wallet.Wallets{Redis: w.redis, DB: w.mysql.DB}).Resync(sctx, o.SenderID); err != nil {
 				w.log.Warn("cannot resync a hot balance with MySQL", "user", o.SenderID, "err", err)
 			}
 		}

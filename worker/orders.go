@@ -154,7 +154,7 @@ func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Orde
 func (w *Worker) writeOrdersTx(ctx context.Context, eventID int64, msgs []bus.Order, aborted map[string]bool, careful bool) ([]outcome, error) {
 	start := time.Now()
 	var plan orderPlan
-	err := db.InTx(ctx, w.sql, nil, func(tx *sqlx.Tx) error {
+	err := db.InTx(ctx, w.mysql.DB, nil, func(tx *sqlx.Tx) error {
 		ev, found, err := db.LockEvent(ctx, tx, eventID)
 		if err != nil {
 			return err
@@ -204,7 +204,7 @@ func (w *Worker) poisonOrder(ctx context.Context, m bus.Order, cause error) (out
 	var d db.Ticket
 	var won bool
 	err := w.retry(ctx, "fail a poison order's ticket", func() (err error) {
-		d, won, err = db.DecideFailed(ctx, w.sql, db.NewTicket{Ticket: m.Ticket, Kind: "order", UserID: m.UserID,
+		d, won, err = db.DecideFailed(ctx, w.mysql.DB, db.NewTicket{Ticket: m.Ticket, Kind: "order", UserID: m.UserID,
 			RefID: m.EventID, Reason: ReasonInvalid, CreatedAt: time.UnixMilli(m.ReservedAt)})
 		return err
 	})

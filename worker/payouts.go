@@ -163,7 +163,7 @@ const (
 func (w *Worker) runPayouts(ctx context.Context) error {
 	provider := w.cfg.PayoutProvider
 	if provider == nil {
-		provider = &sandbox.Payouts{DB: w.sql}
+		provider = &sandbox.Payouts{DB: w.mysql.DB}
 	}
 	producer, err := bus.NewClient(w.cfg.Config, w.log, kgo.ProducerLinger(time.Millisecond))
 	if err != nil {
@@ -237,7 +237,7 @@ func (w *Worker) RelayOutbox(ctx context.Context, cl *kgo.Client) error {
 
 func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 	token := claimToken()
-	rows, err := w.db.ClaimOutbox(ctx, token, outboxClaim, outboxBatch)
+	rows, err := w.mysql.ClaimOutbox(ctx, token, outboxClaim, outboxBatch)
 	if err != nil {
 		return 0, fmt.Errorf("cannot claim outbox rows: %w", err)
 	}
@@ -257,12 +257,12 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 		// Give the rows back, so the next round takes them at once rather
 		// than after the claim lapses.
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		w.db.ReleaseOutboxClaim(rctx, token)
+		w.mysql.ReleaseOutboxClaim(rctx, token)
 		cancel()
 		return 0, fmt.Errorf("cannot produce %d outbox messages: %w", len(rows), err)
 	}
 	if err := w.retry(ctx, "mark outbox messages sent", func() error {
-		return w.db.MarkOutboxSent(ctx, ids)
+		return w.mysql.MarkOutboxSent(ctx, ids)
 	}); err != nil {
 		return 0, fmt.Errorf("cannot mark outbox messages sent (they will be sent again): %w", err)
 	}
@@ -272,7 +272,7 @@ func (w *Worker) relayBatch(ctx context.Context, cl *kgo.Client) (int, error) {
 
 // cleanOutbox deletes rows relayed long ago, a bounded batch at a time.
 func (w *Worker) cleanOutbox(ctx context.Context) error {
-	return w.db.PruneOutbox(ctx, outboxKeep)
+	return w.mysql.PruneOutbox(ctx, outboxKeep)
 }
 
 // payer pays due withdrawals out.
@@ -354,7 +354,7 @@ func (pp *payer) schedule(ctx context.Context, recs []*kgo.Record) error {
 		return nil
 	}
 	err := pp.w.retry(ctx, "schedule payouts", func() error {
-		return pp.w.db.ScheduleWithdrawals(ctx, ids)
+		return pp.w.mysql.ScheduleWithdrawals(ctx, ids)
 	})
 	if err != nil {
 		return err
@@ -374,7 +374,7 @@ func (pp *payer) payDue(ctx context.Context) error {
 	if free <= 0 {
 		return nil
 	}
-	ids, err := pp.w.db.DueWithdrawals(ctx, payoutParallel)
+	ids, err := pp.w.mysql.DueWithdrawals(ctx, payoutParallel)
 	if err != nil {
 		return fmt.Errorf("cannot read due withdrawals: %w", err)
 	}
@@ -418,7 +418,7 @@ func (wd withdrawalRow) key() string {
 // payout call, or once the attempts are spent, one settling round. It puts
 // the withdrawal back with its next due time, or decides it.
 func (pp *payer) step(ctx context.Context, id int64) error {
-	leased, took, err := pp.w.db.LeaseWithdrawal(ctx, id, pp.lease)
+	leased, took, err := pp.w.mysql.LeaseWithdrawal(ctx, id, pp.lease)
 	if err != nil || !took {
 		return err // !took: another worker has it, or it was decided
 	}
@@ -428,7 +428,7 @@ func (pp *payer) step(ctx context.Context, id int64) error {
 		// next worker repeats it under the same key. Hand it back now
 		// rather than when the lease lapses.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		pp.w.db.ReturnWithdrawal(rctx, id)
+		pp.w.mysql.ReturnWithdrawal(rctx, id)
 		cancel()
 		return ctx.Err()
 	}
@@ -481,7 +481,7 @@ func (pp *payer) work(ctx context.Context, wd withdrawalRow) error {
 		wait = min(pp.backoff<<min(attempts-1, 20), maxPayoutBackoff)
 	}
 	err = pp.w.retry(ctx, "record a payout attempt", func() error {
-		return pp.w.db.RecordPayoutAttempt(ctx, wd.ID, attempts, lastErr, wait)
+		return pp.w.mysql.RecordPayoutAttempt(ctx, wd.ID, attempts, lastErr, wait)
 	})
 	if err != nil || attempts < pp.budget {
 		return err
@@ -532,7 +532,7 @@ func (pp *payer) unresolved(ctx context.Context, wd withdrawalRow, why string) e
 	pp.w.log.Warn("payout outcome unknown; not refunded, asking the provider again later",
 		"withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount, "round", n, "next_in", wait, "why", why)
 	return pp.w.retry(ctx, "put back an unresolved payout", func() error {
-		return pp.w.db.RecordUnresolvedPayout(ctx, wd.ID, n, truncate("unresolved: "+why, 255), wait)
+		return pp.w.mysql.RecordUnresolvedPayout(ctx, wd.ID, n, truncate("unresolved: "+why, 255), wait)
 	})
 }
 
@@ -543,7 +543,7 @@ func (pp *payer) succeed(ctx context.Context, wd withdrawalRow, attempts int, tx
 	var won bool
 	err := pp.w.retry(ctx, "record a payout", func() error {
 		var err error
-		won, err = pp.w.db.SucceedWithdrawal(ctx, wd.ID, txn, attempts)
+		won, err = pp.w.mysql.SucceedWithdrawal(ctx, wd.ID, txn, attempts)
 		return err
 	})
 	if err != nil {
@@ -557,7 +557,7 @@ func (pp *payer) succeed(ctx context.Context, wd withdrawalRow, attempts int, tx
 	var cur db.WithdrawalOutcome
 	err = pp.w.retry(ctx, "read a decided withdrawal", func() error {
 		var err error
-		cur, err = pp.w.db.WithdrawalOutcome(ctx, wd.ID)
+		cur, err = pp.w.mysql.WithdrawalOutcome(ctx, wd.ID)
 		return err
 	})
 	if err != nil {
@@ -583,7 +583,7 @@ func (pp *payer) flag(ctx context.Context, wd withdrawalRow, attempts int, kind,
 	pp.w.log.Error("withdrawal needs an operator: "+kind, "withdrawal", wd.ID, "user", wd.UserID, "amount", wd.Amount,
 		"key", wd.key(), "txn", txn, "detail", detail)
 	return pp.w.retry(ctx, "flag a withdrawal", func() error {
-		return pp.w.db.FlagWithdrawal(ctx, wd.ID, attempts, kind, txn, truncate(detail, 255))
+		return pp.w.mysql.FlagWithdrawal(ctx, wd.ID, attempts, kind, txn, truncate(detail, 255))
 	})
 }
 
@@ -594,7 +594,7 @@ func (pp *payer) fail(ctx context.Context, wd withdrawalRow) error {
 	err := pp.w.retry(ctx, "fail a withdrawal", func() error {
 		var err error
 		// refunded is false when the withdrawal was decided or flagged meanwhile.
-		refunded, err = pp.w.db.FailAndRefundWithdrawal(ctx, wd.ID, func(tx *sqlx.Tx) error {
+		refunded, err = pp.w.mysql.FailAndRefundWithdrawal(ctx, wd.ID, func(tx *sqlx.Tx) error {
 			_, err := wallet.Apply(ctx, tx, wallet.Change{
 				UserID: wd.UserID, Account: wallet.AccountEarnings, Kind: wallet.KindWithdrawalRefund,
 				Ref: strconv.FormatInt(wd.ID, 10), Amount: wd.Amount,

@@ -47,11 +47,11 @@ const (
 // from MySQL (wallet.Wallets.Resync: the MySQL balance minus the coins held
 // by gifts in flight).
 func (w *Worker) RepairRecharges(ctx context.Context) error {
-	orders, err := w.db.UnmarkedRecharges(ctx, rechargeGrace, rechargeCreditWindow, rechargeRepairBatch)
+	orders, err := w.mysql.UnmarkedRecharges(ctx, rechargeGrace, rechargeCreditWindow, rechargeRepairBatch)
 	if err != nil {
 		return fmt.Errorf("cannot read recharges to repair: %w", err)
 	}
-	wallets := wallet.Wallets{Redis: w.redis, DB: w.sql}
+	wallets := wallet.Wallets{Redis: w.redis, DB: w.mysql.DB}
 	resynced := map[int64]bool{}
 	var firstErr error
 	for _, o := range orders {
@@ -72,7 +72,7 @@ func (w *Worker) RepairRecharges(ctx context.Context) error {
 			how = "resync" // the user's wallet was resynced a moment ago
 		}
 		if err == nil {
-			err = w.db.MarkHotCredited(ctx, o.OrderID)
+			err = w.mysql.MarkHotCredited(ctx, o.OrderID)
 		}
 		if err != nil {
 			firstErr = firstError(firstErr, fmt.Errorf("cannot repair recharge %s: %w", o.OrderID, err))

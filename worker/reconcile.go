@@ -55,7 +55,7 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	evs, err := w.db.EventsEndingAfter(ctx, now.Add(-keyLife))
+	evs, err := w.mysql.EventsEndingAfter(ctx, now.Add(-keyLife))
 	if err != nil {
 		return err
 	}
@@ -83,7 +83,7 @@ func (w *Worker) reconcileEvent(ctx context.Context, eventID int64, now time.Tim
 	if err != nil {
 		return err
 	}
-	decided, err := db.DecidedTickets(ctx, w.sql, due)
+	decided, err := db.DecidedTickets(ctx, w.mysql.DB, due)
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func (w *Worker) reconcileEvent(ctx context.Context, eventID int64, now time.Tim
 	for _, d := range decided {
 		users = append(users, d.UserID)
 	}
-	holders, err := db.ActiveHolders(ctx, w.sql, eventID, users)
+	holders, err := db.ActiveHolders(ctx, w.mysql.DB, eventID, users)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ func (w *Worker) reconcileEvent(ctx context.Context, eventID int64, now time.Tim
 // one too few for a moment (an order committed but not yet settled), which
 // the next run corrects.
 func (w *Worker) SyncStocks(ctx context.Context) error {
-	evs, err := w.db.EventsEndingAfter(ctx, time.Now())
+	evs, err := w.mysql.EventsEndingAfter(ctx, time.Now())
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func (w *Worker) SyncStocks(ctx context.Context) error {
 }
 
 func (w *Worker) syncStock(ctx context.Context, eventID int64) error {
-	return w.db.SyncEventStock(ctx, eventID, func(tx *sqlx.Tx, stock int64, released []db.Order) error {
+	return w.mysql.SyncEventStock(ctx, eventID, func(tx *sqlx.Tx, stock int64, released []db.Order) error {
 		pending, err := w.redis.AllPending(ctx, eventID)
 		if err != nil {
 			return err
@@ -300,7 +300,7 @@ func (w *Worker) decideStaleHolds(ctx context.Context, looks []store.HoldsLook, 
 	decided := map[string]db.Ticket{}
 	for len(tickets) > 0 {
 		n := min(len(tickets), 1000)
-		d, err := db.DecidedTickets(ctx, w.sql, tickets[:n])
+		d, err := db.DecidedTickets(ctx, w.mysql.DB, tickets[:n])
 		if err != nil {
 			return err
 		}

@@ -27,7 +27,7 @@ const keyLife = 24 * time.Hour
 // flight already took. Until then its buyers get 503.
 func (w *Worker) WarmEvents(ctx context.Context) error {
 	now := time.Now()
-	evs, err := w.db.EventsEndingAfter(ctx, now)
+	evs, err := w.mysql.EventsEndingAfter(ctx, now)
 	if err != nil {
 		return err
 	}
@@ -77,13 +77,13 @@ func (w *Worker) WarmEvents(ctx context.Context) error {
 }
 
 func (w *Worker) warm(ctx context.Context, eventID int64) error {
-	buyers, err := w.db.ActiveBuyers(ctx, eventID)
+	buyers, err := w.mysql.ActiveBuyers(ctx, eventID)
 	if err != nil {
 		return err
 	}
 	// Read the stock after the buyers: an order committed in between makes
 	// Redis show one unit less, never one more; the sync below corrects it.
-	e, err := w.db.Event(ctx, eventID)
+	e, err := w.mysql.Event(ctx, eventID)
 	if err != nil {
 		return err
 	}
@@ -126,12 +126,12 @@ func (w *Worker) ordersCaughtUp(ctx context.Context) (bool, error) {
 // ExpireOrders expires unpaid orders past their time and puts their units
 // back on sale, in MySQL first and then in Redis.
 func (w *Worker) ExpireOrders(ctx context.Context) error {
-	due, err := w.db.DueOrders(ctx, 500)
+	due, err := w.mysql.DueOrders(ctx, 500)
 	if err != nil {
 		return err
 	}
 	for _, o := range due {
-		err := w.db.ReleaseOrder(ctx, o.ID, db.OrderExpired)
+		err := w.mysql.ReleaseOrder(ctx, o.ID, db.OrderExpired)
 		if errors.Is(err, db.ErrInvalidState) {
 			continue // paid or cancelled in the meantime: that one won
 		}
@@ -149,7 +149,7 @@ func (w *Worker) ExpireOrders(ctx context.Context) error {
 // a cancel whose gateway could not reach Redis). Release is idempotent, so
 // an order is released until MySQL records that it was.
 func (w *Worker) ReleaseInRedis(ctx context.Context) error {
-	os, err := w.db.UnreleasedOrders(ctx, 500)
+	os, err := w.mysql.UnreleasedOrders(ctx, 500)
 	if err != nil {
 		return err
 	}
@@ -164,5 +164,5 @@ func (w *Worker) ReleaseInRedis(ctx context.Context) error {
 		w.stockDue[o.EventID] = true
 		w.stockMu.Unlock()
 	}
-	return w.db.MarkReleased(ctx, done...)
+	return w.mysql.MarkReleased(ctx, done...)
 }

@@ -54,7 +54,7 @@ func (w *Worker) ReconcileWallets(ctx context.Context) error {
 		if prev[uid] != gap {
 			continue // not seen twice: maybe a gift in flight
 		}
-		if _, err := (wallet.Wallets{Redis: w.redis, DB: w.sql}).Resync(ctx, uid); err != nil {
+		if _, err := (wallet.Wallets{Redis: w.redis, DB: w.mysql.DB}).Resync(ctx, uid); err != nil {
 			return err
 		}
 		walletResyncs.Inc()
@@ -104,11 +104,11 @@ func (w *Worker) walletGaps(ctx context.Context, users []int64, gaps map[int64]i
 	if err := w.redis.UnindexWallets(ctx, gone); err != nil {
 		return err
 	}
-	decided, err := db.DecidedTickets(ctx, w.sql, tickets)
+	decided, err := db.DecidedTickets(ctx, w.mysql.DB, tickets)
 	if err != nil {
 		return err
 	}
-	balances, err := db.SpendableBalances(ctx, w.sql, users)
+	balances, err := db.SpendableBalances(ctx, w.mysql.DB, users)
 	if err != nil {
 		return err
 	}

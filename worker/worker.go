@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
@@ -45,9 +44,8 @@ type Config struct {
 type Worker struct {
 	cfg   Config
 	log   *slog.Logger
-	redis *store.Store
-	sql   *sqlx.DB
-	db    db.Store
+	redis *store.Redis
+	mysql db.MySQL
 	kafka *kgo.Client
 	ready obs.Readiness
 
@@ -111,11 +109,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 	if err != nil {
 		log.Warn("cannot read Redis's clock yet; stamping settled holds with this machine's until it can", "err", err)
 	}
-	if w.sql, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
+	if w.mysql.DB, err = db.Open(ctx, cfg.MySQLDSN); err != nil {
 		w.Close()
 		return nil, err
 	}
-	w.db = db.Store{DB: w.sql}
 	w.kafka, err = bus.NewClient(cfg.Config, log,
 		kgo.ConsumerGroup(GroupName(cfg.Config)),
 		kgo.ConsumeTopics(cfg.OrdersTopic()),
@@ -132,7 +129,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 		if err := w.notConsuming(); err != nil {
 			return err
 		}
-		if err := w.sql.PingContext(ctx); err != nil {
+		if err := w.mysql.DB.PingContext(ctx); err != nil {
 			return fmt.Errorf("mysql: %w", err)
 		}
 		if err := w.redis.Ping(ctx); err != nil {
@@ -148,8 +145,8 @@ func (w *Worker) Close() {
 	if w.kafka != nil {
 		w.kafka.Close()
 	}
-	if w.sql != nil {
-		w.sql.Close()
+	if w.mysql.DB != nil {
+		w.mysql.DB.Close()
 	}
 	if w.redis != nil {
 		w.redis.Close()

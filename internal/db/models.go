@@ -58,18 +58,19 @@ type Ticket struct {
 const eventCols = "id, name, price, stock_total, stock, starts_at, ends_at"
 const orderCols = "id, order_no, ticket, event_id, user_id, price, status, created_at, expires_at, paid_at"
 
-// Store runs the shared queries.
-type Store struct{ DB *sqlx.DB }
+// MySQL is flashgate's MySQL. Its methods and this package's functions are
+// where the SQL lives.
+type MySQL struct{ DB *sqlx.DB }
 
 // EventsEndingAfter returns the events that end after t, soonest start first.
-func (s Store) EventsEndingAfter(ctx context.Context, t time.Time) ([]Event, error) {
+func (s MySQL) EventsEndingAfter(ctx context.Context, t time.Time) ([]Event, error) {
 	var evs []Event
 	err := s.DB.SelectContext(ctx, &evs, "SELECT "+eventCols+" FROM events WHERE ends_at > ? ORDER BY starts_at, id", t)
 	return evs, err
 }
 
 // Event returns one event.
-func (s Store) Event(ctx context.Context, id int64) (Event, error) {
+func (s MySQL) Event(ctx context.Context, id int64) (Event, error) {
 	var e Event
 	err := s.DB.GetContext(ctx, &e, "SELECT "+eventCols+" FROM events WHERE id = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -79,7 +80,7 @@ func (s Store) Event(ctx context.Context, id int64) (Event, error) {
 }
 
 // CreateEvent inserts an event with all its stock unsold.
-func (s Store) CreateEvent(ctx context.Context, name string, price, stock int64, starts, ends time.Time) (Event, error) {
+func (s MySQL) CreateEvent(ctx context.Context, name string, price, stock int64, starts, ends time.Time) (Event, error) {
 	res, err := s.DB.ExecContext(ctx, "INSERT INTO events (name, price, stock_total, stock, starts_at, ends_at) VALUES (?, ?, ?, ?, ?, ?)",
 		name, price, stock, stock, starts.UTC(), ends.UTC())
 	if err != nil {
@@ -90,7 +91,7 @@ func (s Store) CreateEvent(ctx context.Context, name string, price, stock int64,
 }
 
 // AddStock adds delta units to an event in MySQL.
-func (s Store) AddStock(ctx context.Context, id, delta int64) (Event, error) {
+func (s MySQL) AddStock(ctx context.Context, id, delta int64) (Event, error) {
 	res, err := s.DB.ExecContext(ctx, "UPDATE events SET stock = stock + ?, stock_total = stock_total + ? WHERE id = ?", delta, delta, id)
 	if err != nil {
 		return Event{}, fmt.Errorf("cannot add stock: %w", err)
@@ -102,7 +103,7 @@ func (s Store) AddStock(ctx context.Context, id, delta int64) (Event, error) {
 }
 
 // ActiveBuyers returns user id → ticket of the orders that hold a unit of the event.
-func (s Store) ActiveBuyers(ctx context.Context, eventID int64) (map[int64]string, error) {
+func (s MySQL) ActiveBuyers(ctx context.Context, eventID int64) (map[int64]string, error) {
 	rows, err := s.DB.QueryContext(ctx, "SELECT user_id, ticket FROM orders WHERE event_id = ? AND active = 1", eventID)
 	if err != nil {
 		return nil, err
@@ -121,14 +122,14 @@ func (s Store) ActiveBuyers(ctx context.Context, eventID int64) (map[int64]strin
 }
 
 // OrdersOfUser returns a user's orders, newest first.
-func (s Store) OrdersOfUser(ctx context.Context, userID int64, limit int) ([]Order, error) {
+func (s MySQL) OrdersOfUser(ctx context.Context, userID int64, limit int) ([]Order, error) {
 	var os []Order
 	err := s.DB.SelectContext(ctx, &os, "SELECT "+orderCols+" FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT ?", userID, limit)
 	return os, err
 }
 
 // Order returns one order by its number.
-func (s Store) Order(ctx context.Context, orderNo string) (Order, error) {
+func (s MySQL) Order(ctx context.Context, orderNo string) (Order, error) {
 	var o Order
 	err := s.DB.GetContext(ctx, &o, "SELECT "+orderCols+" FROM orders WHERE order_no = ?", orderNo)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -138,7 +139,7 @@ func (s Store) Order(ctx context.Context, orderNo string) (Order, error) {
 }
 
 // Ticket returns a decided ticket.
-func (s Store) Ticket(ctx context.Context, ticket string) (Ticket, error) {
+func (s MySQL) Ticket(ctx context.Context, ticket string) (Ticket, error) {
 	var t Ticket
 	err := s.DB.GetContext(ctx, &t, "SELECT ticket, kind, user_id, ref_id, status, reason, order_no, created_at FROM tickets WHERE ticket = ?", ticket)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -149,7 +150,7 @@ func (s Store) Ticket(ctx context.Context, ticket string) (Ticket, error) {
 
 // PayOrder marks an unpaid, unexpired order of the user paid. Exactly one of
 // PayOrder and ReleaseOrder wins for an order: both update only while it is unpaid.
-func (s Store) PayOrder(ctx context.Context, orderNo string, userID int64, txn string) (Order, error) {
+func (s MySQL) PayOrder(ctx context.Context, orderNo string, userID int64, txn string) (Order, error) {
 	res, err := s.DB.ExecContext(ctx, `UPDATE orders SET status = 'paid', paid_at = NOW(3), pay_txn = ?
 		WHERE order_no = ? AND user_id = ? AND status = 'unpaid' AND expires_at > NOW(3)`, txn, orderNo, userID)
 	if err != nil {
@@ -165,7 +166,7 @@ func (s Store) PayOrder(ctx context.Context, orderNo string, userID int64, txn s
 // its unit back in the event's MySQL stock, in one transaction. The order
 // stays marked unreleased until its unit is back in Redis (MarkReleased). It returns
 // ErrInvalidState when the order was no longer unpaid (someone else won).
-func (s Store) ReleaseOrder(ctx context.Context, orderID int64, status string) error {
+func (s MySQL) ReleaseOrder(ctx context.Context, orderID int64, status string) error {
 	return InTx(ctx, s.DB, nil, func(tx *sqlx.Tx) error {
 		var o Order
 		if err := tx.GetContext(ctx, &o, "SELECT "+orderCols+" FROM orders WHERE id = ? FOR UPDATE", orderID); err != nil {
@@ -183,7 +184,7 @@ func (s Store) ReleaseOrder(ctx context.Context, orderID int64, status string) e
 }
 
 // DueOrders returns unpaid orders whose time to pay is over.
-func (s Store) DueOrders(ctx context.Context, limit int) ([]Order, error) {
+func (s MySQL) DueOrders(ctx context.Context, limit int) ([]Order, error) {
 	var os []Order
 	err := s.DB.SelectContext(ctx, &os, "SELECT "+orderCols+" FROM orders WHERE status = 'unpaid' AND expires_at <= NOW(3) ORDER BY expires_at LIMIT ?", limit)
 	return os, err

@@ -90,14 +90,14 @@ func InsertOrders(ctx context.Context, tx *sqlx.Tx, eventID, price int64, ttl ti
 
 // UnreleasedOrders returns cancelled or expired orders whose unit is back
 // in MySQL's stock but not yet in Redis's.
-func (s Store) UnreleasedOrders(ctx context.Context, limit int) ([]Order, error) {
+func (s MySQL) UnreleasedOrders(ctx context.Context, limit int) ([]Order, error) {
 	var os []Order
 	err := s.DB.SelectContext(ctx, &os, "SELECT "+orderCols+" FROM orders WHERE redis_released = 0 ORDER BY id LIMIT ?", limit)
 	return os, err
 }
 
 // MarkReleased records that the orders' units are back in Redis too.
-func (s Store) MarkReleased(ctx context.Context, ids ...int64) error {
+func (s MySQL) MarkReleased(ctx context.Context, ids ...int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -114,7 +114,7 @@ func (s Store) MarkReleased(ctx context.Context, ids ...int64) error {
 // that holds the event's row lock, so no order commits, expires or adds
 // stock while sync runs. It reads in READ COMMITTED, so that it sees what
 // the lock's previous holder committed; sync may read more through tx.
-func (s Store) SyncEventStock(ctx context.Context, eventID int64, sync func(tx *sqlx.Tx, stock int64, released []Order) error) error {
+func (s MySQL) SyncEventStock(ctx context.Context, eventID int64, sync func(tx *sqlx.Tx, stock int64, released []Order) error) error {
 	return InTx(ctx, s.DB, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sqlx.Tx) error {
 		ev, found, err := LockEvent(ctx, tx, eventID)
 		if err != nil || !found {

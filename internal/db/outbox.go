@@ -40,7 +40,7 @@ type OutboxMessage struct {
 // READ COMMITTED takes no gap locks, so such an insert waits for nothing
 // but the claim statement itself. A claim that lapses (its relay died)
 // lets another relay take the rows.
-func (s Store) ClaimOutbox(ctx context.Context, token string, claim time.Duration, limit int) ([]OutboxMessage, error) {
+func (s MySQL) ClaimOutbox(ctx context.Context, token string, claim time.Duration, limit int) ([]OutboxMessage, error) {
 	var rows []OutboxMessage
 	err := InTx(ctx, s.DB, &sql.TxOptions{Isolation: sql.LevelReadCommitted}, func(tx *sqlx.Tx) error {
 		rows = rows[:0]
@@ -57,14 +57,14 @@ func (s Store) ClaimOutbox(ctx context.Context, token string, claim time.Duratio
 // ReleaseOutboxClaim gives back the unsent rows of a claim whose produce
 // failed, so that the next round takes them at once rather than once the
 // claim lapses.
-func (s Store) ReleaseOutboxClaim(ctx context.Context, token string) error {
+func (s MySQL) ReleaseOutboxClaim(ctx context.Context, token string) error {
 	_, err := s.DB.ExecContext(ctx, "UPDATE outbox SET claimed_until = NULL WHERE claim_token = ? AND sent_at IS NULL", token)
 	return err
 }
 
 // MarkOutboxSent records that Kafka acknowledged the rows, so that no relay
 // sends them again. Rows marked before stay as they were.
-func (s Store) MarkOutboxSent(ctx context.Context, ids []int64) error {
+func (s MySQL) MarkOutboxSent(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -78,7 +78,7 @@ func (s Store) MarkOutboxSent(ctx context.Context, ids []int64) error {
 
 // PruneOutbox deletes up to outboxPruneBatch rows sent more than keep ago.
 // Sent rows are kept that long only so that an operator can inspect them.
-func (s Store) PruneOutbox(ctx context.Context, keep time.Duration) error {
+func (s MySQL) PruneOutbox(ctx context.Context, keep time.Duration) error {
 	_, err := s.DB.ExecContext(ctx, "DELETE FROM outbox WHERE sent_at < NOW(3) - INTERVAL ? SECOND LIMIT ?", int(keep/time.Second), outboxPruneBatch)
 	return err
 }

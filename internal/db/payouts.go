@@ -47,7 +47,7 @@ type WithdrawalOutcome struct {
 // unless they were scheduled before or are flagged: the payout consumer
 // calls it for every message it reads, so a redelivered or duplicate message
 // must not move a withdrawal that a payer has leased or put back.
-func (s Store) ScheduleWithdrawals(ctx context.Context, ids []int64) error {
+func (s MySQL) ScheduleWithdrawals(ctx context.Context, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -61,7 +61,7 @@ func (s Store) ScheduleWithdrawals(ctx context.Context, ids []int64) error {
 
 // DueWithdrawals returns up to limit pending withdrawals whose due time has
 // come, longest due first, so that none waits behind newer ones.
-func (s Store) DueWithdrawals(ctx context.Context, limit int) ([]int64, error) {
+func (s MySQL) DueWithdrawals(ctx context.Context, limit int) ([]int64, error) {
 	var ids []int64
 	err := s.DB.SelectContext(ctx, &ids, `SELECT id FROM withdrawals
 		WHERE status = 'pending' AND next_attempt_at <= NOW(3) ORDER BY next_attempt_at, id LIMIT ?`, limit)
@@ -72,7 +72,7 @@ func (s Store) DueWithdrawals(ctx context.Context, limit int) ([]int64, error) {
 // its due time past it, and returns it; took is false when it is not due
 // any more (another worker has it, or it was decided). Until the lease
 // lapses no other worker takes it, and if this one dies it is due again.
-func (s Store) LeaseWithdrawal(ctx context.Context, id int64, lease time.Duration) (wd Withdrawal, took bool, err error) {
+func (s MySQL) LeaseWithdrawal(ctx context.Context, id int64, lease time.Duration) (wd Withdrawal, took bool, err error) {
 	err = InTx(ctx, s.DB, nil, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
 			WHERE id = ? AND status = 'pending' AND next_attempt_at <= NOW(3)`, lease.Microseconds(), id)
@@ -92,7 +92,7 @@ func (s Store) LeaseWithdrawal(ctx context.Context, id int64, lease time.Duratio
 // ReturnWithdrawal makes a leased pending withdrawal due now: a worker that
 // stops hands it back rather than leave it until its lease lapses. A
 // withdrawal decided or flagged meanwhile is left alone.
-func (s Store) ReturnWithdrawal(ctx context.Context, id int64) error {
+func (s MySQL) ReturnWithdrawal(ctx context.Context, id int64) error {
 	_, err := s.DB.ExecContext(ctx, "UPDATE withdrawals SET next_attempt_at = NOW(3) WHERE id = ? AND status = 'pending' AND next_attempt_at IS NOT NULL", id)
 	return err
 }
@@ -100,7 +100,7 @@ func (s Store) ReturnWithdrawal(ctx context.Context, id int64) error {
 // RecordPayoutAttempt records a payout call whose outcome is unknown (the
 // attempt count across restarts is what spends the attempt budget) and
 // makes the withdrawal due again after wait.
-func (s Store) RecordPayoutAttempt(ctx context.Context, id int64, attempts int, lastErr string, wait time.Duration) error {
+func (s MySQL) RecordPayoutAttempt(ctx context.Context, id int64, attempts int, lastErr string, wait time.Duration) error {
 	_, err := s.DB.ExecContext(ctx, `UPDATE withdrawals SET attempts = ?, last_error = ?, next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
 		WHERE id = ? AND status = 'pending'`, attempts, lastErr, wait.Microseconds(), id)
 	return err
@@ -110,7 +110,7 @@ func (s Store) RecordPayoutAttempt(ctx context.Context, id int64, attempts int, 
 // settle (the round count sets how long the payer waits before the next)
 // and makes the withdrawal due again after wait. It stays pending: only the
 // provider's final answer may refund it.
-func (s Store) RecordUnresolvedPayout(ctx context.Context, id int64, unresolved int, lastErr string, wait time.Duration) error {
+func (s MySQL) RecordUnresolvedPayout(ctx context.Context, id int64, unresolved int, lastErr string, wait time.Duration) error {
 	_, err := s.DB.ExecContext(ctx, `UPDATE withdrawals SET unresolved = ?, last_error = ?, next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND
 		WHERE id = ? AND status = 'pending'`, unresolved, lastErr, wait.Microseconds(), id)
 	return err
@@ -120,7 +120,7 @@ func (s Store) RecordUnresolvedPayout(ctx context.Context, id int64, unresolved 
 // under txn. won is false when the withdrawal was not pending any more:
 // the caller then reads WithdrawalOutcome to tell a repeat of this payout
 // from a withdrawal that was also refunded or paid by another transaction.
-func (s Store) SucceedWithdrawal(ctx context.Context, id int64, txn string, attempts int) (won bool, err error) {
+func (s MySQL) SucceedWithdrawal(ctx context.Context, id int64, txn string, attempts int) (won bool, err error) {
 	res, err := s.DB.ExecContext(ctx, `UPDATE withdrawals SET status = 'succeeded', payout_txn = ?, attempts = GREATEST(attempts, ?), next_attempt_at = NULL
 		WHERE id = ? AND status = 'pending'`, txn, attempts, id)
 	if err != nil {
@@ -132,7 +132,7 @@ func (s Store) SucceedWithdrawal(ctx context.Context, id int64, txn string, atte
 
 // WithdrawalOutcome returns how a withdrawal was decided and whether, and
 // under which provider transaction, it was flagged.
-func (s Store) WithdrawalOutcome(ctx context.Context, id int64) (WithdrawalOutcome, error) {
+func (s MySQL) WithdrawalOutcome(ctx context.Context, id int64) (WithdrawalOutcome, error) {
 	var o WithdrawalOutcome
 	err := s.DB.GetContext(ctx, &o, "SELECT status, payout_txn, conflict, conflict_txn FROM withdrawals WHERE id = ?", id)
 	return o, err
@@ -142,7 +142,7 @@ func (s Store) WithdrawalOutcome(ctx context.Context, id int64) (WithdrawalOutco
 // conflict, the provider transaction that came with it ("" for none) and
 // detail, and makes it due never again: the payer neither pays nor refunds
 // a flagged withdrawal, whatever its status.
-func (s Store) FlagWithdrawal(ctx context.Context, id int64, attempts int, kind, txn, detail string) error {
+func (s MySQL) FlagWithdrawal(ctx context.Context, id int64, attempts int, kind, txn, detail string) error {
 	_, err := s.DB.ExecContext(ctx, `UPDATE withdrawals SET conflict = ?, conflict_txn = NULLIF(?, ''), conflict_at = NOW(3),
 		attempts = GREATEST(attempts, ?), last_error = ?, next_attempt_at = NULL WHERE id = ?`,
 		kind, txn, attempts, detail, id)
@@ -155,7 +155,7 @@ func (s Store) FlagWithdrawal(ctx context.Context, id int64, attempts int, kind,
 // the withdrawal was decided or flagged meanwhile. refund (which credits
 // the wallet: package wallet, which imports this one) may run more than
 // once, as db.InTx repeats a transaction that lost a lock conflict.
-func (s Store) FailAndRefundWithdrawal(ctx context.Context, id int64, refund func(tx *sqlx.Tx) error) (failed bool, err error) {
+func (s MySQL) FailAndRefundWithdrawal(ctx context.Context, id int64, refund func(tx *sqlx.Tx) error) (failed bool, err error) {
 	err = InTx(ctx, s.DB, nil, func(tx *sqlx.Tx) error {
 		failed = false
 		res, err := tx.ExecContext(ctx, `UPDATE withdrawals SET status = 'failed', next_attempt_at = NULL

@@ -25,7 +25,7 @@ type UnmarkedRecharge struct {
 // UnmarkedRecharges returns up to limit paid recharges not marked
 // hot-credited, oldest payment first. Orders paid less than grace ago are
 // left to their notify, which may still be crediting Redis.
-func (s Store) UnmarkedRecharges(ctx context.Context, grace, creditWindow time.Duration, limit int) ([]UnmarkedRecharge, error) {
+func (s MySQL) UnmarkedRecharges(ctx context.Context, grace, creditWindow time.Duration, limit int) ([]UnmarkedRecharge, error) {
 	var orders []UnmarkedRecharge
 	err := s.DB.SelectContext(ctx, &orders, `SELECT order_id, user_id, coins, paid_at > NOW(3) - INTERVAL ? SECOND AS recent
 		FROM pay_orders WHERE status = 'paid' AND hot_credited_at IS NULL AND paid_at < NOW(3) - INTERVAL ? SECOND
@@ -36,7 +36,7 @@ func (s Store) UnmarkedRecharges(ctx context.Context, grace, creditWindow time.D
 // MarkHotCredited records that a pay order's coins are in the Redis hot
 // balance, so that the repair sweep leaves it alone. An order marked before
 // keeps its first time.
-func (s Store) MarkHotCredited(ctx context.Context, orderID string) error {
+func (s MySQL) MarkHotCredited(ctx context.Context, orderID string) error {
 	_, err := s.DB.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", orderID)
 	return err
 }

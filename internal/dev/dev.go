@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) (err error) {
 		return nil
 	}
 
-	ev, err := seed(ctx, db.Store{DB: d}, e.log)
+	ev, err := seed(ctx, db.MySQL{DB: d}, e.log)
 	if err != nil {
 		return err
 	}
@@ -265,7 +265,7 @@ func (e *env) runServices(ctx context.Context, ev db.Event) error {
 
 // seed creates the demo event when no event is live or upcoming, and returns
 // the event the summary's examples use: the first live one, else the next.
-func seed(ctx context.Context, s db.Store, log *slog.Logger) (db.Event, error) {
+func seed(ctx context.Context, s db.MySQL, log *slog.Logger) (db.Event, error) {
 	now := time.Now().UTC()
 	evs, err := s.EventsEndingAfter(ctx, now)
 	if err != nil {

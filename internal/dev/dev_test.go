@@ -235,7 +235,7 @@ func TestRun(t *testing.T) {
 			t.Fatalf("migrations not applied: %d, %v", migrations, err)
 		}
 		past := time.Now().Add(-2 * time.Hour)
-		ev, err := db.Store{DB: d}.CreateEvent(ctx, "ended before the restart", 100, 5, past, past.Add(time.Hour))
+		ev, err := db.MySQL{DB: d}.CreateEvent(ctx, "ended before the restart", 100, 5, past, past.Add(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +338,7 @@ func TestRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer d.Close()
-		s := db.Store{DB: d}
+		s := db.MySQL{DB: d}
 		if _, err := s.Event(ctx, pastEventID); err != nil {
 			t.Errorf("MySQL row lost across the restart: %v", err)
 		}

@@ -43,7 +43,7 @@ type system struct {
 	wsLn, wsILn net.Listener
 	stopWS      context.CancelFunc
 	wsDone      chan struct{}
-	redis       *store.Store
+	redis       *store.Redis
 	db          *sqlx.DB
 	kafka       *kfake.Cluster
 	signer      *auth.Signer

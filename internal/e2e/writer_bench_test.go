@@ -73,7 +73,7 @@ func BenchmarkOrderWriter(b *testing.B) {
 		b.StopTimer()
 		cfg, _ := testenv.ConfigKafka(b)
 		d := benchDB(b, cfg.MySQLDSN)
-		ev, err := db.Store{DB: d}.CreateEvent(context.Background(), "bench", 100, writerBacklog, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+		ev, err := db.MySQL{DB: d}.CreateEvent(context.Background(), "bench", 100, writerBacklog, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
 		if err != nil {
 			b.Fatal(err)
 		}

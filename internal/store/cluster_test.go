@@ -300,7 +300,7 @@ func replicaOf(t *testing.T, addr string) string {
 
 // clusterStore starts a Redis Cluster of masters with replicas each and
 // returns a store on it, and the nodes' addresses. It skips in -short.
-func clusterStore(t *testing.T, masters, replicas int) (*store.Store, []string) {
+func clusterStore(t *testing.T, masters, replicas int) (*store.Redis, []string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a Redis Cluster")

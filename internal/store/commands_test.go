@@ -88,7 +88,7 @@ func TestOrderRedisCommands(t *testing.T) {
 // upkeep are the commands commands leaves out.
 var upkeep = map[string]bool{"hello": true, "ping": true, "client": true, "cluster": true, "info": true, "config": true, "command": true, "readonly": true}
 
-func resetStats(t *testing.T, s *Store) {
+func resetStats(t *testing.T, s *Redis) {
 	t.Helper()
 	if err := s.C.Do(context.Background(), s.C.B().ConfigResetstat().Build()).Error(); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func resetStats(t *testing.T, s *Store) {
 // data: not the client's own connection upkeep (HELLO, PING, CLIENT, the
 // cluster probe) nor this test's INFO and CONFIG RESETSTAT, which come and
 // go with connections and timers, not with orders.
-func commands(t *testing.T, s *Store) int64 {
+func commands(t *testing.T, s *Redis) int64 {
 	t.Helper()
 	info, err := s.C.Do(context.Background(), s.C.B().Info().Section("commandstats").Build()).ToString()
 	if err != nil {

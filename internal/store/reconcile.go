@@ -20,7 +20,7 @@ import (
 // Now returns Redis's clock. Reservations and holds are stamped with it
 // (reserve.lua, gift_hold.lua), so measuring their age with it too keeps
 // gateways' and workers' clocks out of the question.
-func (s *Store) Now(ctx context.Context) (time.Time, error) {
+func (s *Redis) Now(ctx context.Context) (time.Time, error) {
 	v, err := s.C.Do(ctx, s.C.B().Time().Build()).AsStrSlice()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("cannot read Redis's clock: %w", err)
@@ -39,14 +39,14 @@ func (s *Store) Now(ctx context.Context) (time.Time, error) {
 // PendingDue returns up to limit reservations of an event that are due for
 // a look by the reconciler: reserved before t, or marked for another look
 // before t.
-func (s *Store) PendingDue(ctx context.Context, eventID int64, t time.Time, limit int64) ([]string, error) {
+func (s *Redis) PendingDue(ctx context.Context, eventID int64, t time.Time, limit int64) ([]string, error) {
 	return s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(eventID)).Min("-inf").
 		Max(strconv.FormatInt(t.UnixMilli(), 10)).Byscore().Limit(0, limit).Build()).AsStrSlice()
 }
 
 // Tickets reads the state of several tickets of one event. A ticket Redis
 // does not know is missing from the map.
-func (s *Store) Tickets(ctx context.Context, eventID int64, tickets []string) (map[string]TicketState, error) {
+func (s *Redis) Tickets(ctx context.Context, eventID int64, tickets []string) (map[string]TicketState, error) {
 	out := make(map[string]TicketState, len(tickets))
 	if len(tickets) == 0 {
 		return out, nil
@@ -73,7 +73,7 @@ func (s *Store) Tickets(ctx context.Context, eventID int64, tickets []string) (m
 // MarkPending notes that abort markers for the tickets are in Kafka, and
 // has the reconciler look at them again only at next (to settle them if
 // the worker's own settle was lost). Tickets no longer pending are skipped.
-func (s *Store) MarkPending(ctx context.Context, eventID int64, tickets []string, now, next time.Time) error {
+func (s *Redis) MarkPending(ctx context.Context, eventID int64, tickets []string, now, next time.Time) error {
 	for len(tickets) > 0 {
 		chunk := tickets[:min(len(tickets), scriptChunk)]
 		tickets = tickets[len(chunk):]
@@ -90,7 +90,7 @@ func (s *Store) MarkPending(ctx context.Context, eventID int64, tickets []string
 // It reads each event's first pending entry and its ticket's creation: a
 // ticket the reconciler marked has moved on in the set, so this may miss a
 // marked one older still, never an unmarked one.
-func (s *Store) OldestReservation(ctx context.Context, events []int64) (time.Time, bool, error) {
+func (s *Redis) OldestReservation(ctx context.Context, events []int64) (time.Time, bool, error) {
 	var oldest int64
 	for _, ev := range events {
 		first, err := s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(ev)).Min("0").Max("0").Withscores().Build()).AsZScores()
@@ -114,7 +114,7 @@ func (s *Store) OldestReservation(ctx context.Context, events []int64) (time.Tim
 // OldestHold returns the earliest time from which a sender's gift holds are
 // pending (the holders indexes' lowest score, by Redis's clock) and false
 // when no sender holds coins.
-func (s *Store) OldestHold(ctx context.Context) (time.Time, bool, error) {
+func (s *Redis) OldestHold(ctx context.Context) (time.Time, bool, error) {
 	cmds := make(rueidis.Commands, WalletBuckets)
 	for b := range WalletBuckets {
 		cmds[b] = s.C.B().Zrange().Key(HoldersKey(b)).Min("0").Max("0").Withscores().Build()
@@ -133,7 +133,7 @@ func (s *Store) OldestHold(ctx context.Context) (time.Time, bool, error) {
 }
 
 // LookAgain moves reservations' next look by the reconciler to next.
-func (s *Store) LookAgain(ctx context.Context, eventID int64, tickets []string, next time.Time) error {
+func (s *Redis) LookAgain(ctx context.Context, eventID int64, tickets []string, next time.Time) error {
 	if len(tickets) == 0 {
 		return nil
 	}
@@ -151,7 +151,7 @@ type Released struct {
 }
 
 // AllPending returns every reservation pending in an event's set.
-func (s *Store) AllPending(ctx context.Context, eventID int64) ([]string, error) {
+func (s *Redis) AllPending(ctx context.Context, eventID int64) ([]string, error) {
 	return s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(eventID)).Min("0").Max("-1").Build()).AsStrSlice()
 }
 
@@ -160,7 +160,7 @@ func (s *Store) AllPending(ctx context.Context, eventID int64) ([]string, error)
 // still holds, minus the pending reservations but those in settled, which
 // MySQL decided in a way that takes no unit from Redis's count. It reports
 // the stock before and after, and warm=false when the event is not in Redis.
-func (s *Store) SyncStock(ctx context.Context, eventID, mysqlStock int64, released []Released, settled []string) (before, after int64, warm bool, err error) {
+func (s *Redis) SyncStock(ctx context.Context, eventID, mysqlStock int64, released []Released, settled []string) (before, after int64, warm bool, err error) {
 	args := make([]string, 0, 2+2*len(released)+len(settled))
 	args = append(args, strconv.FormatInt(mysqlStock, 10), strconv.Itoa(len(released)))
 	for _, r := range released {
@@ -175,7 +175,7 @@ func (s *Store) SyncStock(ctx context.Context, eventID, mysqlStock int64, releas
 }
 
 // MarkHolds notes that abort markers for the held gifts are in Kafka.
-func (s *Store) MarkHolds(ctx context.Context, senderID int64, tickets []string, now time.Time) error {
+func (s *Redis) MarkHolds(ctx context.Context, senderID int64, tickets []string, now time.Time) error {
 	if len(tickets) == 0 {
 		return nil
 	}
@@ -199,7 +199,7 @@ func HoldMarkField(ticket string) string { return "m:" + ticket }
 // HoldersDue returns the users of buckets [from, to) that are due for a
 // look by the hold reconciler (indexed at or before due), at most limit
 // per bucket.
-func (s *Store) HoldersDue(ctx context.Context, from, to int, due time.Time, limit int64) ([]int64, error) {
+func (s *Redis) HoldersDue(ctx context.Context, from, to int, due time.Time, limit int64) ([]int64, error) {
 	upTo := strconv.FormatInt(due.UnixMilli(), 10)
 	cmds := make(rueidis.Commands, 0, to-from)
 	for b := from; b < to; b++ {
@@ -219,7 +219,7 @@ func (s *Store) HoldersDue(ctx context.Context, from, to int, due time.Time, lim
 // LookAgainAt has the hold reconciler look at the users again once at is
 // due (it only ever brings a look forward), after a pass failed to deal
 // with their stale holds.
-func (s *Store) LookAgainAt(ctx context.Context, users []int64, at time.Time) error {
+func (s *Redis) LookAgainAt(ctx context.Context, users []int64, at time.Time) error {
 	cmds := make(rueidis.Commands, len(users))
 	for i, u := range users {
 		cmds[i] = s.C.B().Zadd().Key(HoldersKey(WalletBucket(u))).Xx().Lt().ScoreMember().
@@ -251,7 +251,7 @@ type HoldsLook struct {
 // LookAtHolds looks at the users' holds (see gift_holds_look.lua): drops
 // the entries that have served their time, returns the stale holds, and
 // reschedules each user in the holders index or takes them out.
-func (s *Store) LookAtHolds(ctx context.Context, users []int64, now time.Time, timeout, undoneLife time.Duration) ([]HoldsLook, error) {
+func (s *Redis) LookAtHolds(ctx context.Context, users []int64, now time.Time, timeout, undoneLife time.Duration) ([]HoldsLook, error) {
 	if len(users) == 0 {
 		return nil, nil
 	}
@@ -286,7 +286,7 @@ func (s *Store) LookAtHolds(ctx context.Context, users []int64, now time.Time, t
 
 // ScanLoaded calls f with the users of every bucket's loaded set, a batch
 // at a time (SSCAN of the small per-bucket sets; a user may come twice).
-func (s *Store) ScanLoaded(ctx context.Context, f func(users []int64) error) error {
+func (s *Redis) ScanLoaded(ctx context.Context, f func(users []int64) error) error {
 	const perCall = 128 // buckets per round trip
 	for from := 0; from < WalletBuckets; from += perCall {
 		type cur struct {
@@ -327,7 +327,7 @@ func (s *Store) ScanLoaded(ctx context.Context, f func(users []int64) error) err
 
 // UnindexWallets takes users whose hot balance is gone out of the loaded
 // sets, unless a load put it back meanwhile (wallet_unindex.lua).
-func (s *Store) UnindexWallets(ctx context.Context, users []int64) error {
+func (s *Redis) UnindexWallets(ctx context.Context, users []int64) error {
 	if len(users) == 0 {
 		return nil
 	}

@@ -28,8 +28,9 @@ const TicketTTL = 24 * time.Hour
 
 var ticketTTL = strconv.Itoa(int(TicketTTL / time.Second))
 
-// Store wraps a rueidis client.
-type Store struct {
+// Redis is flashgate's Redis: the Lua scripts and the keys they touch, behind one
+// rueidis client. Nothing outside this package names a key or runs a script.
+type Redis struct {
 	C rueidis.Client
 
 	// clockOffset is Redis's clock minus this process's, in ns, as
@@ -39,7 +40,7 @@ type Store struct {
 
 // New connects to Redis at addr, without credentials or TLS. Concurrent
 // calls are auto-pipelined.
-func New(addr string) (*Store, error) { return NewWith(addr, Options{}) }
+func New(addr string) (*Redis, error) { return NewWith(addr, Options{}) }
 
 // Options are the credentials and TLS of a Redis connection.
 type Options struct {
@@ -49,7 +50,7 @@ type Options struct {
 
 // Dial connects to the configured Redis: FLASHGATE_REDIS_ADDR with
 // FLASHGATE_REDIS_USERNAME, _PASSWORD and _TLS.
-func Dial(cfg config.Config) (*Store, error) {
+func Dial(cfg config.Config) (*Redis, error) {
 	tc, err := cfg.RedisTLSConfig()
 	if err != nil {
 		return nil, err
@@ -61,7 +62,7 @@ func Dial(cfg config.Config) (*Store, error) {
 // comma-separated seed nodes of a Redis Cluster; rueidis finds out which it
 // is (CLUSTER SLOTS) and, in a cluster, sends each script to the master of
 // its keys' slot.
-func NewWith(addr string, o Options) (*Store, error) {
+func NewWith(addr string, o Options) (*Redis, error) {
 	c, err := rueidis.NewClient(rueidis.ClientOption{
 		InitAddress:  SeedAddrs(addr),
 		Username:     o.Username,
@@ -75,7 +76,7 @@ func NewWith(addr string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to Redis at %s: %w", addr, err)
 	}
-	return &Store{C: c}, nil
+	return &Redis{C: c}, nil
 }
 
 // SeedAddrs splits FLASHGATE_REDIS_ADDR into its addresses.
@@ -90,10 +91,10 @@ func SeedAddrs(addr string) []string {
 }
 
 // Close closes the client.
-func (s *Store) Close() { s.C.Close() }
+func (s *Redis) Close() { s.C.Close() }
 
 // Ping checks that Redis answers.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Redis) Ping(ctx context.Context) error {
 	return s.C.Do(ctx, s.C.B().Ping().Build()).Error()
 }
 
@@ -154,7 +155,7 @@ type ReserveResult struct {
 }
 
 // Reserve runs reserve.lua for one order request.
-func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string) (ReserveResult, error) {
+func (s *Redis) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string) (ReserveResult, error) {
 	uid := strconv.FormatInt(userID, 10)
 	now := strconv.FormatInt(s.Clock().UnixMilli(), 10)
 	vals, err := lua.Reserve.Exec(ctx, s.C,
@@ -182,7 +183,7 @@ func (s *Store) Reserve(ctx context.Context, eventID, userID int64, ticket, idem
 
 // Compensate undoes a reservation whose produce failed. It reports false when
 // the worker already claimed the ticket, i.e. the order is in Kafka after all.
-func (s *Store) Compensate(ctx context.Context, eventID, userID int64, ticket string) (undone bool, err error) {
+func (s *Redis) Compensate(ctx context.Context, eventID, userID int64, ticket string) (undone bool, err error) {
 	n, err := lua.Compensate.Exec(ctx, s.C,
 		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketsKey(eventID)},
 		[]string{strconv.FormatInt(userID, 10), ticket, ticketTTL}).AsInt64()
@@ -194,7 +195,7 @@ func (s *Store) Compensate(ctx context.Context, eventID, userID int64, ticket st
 
 // Claim marks the tickets as being committed and returns those the gateway
 // already undid (their orders must be dropped).
-func (s *Store) Claim(ctx context.Context, eventID int64, tickets []string) (aborted map[string]bool, err error) {
+func (s *Redis) Claim(ctx context.Context, eventID int64, tickets []string) (aborted map[string]bool, err error) {
 	aborted = map[string]bool{}
 	for len(tickets) > 0 {
 		chunk := tickets[:min(len(tickets), scriptChunk)]
@@ -232,7 +233,7 @@ type Outcome struct {
 }
 
 // Settle records outcomes in Redis after MySQL committed them.
-func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
+func (s *Redis) Settle(ctx context.Context, outs []Outcome) error {
 	if len(outs) == 0 {
 		return nil
 	}
@@ -276,7 +277,7 @@ func (s *Store) Settle(ctx context.Context, outs []Outcome) error {
 
 // Release puts the unit of a cancelled or expired order back on sale, once:
 // a repeat finds the buyer record gone and does nothing.
-func (s *Store) Release(ctx context.Context, eventID, userID int64, ticket string) error {
+func (s *Redis) Release(ctx context.Context, eventID, userID int64, ticket string) error {
 	err := lua.Release.Exec(ctx, s.C, []string{StockKey(eventID), BuyersKey(eventID)},
 		[]string{strconv.FormatInt(userID, 10), ticket}).Error()
 	if err != nil {
@@ -286,7 +287,7 @@ func (s *Store) Release(ctx context.Context, eventID, userID int64, ticket strin
 }
 
 // AddStock adds units to a warm event; it reports false when the event is cold.
-func (s *Store) AddStock(ctx context.Context, eventID, delta int64) (bool, error) {
+func (s *Redis) AddStock(ctx context.Context, eventID, delta int64) (bool, error) {
 	n, err := lua.AddStock.Exec(ctx, s.C, []string{StockKey(eventID)}, []string{strconv.FormatInt(delta, 10)}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("cannot add stock: %w", err)
@@ -300,7 +301,7 @@ const warmChunk = 500
 // Warm loads an event into Redis unless it is warm already: buyers first,
 // then the stock, which opens the event for reservations. It reports whether
 // it warmed the event.
-func (s *Store) Warm(ctx context.Context, eventID, stock int64, expireAt time.Time, buyers map[int64]string) (bool, error) {
+func (s *Redis) Warm(ctx context.Context, eventID, stock int64, expireAt time.Time, buyers map[int64]string) (bool, error) {
 	keys := []string{StockKey(eventID), BuyersKey(eventID), TicketsKey(eventID)}
 	exp := strconv.FormatInt(expireAt.Unix(), 10)
 	args := []string{"", exp}
@@ -329,7 +330,7 @@ func (s *Store) Warm(ctx context.Context, eventID, stock int64, expireAt time.Ti
 
 // Counts returns how many buyers and tickets Redis holds for an event,
 // not counting the "_" field warm.lua puts in each hash.
-func (s *Store) Counts(ctx context.Context, eventID int64) (buyers, tickets int64, err error) {
+func (s *Redis) Counts(ctx context.Context, eventID int64) (buyers, tickets int64, err error) {
 	var n [2]int64
 	for i, key := range []string{BuyersKey(eventID), TicketsKey(eventID)} {
 		fields, err := s.C.Do(ctx, s.C.B().Hkeys().Key(key).Build()).AsStrSlice()
@@ -346,7 +347,7 @@ func (s *Store) Counts(ctx context.Context, eventID int64) (buyers, tickets int6
 }
 
 // Stocks returns the Redis stock of each event; cold events are missing.
-func (s *Store) Stocks(ctx context.Context, ids []int64) (map[int64]int64, error) {
+func (s *Redis) Stocks(ctx context.Context, ids []int64) (map[int64]int64, error) {
 	out := make(map[int64]int64, len(ids))
 	if len(ids) == 0 {
 		return out, nil
@@ -385,7 +386,7 @@ type TicketState struct {
 var ErrNoTicket = errors.New("ticket not in Redis")
 
 // Ticket reads a ticket's state.
-func (s *Store) Ticket(ctx context.Context, eventID int64, ticket string) (TicketState, error) {
+func (s *Redis) Ticket(ctx context.Context, eventID int64, ticket string) (TicketState, error) {
 	v, err := s.C.Do(ctx, s.C.B().Hget().Key(TicketsKey(eventID)).Field(ticket).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		return TicketState{}, ErrNoTicket
@@ -421,7 +422,7 @@ func parseTicketState(v string) (TicketState, bool) {
 // SyncClock measures Redis's clock against this process's, for Clock. A
 // gateway calls it every second: reservations are stamped with Redis's
 // clock without a TIME command per reservation.
-func (s *Store) SyncClock(ctx context.Context) error {
+func (s *Redis) SyncClock(ctx context.Context) error {
 	before := time.Now()
 	r, err := s.Now(ctx)
 	if err != nil {
@@ -435,6 +436,6 @@ func (s *Store) SyncClock(ctx context.Context) error {
 // Clock is Redis's clock as of SyncClock's last measure: this process's
 // clock plus the offset measured, to within half a round trip and the
 // drift since. Before any measure it is this process's clock.
-func (s *Store) Clock() time.Time {
+func (s *Redis) Clock() time.Time {
 	return time.Now().Add(time.Duration(s.clockOffset.Load()))
 }

@@ -146,7 +146,7 @@ func RateLimitKey(id int64, class string) string { return userKey(id, "rl:"+clas
 
 // HoldGift takes coins from the sender's hot balance and holds them for the
 // ticket, within the sender's rate limit. idemKey may be "".
-func (s *Store) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string, limit Limit) (HoldResult, error) {
+func (s *Redis) HoldGift(ctx context.Context, senderID int64, ticket string, coins int64, idemKey string, limit Limit) (HoldResult, error) {
 	idem := "0"
 	if idemKey != "" {
 		idem = "1"
@@ -202,7 +202,7 @@ type GiftIdem struct {
 // RestoreGiftIdem puts answers to Idempotency-Keys that Redis lost (a flush,
 // a restart) back from MySQL, unless Redis has them; a wallet load does it
 // before it installs the balance, so no gift can be held in between.
-func (s *Store) RestoreGiftIdem(ctx context.Context, senderID int64, keys []GiftIdem, now time.Time) error {
+func (s *Redis) RestoreGiftIdem(ctx context.Context, senderID int64, keys []GiftIdem, now time.Time) error {
 	var cmds rueidis.Commands
 	for _, k := range keys {
 		ttl := k.Expires.Sub(now)
@@ -222,7 +222,7 @@ func (s *Store) RestoreGiftIdem(ctx context.Context, senderID int64, keys []Gift
 
 // UndoGift gives back a hold whose produce failed. It reports false when the
 // worker already claimed the gift, i.e. it is in Kafka after all.
-func (s *Store) UndoGift(ctx context.Context, senderID int64, ticket, idemKey string) (bool, error) {
+func (s *Redis) UndoGift(ctx context.Context, senderID int64, ticket, idemKey string) (bool, error) {
 	n, err := lua.GiftUndo.Exec(ctx, s.C,
 		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), HoldersKey(WalletBucket(senderID))},
 		[]string{ticket, strconv.FormatInt(senderID, 10)}).AsInt64()
@@ -240,7 +240,7 @@ type GiftRef struct {
 
 // ClaimGifts marks held gifts as being committed and returns the tickets the
 // gateway already undid (their gifts must be dropped).
-func (s *Store) ClaimGifts(ctx context.Context, refs []GiftRef) (aborted map[string]bool, err error) {
+func (s *Redis) ClaimGifts(ctx context.Context, refs []GiftRef) (aborted map[string]bool, err error) {
 	if len(refs) == 0 {
 		return nil, nil
 	}
@@ -268,7 +268,7 @@ type GiftSettlement struct {
 }
 
 // SettleGifts ends holds after MySQL decided their gifts.
-func (s *Store) SettleGifts(ctx context.Context, sets []GiftSettlement) error {
+func (s *Redis) SettleGifts(ctx context.Context, sets []GiftSettlement) error {
 	if len(sets) == 0 {
 		return nil
 	}
@@ -290,7 +290,7 @@ func (s *Store) SettleGifts(ctx context.Context, sets []GiftSettlement) error {
 }
 
 // HotBalance returns the user's hot balance; ok is false when not loaded.
-func (s *Store) HotBalance(ctx context.Context, userID int64) (bal int64, ok bool, err error) {
+func (s *Redis) HotBalance(ctx context.Context, userID int64) (bal int64, ok bool, err error) {
 	n, err := s.C.Do(ctx, s.C.B().Get().Key(BalanceKey(userID)).Build()).AsInt64()
 	if rueidis.IsRedisNil(err) {
 		return 0, false, nil
@@ -309,7 +309,7 @@ var loadMarkMs = strconv.Itoa(int(LoadMark / time.Millisecond))
 
 // BeginWalletLoad marks a load in progress, so credits wait for it (see
 // wallet_credit.lua). It reports false when another load is in progress.
-func (s *Store) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Duration) (bool, error) {
+func (s *Redis) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Duration) (bool, error) {
 	err := s.C.Do(ctx, s.C.B().Set().Key(LoadingKey(userID)).Value("1").Nx().Px(ttl).Build()).Error()
 	if rueidis.IsRedisNil(err) {
 		return false, nil
@@ -320,13 +320,13 @@ func (s *Store) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Dura
 // AbandonWalletLoad clears the mark of a load that failed, so the next
 // request loads the wallet at once instead of waiting for the mark to
 // expire.
-func (s *Store) AbandonWalletLoad(ctx context.Context, userID int64) {
+func (s *Redis) AbandonWalletLoad(ctx context.Context, userID int64) {
 	s.C.Do(ctx, s.C.B().Del().Key(LoadingKey(userID)).Build())
 }
 
 // FinishWalletLoad installs a balance read from MySQL (unless one is there)
 // and marks the credit references that read included. It returns the hot balance.
-func (s *Store) FinishWalletLoad(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
+func (s *Redis) FinishWalletLoad(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
 	args := append([]string{strconv.FormatInt(userID, 10), strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
 	n, err := lua.WalletLoad.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID),
 		LoadedKey(WalletBucket(userID))}, args).AsInt64()
@@ -347,7 +347,7 @@ const (
 )
 
 // CreditWallet adds committed coins to the hot balance once per reference.
-func (s *Store) CreditWallet(ctx context.Context, userID, coins int64, ref string) (CreditStatus, error) {
+func (s *Redis) CreditWallet(ctx context.Context, userID, coins int64, ref string) (CreditStatus, error) {
 	n, err := lua.WalletCredit.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID)},
 		[]string{strconv.FormatInt(coins, 10), ref, strconv.Itoa(int(CreditedTTL / time.Second))}).AsInt64()
 	if err != nil {
@@ -365,7 +365,7 @@ func (s *Store) CreditWallet(ctx context.Context, userID, coins int64, ref strin
 // ResyncWallet replaces the hot balance by balance (read from MySQL after
 // BeginWalletLoad) minus the coins still held, and marks the credit
 // references that read included. It returns the new hot balance.
-func (s *Store) ResyncWallet(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
+func (s *Redis) ResyncWallet(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
 	args := append([]string{strconv.FormatInt(userID, 10), strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
 	n, err := lua.WalletResync.Exec(ctx, s.C, []string{BalanceKey(userID), HoldsKey(userID), LoadingKey(userID), CreditedKey(userID),
 		LoadedKey(WalletBucket(userID))}, args).AsInt64()

@@ -47,7 +47,7 @@ type Wallet struct {
 
 // Wallets combines the MySQL and Redis sides.
 type Wallets struct {
-	Redis *store.Store
+	Redis *store.Redis
 	DB    *sqlx.DB
 	// Loader, when set, batches the MySQL reads of concurrent loads.
 	Loader *Loader
