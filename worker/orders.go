@@ -19,34 +19,16 @@ import (
 	"github.com/flashgate/flashgate/internal/store"
 )
 
-var (
-	batchSize = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "batch_records",
-		Help: "Records per polled batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 12),
-	})
-	ticketsDecided = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "tickets_total",
-		Help: "Order tickets decided, by status and reason (replays of decided tickets are not counted).",
-	}, []string{"status", "reason"})
-	commitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "mysql_commit_seconds",
-		Help: "Time to write one event's batch to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-	})
-	redecided = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "batches_redecided_total",
-		Help: "Batches of orders (kind=order) or gifts (kind=gift) a unique key refused on their first write (a redelivery, or a buyer who holds a unit), decided again with MySQL's reads.",
-	}, []string{"kind"})
-	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
-		Help: "Records sent to a dead-letter topic, by topic.",
-	}, []string{"topic"})
-)
+var deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
+	Help: "Records sent to a dead-letter topic, by topic.",
+}, []string{"topic"})
 
 // ConsumeOrders polls the orders topic and writes each batch, committing
 // offsets only after MySQL committed it and the outcomes were published.
 func (w *Worker) ConsumeOrders(ctx context.Context) error {
 	return w.consume(ctx, w.kafka, w.orders, w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
-		batchSize.Observe(float64(len(recs)))
+		orderMetrics.batchRecords.Observe(float64(len(recs)))
 		return w.ProcessRecords(ctx, recs)
 	})
 }
@@ -144,7 +126,7 @@ func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Orde
 		outs, err := w.writeOrdersTx(ctx, eventID, msgs, aborted, careful)
 		if !careful && db.IsDuplicate(err) {
 			careful = true // a redelivery: decide again, knowing what MySQL has
-			redecided.WithLabelValues("order").Inc()
+			orderMetrics.redecided.Inc()
 			continue
 		}
 		return outs, err
@@ -181,13 +163,13 @@ func (w *Worker) writeOrdersTx(ctx context.Context, eventID int64, msgs []bus.Or
 		}
 		return db.InsertTickets(ctx, tx, plan.tickets())
 	})
-	commitSeconds.Observe(time.Since(start).Seconds())
+	orderMetrics.commitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
 	for _, o := range plan.outs {
 		if !o.replay {
-			ticketsDecided.WithLabelValues(ticketStatus(o.Succeeded), o.Reason).Inc()
+			orderMetrics.decided(o.Succeeded, o.Reason)
 		}
 	}
 	return plan.outs, nil
@@ -212,7 +194,7 @@ func (w *Worker) poisonOrder(ctx context.Context, m bus.Order, cause error) (out
 		return outcome{}, err
 	}
 	if won {
-		ticketsDecided.WithLabelValues("failed", ReasonInvalid).Inc()
+		orderMetrics.decided(false, ReasonInvalid)
 	}
 	out := outcome{Outcome: store.Outcome{EventID: m.EventID, UserID: m.UserID, Ticket: m.Ticket,
 		Succeeded: d.Status == "succeeded", Reason: d.Reason.String, OrderNo: d.OrderNo.String}, replay: !won}
