@@ -377,22 +377,10 @@ func (w *Worker) poisonGift(ctx context.Context, g bus.Gift, cause error) (giftO
 // as invalid (unless it was decided already), so that it does not stay
 // pending and any coins held for it come back.
 func (w *Worker) failInvalidGift(ctx context.Context, g bus.Gift, why string) (giftOutcome, error) {
-	v, _ := json.Marshal(g)
-	if err := w.deadLetter(ctx, w.cfg.GiftsDLQTopic(), v, why); err != nil {
-		return giftOutcome{}, err
-	}
-	var d db.Ticket
-	var won bool
-	err := w.retry(ctx, "fail a poison gift's ticket", func() (err error) {
-		d, won, err = db.DecideFailed(ctx, w.mysql.DB, db.NewTicket{Ticket: g.Ticket, Kind: "gift", UserID: g.SenderID,
-			RefID: g.RoomID, Reason: ReasonInvalid, CreatedAt: time.UnixMilli(g.HeldAt)})
-		return err
-	})
+	d, won, err := w.failPoison(ctx, giftMetrics, w.cfg.GiftsDLQTopic(), g, why,
+		db.NewTicket{Ticket: g.Ticket, UserID: g.SenderID, RefID: g.RoomID, CreatedAt: time.UnixMilli(g.HeldAt)})
 	if err != nil {
 		return giftOutcome{}, err
-	}
-	if won {
-		giftMetrics.decided(false, ReasonInvalid)
 	}
 	return giftOutcome{Gift: g, succeeded: d.Status == "succeeded", reason: d.Reason.String, replay: !won}, nil
 }
