@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -164,19 +163,15 @@ func (w *Worker) syncStock(ctx context.Context, eventID int64) error {
 		// Pending reservations MySQL decided already, waiting for their
 		// settle: a success is counted in MySQL's stock, and a failure
 		// that returns no unit never took one there.
+		decided, err := db.DecidedTickets(ctx, tx, pending)
+		if err != nil {
+			return err
+		}
 		var settled []string
-		for len(pending) > 0 {
-			n := min(len(pending), 1000)
-			decided, err := db.DecidedTickets(ctx, tx, pending[:n])
-			if err != nil {
-				return err
+		for t, d := range decided {
+			if d.Status == "succeeded" || !returnsUnit(d.Reason.String) {
+				settled = append(settled, t)
 			}
-			for t, d := range decided {
-				if d.Status == "succeeded" || !returnsUnit(d.Reason.String) {
-					settled = append(settled, t)
-				}
-			}
-			pending = pending[n:]
 		}
 		rel := make([]store.Released, len(released))
 		for i, o := range released {
@@ -278,15 +273,9 @@ func (w *Worker) reconcileHolders(ctx context.Context, users []int64, now time.T
 // decideStaleHolds settles the stale holds MySQL decided and sends abort
 // markers for the pending ones it did not.
 func (w *Worker) decideStaleHolds(ctx context.Context, looks []store.HoldsLook, tickets []string, now time.Time) error {
-	decided := map[string]db.Ticket{}
-	for len(tickets) > 0 {
-		n := min(len(tickets), 1000)
-		d, err := db.DecidedTickets(ctx, w.mysql.DB, tickets[:n])
-		if err != nil {
-			return err
-		}
-		maps.Copy(decided, d)
-		tickets = tickets[n:]
+	decided, err := db.DecidedTickets(ctx, w.mysql.DB, tickets)
+	if err != nil {
+		return err
 	}
 	var sets []store.GiftSettlement
 	var markers []*kgo.Record
