@@ -18,7 +18,9 @@ import (
 //	(no row)  --writer meets the abort marker first--> failed (timeout)
 //	(no row)  --writer gives up on a poison record-->  failed (invalid)
 //
-// Nothing updates a row once written.
+// Nothing updates a row once written. The states a ticket goes through in
+// Redis before it gets here, and who moves them, are in internal/store's
+// package doc.
 
 // ticketCols are the columns of Ticket.
 const ticketCols = "ticket, kind, user_id, ref_id, status, reason, order_no, created_at"
