@@ -8,6 +8,7 @@ import (
 
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/db"
+	"github.com/flashgate/flashgate/internal/obs"
 )
 
 // eventCache is the gateway's in-memory copy of the events, swapped whole on
@@ -100,20 +101,7 @@ func (s *Server) refreshEvents(ctx context.Context) error {
 // logged and the gateway keeps serving what it had: MySQL being down must
 // not stop the sale or the gifts.
 func (s *Server) refreshEvery(ctx context.Context, d time.Duration, what string, refresh func(context.Context) error) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := refresh(rctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("cannot refresh "+what, "err", err)
-		}
-		cancel()
-	}
+	obs.Every(ctx, d, s.log, "cannot refresh "+what, refresh, obs.Runs{Limit: 5 * time.Second})
 }
 
 // Event statuses.

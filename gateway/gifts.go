@@ -11,14 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/rueidis"
 
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/db"
-	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/wallet"
 )
@@ -29,21 +26,13 @@ import (
 // tells the room. The catalog and the leaderboards are served from memory.
 
 var (
-	giftsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gifts_total",
-		Help: "Gift requests by result: accepted, or the reason they were rejected.",
-	}, []string{"result"})
-	// giftResults are the giftsTotal children, resolved once: WithLabelValues
-	// on every request would allocate on the gift path.
-	giftResults = resolve(giftsTotal, "accepted", "accepted_late", "replay", "insufficient_balance", "invalid", "self_gift",
+	// giftResults are the ticketsTotal children of gifts, resolved once:
+	// WithLabelValues on every request would allocate on the gift path.
+	giftResults = resolve(ticketsTotal, "gift", "accepted", "accepted_late", "replay", "insufficient_balance", "invalid", "self_gift",
 		"not_found", "no_catalog", "wallet_load_error", "not_loaded", "redis_error", "kafka_error")
 	giftLimitedCache = rateLimited.WithLabelValues(ClassGift.String(), "cache")
 	giftLimitedRedis = rateLimited.WithLabelValues(ClassGift.String(), "redis")
-	giftHoldSeconds  = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "gateway", Name: "gift_hold_seconds",
-		Help:    "Latency of the gift hold script.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
-	})
+	giftLuaSeconds   = luaSeconds.WithLabelValues("gift")
 )
 
 // Gift request limits (API.md).
@@ -319,7 +308,7 @@ func (s *Server) holdGift(ctx context.Context, sender int64, ticket string, coin
 	defer cancel()
 	start := time.Now()
 	res, err := s.redis.HoldGift(rctx, sender, ticket, coins, idemKey, s.gifts.limit)
-	giftHoldSeconds.Observe(time.Since(start).Seconds())
+	giftLuaSeconds.Observe(time.Since(start).Seconds())
 	return res, err
 }
 

@@ -18,23 +18,15 @@ import (
 )
 
 var (
-	ordersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "gateway", Name: "orders_total",
-		Help: "Order requests by result: accepted, or the reason they were rejected.",
-	}, []string{"result"})
 	undoTooLate = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: obs.Namespace, Subsystem: "gateway", Name: "undo_too_late_total",
 		Help: "Orders and gifts answered 503 whose undo failed and which the worker then committed anyway.",
 	})
-	// orderResults are the ordersTotal children, resolved once.
-	orderResults = resolve(ordersTotal, "accepted", "accepted_late", "replay", "already_purchased", "sold_out", "sold_out_memory",
+	// orderResults are the ticketsTotal children of orders, resolved once.
+	orderResults = resolve(ticketsTotal, "order", "accepted", "accepted_late", "replay", "already_purchased", "sold_out", "sold_out_memory",
 		"not_found", "not_started", "ended", "not_warm", "redis_error", "kafka_error")
-	orderLimited = rateLimited.WithLabelValues(ClassOrder.String(), "memory")
-	luaSeconds   = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "gateway", Name: "lua_seconds",
-		Help:    "Latency of the reserve script.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
-	})
+	orderLimited    = rateLimited.WithLabelValues(ClassOrder.String(), "memory")
+	orderLuaSeconds = luaSeconds.WithLabelValues("order")
 )
 
 // PlaceOrder is the order path: memory checks, one Lua call, one produce.
@@ -72,7 +64,7 @@ func (s *Server) PlaceOrder(ctx context.Context, userID, eventID int64, idemKey 
 	start := time.Now()
 	res, err := s.redis.Reserve(rctx, eventID, userID, ticket, idemKey)
 	cancel()
-	luaSeconds.Observe(time.Since(start).Seconds())
+	orderLuaSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// The script may still have run (a timeout after Redis got it): undo
 		// whatever it did, so a 503 leaves nothing reserved.
@@ -169,12 +161,13 @@ func (s *Server) compensate(eventID, userID int64, ticket string) (bool, error) 
 	return s.redis.Compensate(ctx, eventID, userID, ticket)
 }
 
-// resolve returns the children of a one-label counter for the given
-// values, so the hot paths index a map instead of hashing label values.
-func resolve(vec *prometheus.CounterVec, values ...string) map[string]prometheus.Counter {
-	m := make(map[string]prometheus.Counter, len(values))
-	for _, v := range values {
-		m[v] = vec.WithLabelValues(v)
+// resolve returns the children of a {kind, result} counter for kind and
+// the given results, so the hot paths index a map instead of hashing label
+// values.
+func resolve(vec *prometheus.CounterVec, kind string, results ...string) map[string]prometheus.Counter {
+	m := make(map[string]prometheus.Counter, len(results))
+	for _, r := range results {
+		m[r] = vec.WithLabelValues(kind, r)
 	}
 	return m
 }

@@ -2,10 +2,16 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/flashgate/flashgate/internal/db"
+	"github.com/flashgate/flashgate/internal/obs"
 )
 
 // How the writers meet failure. A transient error (MySQL or Redis cannot do
@@ -14,6 +20,11 @@ import (
 // Any other error is retried a few times, then the batch is split in halves
 // until the one record MySQL keeps refusing is found; only that record is
 // dead-lettered and its ticket fails as "invalid".
+
+var deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
+	Help: "Records sent to a dead-letter topic, by topic.",
+}, []string{"topic"})
 
 // maxAttempts is how often a batch that fails with a non-transient error is
 // tried before it is split, or, alone, treated as poison.
@@ -115,4 +126,42 @@ func writeBatch[T, O any](ctx context.Context, w *Worker, what string, items []T
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// deadLetter produces a record that cannot be written to the topic's
+// dead-letter topic, with the reason in a header, before its offset is
+// committed.
+func (w *Worker) deadLetter(ctx context.Context, topic string, value []byte, why string) error {
+	rec := &kgo.Record{Topic: topic, Value: value, Headers: []kgo.RecordHeader{{Key: "reason", Value: []byte(why)}}}
+	err := w.retry(ctx, "produce to the dead-letter topic", func() error {
+		return w.kafka.ProduceSync(ctx, rec).FirstErr()
+	})
+	if err == nil {
+		deadLetters.WithLabelValues(topic).Inc()
+	}
+	return err
+}
+
+// failPoison dead-letters a record the writer of kind m gives up on (value,
+// as JSON) to topic with the reason why, and fails its ticket t as invalid
+// unless it was decided already, so that it does not stay pending and its
+// unit or coins come back. It returns the ticket's decision: this one (won)
+// or the earlier one. Only a transient error stops it; it waits those out.
+func (w *Worker) failPoison(ctx context.Context, m *kindMetrics, topic string, value any, why string, t db.NewTicket) (d db.Ticket, won bool, err error) {
+	v, _ := json.Marshal(value)
+	if err := w.deadLetter(ctx, topic, v, why); err != nil {
+		return db.Ticket{}, false, err
+	}
+	t.Kind, t.Reason = m.kind, ReasonInvalid
+	err = w.retry(ctx, "fail a poison "+m.kind+"'s ticket", func() (err error) {
+		d, won, err = db.DecideFailed(ctx, w.mysql.DB, t)
+		return err
+	})
+	if err != nil {
+		return db.Ticket{}, false, err
+	}
+	if won {
+		m.decided(false, ReasonInvalid)
+	}
+	return d, won, nil
 }

@@ -30,24 +30,10 @@ import (
 // ends the holds in Redis, tells the room and the sender, and only then
 // commits the Kafka offsets.
 
-var (
-	giftBatchSize = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "gift_batch_records",
-		Help: "Gift records per polled batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 12),
-	})
-	giftTicketsDecided = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "gift_tickets_total",
-		Help: "Gift tickets decided, by status and reason (replays of decided tickets are not counted).",
-	}, []string{"status", "reason"})
-	invalidGifts = promauto.NewCounter(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "gifts_invalid_total",
-		Help: "Gift records failed as invalid because their coins are not their catalog price times their count (or they are a gift to the sender): a producer other than the gateway wrote to the gifts topic. Should stay 0.",
-	})
-	giftCommitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "gift_mysql_commit_seconds",
-		Help: "Time to write one chunk of gifts to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-	})
-)
+var invalidGifts = promauto.NewCounter(prometheus.CounterOpts{
+	Namespace: obs.Namespace, Subsystem: "worker", Name: "gifts_invalid_total",
+	Help: "Gift records failed as invalid because their coins are not their catalog price times their count (or they are a gift to the sender): a producer other than the gateway wrote to the gifts topic. Should stay 0.",
+})
 
 const (
 	// giftChunk is the most gifts written in one MySQL transaction. A chunk
@@ -78,7 +64,7 @@ func (w *Worker) ConsumeGifts(ctx context.Context) error {
 	}
 	defer cl.Close()
 	return w.consume(ctx, cl, w.gifts, w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
-		giftBatchSize.Observe(float64(len(recs)))
+		giftMetrics.batchRecords.Observe(float64(len(recs)))
 		return w.ProcessGiftRecords(ctx, recs)
 	})
 }
@@ -318,7 +304,7 @@ func (w *Worker) writeGifts(ctx context.Context, gifts []bus.Gift, aborted map[s
 	for careful := false; ; careful = true {
 		outs, err := w.writeGiftsTx(ctx, gifts, aborted, careful)
 		if !careful && db.IsDuplicate(err) {
-			redecided.WithLabelValues("gift").Inc()
+			giftMetrics.redecided.Inc()
 			continue
 		}
 		return outs, err
@@ -360,13 +346,13 @@ func (w *Worker) writeGiftsTx(ctx context.Context, gifts []bus.Gift, aborted map
 		plan = decideGifts(gifts, aborted, st)
 		return db.WriteGifts(ctx, tx, plan.write)
 	})
-	giftCommitSeconds.Observe(time.Since(start).Seconds())
+	giftMetrics.commitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
 	for _, o := range plan.outs {
 		if !o.replay {
-			giftTicketsDecided.WithLabelValues(ticketStatus(o.succeeded), o.reason).Inc()
+			giftMetrics.decided(o.succeeded, o.reason)
 		}
 	}
 	return plan.outs, nil
@@ -391,22 +377,10 @@ func (w *Worker) poisonGift(ctx context.Context, g bus.Gift, cause error) (giftO
 // as invalid (unless it was decided already), so that it does not stay
 // pending and any coins held for it come back.
 func (w *Worker) failInvalidGift(ctx context.Context, g bus.Gift, why string) (giftOutcome, error) {
-	v, _ := json.Marshal(g)
-	if err := w.deadLetter(ctx, w.cfg.GiftsDLQTopic(), v, why); err != nil {
-		return giftOutcome{}, err
-	}
-	var d db.Ticket
-	var won bool
-	err := w.retry(ctx, "fail a poison gift's ticket", func() (err error) {
-		d, won, err = db.DecideFailed(ctx, w.mysql.DB, db.NewTicket{Ticket: g.Ticket, Kind: "gift", UserID: g.SenderID,
-			RefID: g.RoomID, Reason: ReasonInvalid, CreatedAt: time.UnixMilli(g.HeldAt)})
-		return err
-	})
+	d, won, err := w.failPoison(ctx, giftMetrics, w.cfg.GiftsDLQTopic(), g, why,
+		db.NewTicket{Ticket: g.Ticket, UserID: g.SenderID, RefID: g.RoomID, CreatedAt: time.UnixMilli(g.HeldAt)})
 	if err != nil {
 		return giftOutcome{}, err
-	}
-	if won {
-		giftTicketsDecided.WithLabelValues("failed", ReasonInvalid).Inc()
 	}
 	return giftOutcome{Gift: g, succeeded: d.Status == "succeeded", reason: d.Reason.String, replay: !won}, nil
 }

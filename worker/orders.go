@@ -9,44 +9,18 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/db"
-	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/store"
-)
-
-var (
-	batchSize = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "batch_records",
-		Help: "Records per polled batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 12),
-	})
-	ticketsDecided = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "tickets_total",
-		Help: "Order tickets decided, by status and reason (replays of decided tickets are not counted).",
-	}, []string{"status", "reason"})
-	commitSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "mysql_commit_seconds",
-		Help: "Time to write one event's batch to MySQL.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
-	})
-	redecided = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "batches_redecided_total",
-		Help: "Batches of orders (kind=order) or gifts (kind=gift) a unique key refused on their first write (a redelivery, or a buyer who holds a unit), decided again with MySQL's reads.",
-	}, []string{"kind"})
-	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "dead_letters_total",
-		Help: "Records sent to a dead-letter topic, by topic.",
-	}, []string{"topic"})
 )
 
 // ConsumeOrders polls the orders topic and writes each batch, committing
 // offsets only after MySQL committed it and the outcomes were published.
 func (w *Worker) ConsumeOrders(ctx context.Context) error {
 	return w.consume(ctx, w.kafka, w.orders, w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
-		batchSize.Observe(float64(len(recs)))
+		orderMetrics.batchRecords.Observe(float64(len(recs)))
 		return w.ProcessRecords(ctx, recs)
 	})
 }
@@ -144,7 +118,7 @@ func (w *Worker) writeOrders(ctx context.Context, eventID int64, msgs []bus.Orde
 		outs, err := w.writeOrdersTx(ctx, eventID, msgs, aborted, careful)
 		if !careful && db.IsDuplicate(err) {
 			careful = true // a redelivery: decide again, knowing what MySQL has
-			redecided.WithLabelValues("order").Inc()
+			orderMetrics.redecided.Inc()
 			continue
 		}
 		return outs, err
@@ -181,13 +155,13 @@ func (w *Worker) writeOrdersTx(ctx context.Context, eventID int64, msgs []bus.Or
 		}
 		return db.InsertTickets(ctx, tx, plan.tickets())
 	})
-	commitSeconds.Observe(time.Since(start).Seconds())
+	orderMetrics.commitSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
 	for _, o := range plan.outs {
 		if !o.replay {
-			ticketsDecided.WithLabelValues(ticketStatus(o.Succeeded), o.Reason).Inc()
+			orderMetrics.decided(o.Succeeded, o.Reason)
 		}
 	}
 	return plan.outs, nil
@@ -197,41 +171,15 @@ func (w *Worker) writeOrdersTx(ctx context.Context, eventID int64, msgs []bus.Or
 // and fails its ticket as invalid, so it does not stay pending and its unit
 // comes back. Only a transient error stops it; it waits those out.
 func (w *Worker) poisonOrder(ctx context.Context, m bus.Order, cause error) (outcome, error) {
-	v, _ := json.Marshal(m)
-	if err := w.deadLetter(ctx, w.cfg.DLQTopic(), v, "mysql refused the order: "+cause.Error()); err != nil {
-		return outcome{}, err
-	}
-	var d db.Ticket
-	var won bool
-	err := w.retry(ctx, "fail a poison order's ticket", func() (err error) {
-		d, won, err = db.DecideFailed(ctx, w.mysql.DB, db.NewTicket{Ticket: m.Ticket, Kind: "order", UserID: m.UserID,
-			RefID: m.EventID, Reason: ReasonInvalid, CreatedAt: time.UnixMilli(m.ReservedAt)})
-		return err
-	})
+	d, won, err := w.failPoison(ctx, orderMetrics, w.cfg.DLQTopic(), m, "mysql refused the order: "+cause.Error(),
+		db.NewTicket{Ticket: m.Ticket, UserID: m.UserID, RefID: m.EventID, CreatedAt: time.UnixMilli(m.ReservedAt)})
 	if err != nil {
 		return outcome{}, err
-	}
-	if won {
-		ticketsDecided.WithLabelValues("failed", ReasonInvalid).Inc()
 	}
 	out := outcome{Outcome: store.Outcome{EventID: m.EventID, UserID: m.UserID, Ticket: m.Ticket,
 		Succeeded: d.Status == "succeeded", Reason: d.Reason.String, OrderNo: d.OrderNo.String}, replay: !won}
 	out.ReturnUnit = !out.Succeeded && returnsUnit(out.Reason)
 	return out, nil
-}
-
-// deadLetter produces a record that cannot be written to the topic's
-// dead-letter topic, with the reason in a header, before its offset is
-// committed.
-func (w *Worker) deadLetter(ctx context.Context, topic string, value []byte, why string) error {
-	rec := &kgo.Record{Topic: topic, Value: value, Headers: []kgo.RecordHeader{{Key: "reason", Value: []byte(why)}}}
-	err := w.retry(ctx, "produce to the dead-letter topic", func() error {
-		return w.kafka.ProduceSync(ctx, rec).FirstErr()
-	})
-	if err == nil {
-		deadLetters.WithLabelValues(topic).Inc()
-	}
-	return err
 }
 
 // publish settles the outcomes in Redis and produces them to the results

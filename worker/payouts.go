@@ -190,7 +190,7 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		var cleaned time.Time
-		w.loop(gctx, interval, "outbox relay", func(ctx context.Context) error {
+		obs.Every(gctx, interval, w.log, "outbox relay failed", func(ctx context.Context) error {
 			if err := w.RelayOutbox(ctx, producer); err != nil {
 				return err
 			}
@@ -199,7 +199,7 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 				return w.cleanOutbox(ctx)
 			}
 			return nil
-		}, runs{base: gctx, limit: 30 * time.Second})
+		}, obs.Runs{Now: true, Limit: 30 * time.Second})
 		return nil
 	})
 	g.Go(func() error {
@@ -208,11 +208,11 @@ func (w *Worker) runPayouts(ctx context.Context) error {
 		})
 	})
 	g.Go(func() error {
-		w.loop(gctx, interval, "payouts", pp.payDue, runs{base: gctx, wake: pp.wake})
+		obs.Every(gctx, interval, w.log, "payouts failed", pp.payDue, obs.Runs{Now: true, Wake: pp.wake})
 		return nil
 	})
 	g.Go(func() error {
-		w.loop(gctx, rechargeRepairEvery, "recharge repair", w.RepairRecharges, runs{base: gctx, limit: 30 * time.Second})
+		obs.Every(gctx, rechargeRepairEvery, w.log, "recharge repair failed", w.RepairRecharges, obs.Runs{Now: true, Limit: 30 * time.Second})
 		return nil
 	})
 	err = g.Wait()

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -29,20 +28,10 @@ import (
 // coins come back. Tickets the writer already claimed are left to it, and
 // decided tickets whose Redis settle was lost are settled as MySQL says.
 
-var (
-	abortMarkers = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "abort_markers_total",
-		Help: "Abort markers sent for reservations (kind=order) and gift holds (kind=gift) that waited longer than FLASHGATE_PENDING_TIMEOUT.",
-	}, []string{"kind"})
-	oldestPending = promauto.NewGaugeVec(prometheus.GaugeOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "oldest_pending_seconds",
-		Help: "Age of the oldest reservation (kind=order) or gift hold (kind=gift) still pending, by Redis's clock, as of the last reconcile; 0 when none. Above FLASHGATE_PENDING_TIMEOUT and rising: the writers are stuck or far behind.",
-	}, []string{"kind"})
-	stockCorrections = promauto.NewCounter(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "worker", Name: "stock_corrections_total",
-		Help: "Times the stock reconciler found an event's Redis stock different from MySQL's minus the units in flight, and set it.",
-	})
-)
+var stockCorrections = promauto.NewCounter(prometheus.CounterOpts{
+	Namespace: obs.Namespace, Subsystem: "worker", Name: "stock_corrections_total",
+	Help: "Times the stock reconciler found an event's Redis stock different from MySQL's minus the units in flight, and set it.",
+})
 
 // reconcileBatch is the most reservations of one event looked at per run.
 const reconcileBatch = 500
@@ -70,7 +59,7 @@ func (w *Worker) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	setOldest("order", now, oldest, ok)
+	orderMetrics.setOldest(now, oldest, ok)
 	return w.SyncStocks(ctx)
 }
 
@@ -130,7 +119,7 @@ func (w *Worker) reconcileEvent(ctx context.Context, eventID int64, now time.Tim
 		if err := w.kafka.ProduceSync(ctx, markers...).FirstErr(); err != nil {
 			return fmt.Errorf("cannot send abort markers: %w", err)
 		}
-		abortMarkers.WithLabelValues("order").Add(float64(len(markers)))
+		orderMetrics.abortMarkers.Add(float64(len(markers)))
 		w.log.Warn("reservations waited too long; abort markers sent behind them", "event", eventID, "tickets", len(markers))
 	}
 	next := now.Add(w.cfg.PendingTimeout)
@@ -174,19 +163,15 @@ func (w *Worker) syncStock(ctx context.Context, eventID int64) error {
 		// Pending reservations MySQL decided already, waiting for their
 		// settle: a success is counted in MySQL's stock, and a failure
 		// that returns no unit never took one there.
+		decided, err := db.DecidedTickets(ctx, tx, pending)
+		if err != nil {
+			return err
+		}
 		var settled []string
-		for len(pending) > 0 {
-			n := min(len(pending), 1000)
-			decided, err := db.DecidedTickets(ctx, tx, pending[:n])
-			if err != nil {
-				return err
+		for t, d := range decided {
+			if d.Status == "succeeded" || !returnsUnit(d.Reason.String) {
+				settled = append(settled, t)
 			}
-			for t, d := range decided {
-				if d.Status == "succeeded" || !returnsUnit(d.Reason.String) {
-					settled = append(settled, t)
-				}
-			}
-			pending = pending[n:]
 		}
 		rel := make([]store.Released, len(released))
 		for i, o := range released {
@@ -230,7 +215,7 @@ func (w *Worker) ReconcileGiftHolds(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	setOldest("gift", now, oldest, ok)
+	giftMetrics.setOldest(now, oldest, ok)
 	due := now.Add(-w.cfg.PendingTimeout)
 	for from := 0; from < store.WalletBuckets; from += holdBucketsPerCall {
 		// At most reconcileBatch users per bucket and pass; the rest are
@@ -248,15 +233,6 @@ func (w *Worker) ReconcileGiftHolds(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// setOldest sets the oldest-pending gauge of kind: now - oldest, or 0.
-func setOldest(kind string, now, oldest time.Time, ok bool) {
-	age := 0.0
-	if ok {
-		age = max(0, now.Sub(oldest).Seconds())
-	}
-	oldestPending.WithLabelValues(kind).Set(age)
 }
 
 // holdBucketsPerCall is how many buckets' holders indexes one round trip reads.
@@ -297,15 +273,9 @@ func (w *Worker) reconcileHolders(ctx context.Context, users []int64, now time.T
 // decideStaleHolds settles the stale holds MySQL decided and sends abort
 // markers for the pending ones it did not.
 func (w *Worker) decideStaleHolds(ctx context.Context, looks []store.HoldsLook, tickets []string, now time.Time) error {
-	decided := map[string]db.Ticket{}
-	for len(tickets) > 0 {
-		n := min(len(tickets), 1000)
-		d, err := db.DecidedTickets(ctx, w.mysql.DB, tickets[:n])
-		if err != nil {
-			return err
-		}
-		maps.Copy(decided, d)
-		tickets = tickets[n:]
+	decided, err := db.DecidedTickets(ctx, w.mysql.DB, tickets)
+	if err != nil {
+		return err
 	}
 	var sets []store.GiftSettlement
 	var markers []*kgo.Record
@@ -332,7 +302,7 @@ func (w *Worker) decideStaleHolds(ctx context.Context, looks []store.HoldsLook, 
 	if err := w.kafka.ProduceSync(ctx, markers...).FirstErr(); err != nil {
 		return fmt.Errorf("cannot send abort markers: %w", err)
 	}
-	abortMarkers.WithLabelValues("gift").Add(float64(len(markers)))
+	giftMetrics.abortMarkers.Add(float64(len(markers)))
 	w.log.Warn("gift holds waited too long; abort markers sent behind them", "users", len(marked), "tickets", len(markers))
 	for u, ts := range marked {
 		if err := w.redis.MarkHolds(ctx, u, ts, now); err != nil {

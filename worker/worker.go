@@ -219,35 +219,5 @@ func Run(ctx context.Context, cfg Config) error {
 // errors. A run under way when ctx ends is finished (it runs with the work
 // context) within 30 s.
 func (w *Worker) every(ctx context.Context, d time.Duration, name string, f func(context.Context) error) {
-	w.loop(ctx, d, name, f, runs{base: w.work, limit: 30 * time.Second})
-}
-
-// runs says how loop runs its function.
-type runs struct {
-	base  context.Context // each run's context derives from it
-	limit time.Duration   // a run's timeout; 0 means none
-	wake  <-chan struct{} // a run starts at once when it fires (nil: never)
-}
-
-// loop runs f now and then every d, or at once when o.wake fires, until ctx
-// is done, logging its errors.
-func (w *Worker) loop(ctx context.Context, d time.Duration, name string, f func(context.Context) error, o runs) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		rctx, cancel := o.base, context.CancelFunc(func() {})
-		if o.limit > 0 {
-			rctx, cancel = context.WithTimeout(o.base, o.limit)
-		}
-		if err := f(rctx); err != nil && ctx.Err() == nil {
-			w.log.Warn(name+" failed", "err", err)
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-o.wake:
-		}
-	}
+	obs.Every(ctx, d, w.log, name+" failed", f, obs.Runs{Now: true, Base: w.work, Limit: 30 * time.Second})
 }

@@ -138,16 +138,6 @@ func (s MySQL) Order(ctx context.Context, orderNo string) (Order, error) {
 	return o, err
 }
 
-// Ticket returns a decided ticket.
-func (s MySQL) Ticket(ctx context.Context, ticket string) (Ticket, error) {
-	var t Ticket
-	err := s.DB.GetContext(ctx, &t, "SELECT ticket, kind, user_id, ref_id, status, reason, order_no, created_at FROM tickets WHERE ticket = ?", ticket)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, ErrNotFound
-	}
-	return t, err
-}
-
 // PayOrder marks an unpaid, unexpired order of the user paid. Exactly one of
 // PayOrder and ReleaseOrder wins for an order: both update only while it is unpaid.
 func (s MySQL) PayOrder(ctx context.Context, orderNo string, userID int64, txn string) (Order, error) {

@@ -2,6 +2,8 @@ package db
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 //	(no row)  --writer meets the abort marker first--> failed (timeout)
 //	(no row)  --writer gives up on a poison record-->  failed (invalid)
 //
-// Nothing updates a row once written.
+// Nothing updates a row once written. The states a ticket goes through in
+// Redis before it gets here, and who moves them, are in internal/store's
+// package doc.
 
 // ticketCols are the columns of Ticket.
 const ticketCols = "ticket, kind, user_id, ref_id, status, reason, order_no, created_at"
@@ -35,24 +39,43 @@ type NewTicket struct {
 	Balance   int64  // gifts with a key: the balance that answer carried
 }
 
-// DecidedTickets returns the decided ones among tickets, by ticket.
+// decidedChunk bounds the IN list of one tickets read.
+const decidedChunk = 1000
+
+// DecidedTickets returns the decided ones among tickets, by ticket, read
+// decidedChunk at a time.
 func DecidedTickets(ctx context.Context, q sqlx.QueryerContext, tickets []string) (map[string]Ticket, error) {
 	out := make(map[string]Ticket, len(tickets))
-	if len(tickets) == 0 {
-		return out, nil
-	}
-	query, args, err := sqlx.In("SELECT "+ticketCols+" FROM tickets WHERE ticket IN (?)", tickets)
-	if err != nil {
-		return nil, err
-	}
-	var rows []Ticket
-	if err := sqlx.SelectContext(ctx, q, &rows, query, args...); err != nil {
-		return nil, fmt.Errorf("cannot read tickets: %w", err)
-	}
-	for _, t := range rows {
-		out[t.Ticket] = t
+	for len(tickets) > 0 {
+		n := min(len(tickets), decidedChunk)
+		query, args, err := sqlx.In("SELECT "+ticketCols+" FROM tickets WHERE ticket IN (?)", tickets[:n])
+		if err != nil {
+			return nil, err
+		}
+		var rows []Ticket
+		if err := sqlx.SelectContext(ctx, q, &rows, query, args...); err != nil {
+			return nil, fmt.Errorf("cannot read tickets: %w", err)
+		}
+		for _, t := range rows {
+			out[t.Ticket] = t
+		}
+		tickets = tickets[n:]
 	}
 	return out, nil
+}
+
+// Ticket returns a decided ticket, ErrNotFound for one not decided.
+func (s MySQL) Ticket(ctx context.Context, ticket string) (Ticket, error) {
+	return decidedTicket(ctx, s.DB, ticket)
+}
+
+func decidedTicket(ctx context.Context, q sqlx.QueryerContext, ticket string) (Ticket, error) {
+	var t Ticket
+	err := sqlx.GetContext(ctx, q, &t, "SELECT "+ticketCols+" FROM tickets WHERE ticket = ?", ticket)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, ErrNotFound
+	}
+	return t, err
 }
 
 // InsertTickets records new decisions. A ticket decided before makes it
@@ -98,7 +121,7 @@ func DecideFailed(ctx context.Context, d *sqlx.DB, t NewTicket) (dec Ticket, won
 		return Ticket{}, false, fmt.Errorf("cannot fail ticket %s: %w", t.Ticket, err)
 	}
 	n, _ := res.RowsAffected()
-	err = d.GetContext(ctx, &dec, "SELECT "+ticketCols+" FROM tickets WHERE ticket = ?", t.Ticket)
+	dec, err = decidedTicket(ctx, d, t.Ticket)
 	return dec, n == 1, err
 }
 

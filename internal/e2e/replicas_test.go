@@ -46,7 +46,7 @@ func TestReplicas(t *testing.T) {
 			next++
 		}
 		for _, w := range workers {
-			if s.procMetric(w, "flashgate_worker_gift_batch_records_count") == 0 {
+			if s.procMetric(w, `flashgate_worker_batch_records_count{kind="gift"}`) == 0 {
 				return false
 			}
 		}

@@ -1,6 +1,3 @@
-// Package store is flashgate's Redis layer: typed calls of the scripts in
-// lua/, the key layout, and ticket names. Redis holds the hot copy of stock,
-// buyers and in-flight reservations; MySQL is the source of truth.
 package store
 
 import (

@@ -188,9 +188,10 @@ func (b *bench) api(method, path, token, body string) (int, map[string]any, erro
 
 func (b *bench) token(uid int64) string { return b.signer.Sign(uid, auth.RoleUser, 2*time.Hour) }
 
-// gatewayCount sums a gateway counter's children whose result label starts
-// with prefix (accepted and accepted_late), from /metrics.
-func (b *bench) gatewayCount(metric, prefix string) (int64, error) {
+// gatewayCount sums the children of flashgate_gateway_tickets_total of kind
+// (order or gift) whose result label starts with prefix (accepted and
+// accepted_late), from /metrics.
+func (b *bench) gatewayCount(kind, prefix string) (int64, error) {
 	resp, err := httpc.Get("http://" + b.cfg.InternalAddr + "/metrics")
 	if err != nil {
 		return 0, err
@@ -201,7 +202,7 @@ func (b *bench) gatewayCount(metric, prefix string) (int64, error) {
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, metric+`{result="`+prefix) {
+		if !strings.HasPrefix(line, `flashgate_gateway_tickets_total{kind="`+kind+`",result="`+prefix) {
 			continue
 		}
 		f := strings.Fields(line)

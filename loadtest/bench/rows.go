@@ -143,10 +143,10 @@ func (b *bench) rowOrder(ctx context.Context) error {
 		return err
 	}
 	own := b.queries.Load()
-	accepted0, _ := b.gatewayCount("flashgate_gateway_orders_total", "accepted")
+	accepted0, _ := b.gatewayCount("order", "accepted")
 	var accepted1 int64
 	r, err := b.httpRow(ctx, "accepted order", file, func(gw wrkResult) string {
-		accepted1, _ = b.gatewayCount("flashgate_gateway_orders_total", "accepted")
+		accepted1, _ = b.gatewayCount("order", "accepted")
 		return b.checkOrders(ctx, ev, hugeStock, gw)
 	})
 	if err != nil {
@@ -236,10 +236,10 @@ func (b *bench) rowGiftWarm(ctx context.Context) error {
 // giftRow runs a gift file on both servers, waits for the worker to decide
 // every accepted gift and checks the coins. It returns the gifts accepted.
 func (b *bench) giftRow(ctx context.Context, name, file string) (row, int64, error) {
-	accepted0, _ := b.gatewayCount("flashgate_gateway_gifts_total", "accepted")
+	accepted0, _ := b.gatewayCount("gift", "accepted")
 	var accepted1 int64
 	r, err := b.httpRow(ctx, name, file, func(wrkResult) string {
-		accepted1, _ = b.gatewayCount("flashgate_gateway_gifts_total", "accepted")
+		accepted1, _ = b.gatewayCount("gift", "accepted")
 		return b.checkGifts(ctx)
 	})
 	if err != nil {
@@ -375,7 +375,7 @@ func (b *bench) checkGifts(ctx context.Context) string {
 		b.failed = true
 		return "FAIL: " + fmt.Sprintf(format, args...)
 	}
-	accepted, err := b.gatewayCount("flashgate_gateway_gifts_total", "accepted")
+	accepted, err := b.gatewayCount("gift", "accepted")
 	if err != nil {
 		return fail("%v", err)
 	}
