@@ -6,14 +6,12 @@ import (
 	"errors"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/redis/rueidis"
 
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/bus"
@@ -382,17 +380,14 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 	}
 	out := ticketJSON{Ticket: t, Kind: "gift"}
 	rctx, rcancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	hold, herr := s.redis.C.Do(rctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
+	hold, found, herr := s.redis.Hold(rctx, senderID, t)
 	rcancel()
 	switch {
-	case herr == nil:
-		if ok := holdTicket(hold, &out); ok {
-			return rc.writeJSON(200, out)
-		}
-	case rueidis.IsRedisNil(herr):
-		herr = nil
-	default:
+	case herr != nil:
 		s.log.Warn("cannot read a gift hold from Redis; asking MySQL", "err", herr)
+	case found:
+		holdTicket(hold, &out)
+		return rc.writeJSON(200, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -414,29 +409,17 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 	return apierr.NotFound.With("no such ticket")
 }
 
-// holdTicket fills out from a hold of the sender's holds hash and reports
-// whether it was one. A hold is "p:<coins>:<ms>" (pending) or
-// "c:<coins>:<ms>" (claimed by the worker); "a:<ms>" means the gateway undid
-// it after a failed produce: the first request got 503, but a concurrent
-// repeat with its Idempotency-Key may have been answered 202 with this
-// ticket, and a 202 ticket must end failed or succeeded.
-func holdTicket(hold string, out *ticketJSON) bool {
-	kind, rest, _ := strings.Cut(hold, ":")
-	if kind == "a" {
-		at, err := strconv.ParseInt(rest, 10, 64)
-		if err != nil {
-			return false
-		}
-		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(time.UnixMilli(at))
-		return true
+// holdTicket fills out from a hold of the sender's holds hash. A pending
+// or claimed hold is a pending ticket; an undone one ("a:", the gateway
+// undid it after a failed produce) failed: the first request got 503, but
+// a concurrent repeat with its Idempotency-Key may have been answered 202
+// with this ticket, and a 202 ticket must end failed or succeeded.
+func holdTicket(h store.GiftHold, out *ticketJSON) {
+	if h.State == store.HoldUndone {
+		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(h.At)
+		return
 	}
-	_, ms, _ := strings.Cut(rest, ":")
-	held, err := strconv.ParseInt(ms, 10, 64)
-	if (kind != "p" && kind != "c") || err != nil {
-		return false
-	}
-	out.Status, out.CreatedAt = "pending", ts(time.UnixMilli(held))
-	return true
+	out.Status, out.CreatedAt = "pending", ts(h.At)
 }
 
 // boardCache keeps each room's leaderboard answer. A room's board is

@@ -44,7 +44,7 @@ func (s *Redis) HoldGift(ctx context.Context, senderID int64, ticket string, coi
 	if idemKey != "" {
 		idem = "1"
 	}
-	vals, err := lua.GiftHold.Exec(ctx, s.C,
+	vals, err := lua.GiftHold.Exec(ctx, s.c,
 		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), RateLimitKey(senderID, "gift"),
 			HoldersKey(WalletBucket(senderID)), LoadingKey(senderID)},
 		[]string{ticket, strconv.FormatInt(coins, 10), idem, idemTTL, limit.interval(), strconv.Itoa(limit.Burst),
@@ -100,10 +100,10 @@ func (s *Redis) RestoreGiftIdem(ctx context.Context, senderID int64, keys []Gift
 		if ttl < time.Second {
 			continue
 		}
-		cmds = append(cmds, s.C.B().Set().Key(IdemKey(senderID, k.Key)).
+		cmds = append(cmds, s.c.B().Set().Key(IdemKey(senderID, k.Key)).
 			Value(k.Ticket+":"+strconv.FormatInt(k.Balance, 10)).Nx().Ex(ttl).Build())
 	}
-	for _, r := range s.C.DoMulti(ctx, cmds...) {
+	for _, r := range s.c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil && !rueidis.IsRedisNil(err) {
 			return fmt.Errorf("cannot restore idempotency keys of user %d: %w", senderID, err)
 		}
@@ -114,7 +114,7 @@ func (s *Redis) RestoreGiftIdem(ctx context.Context, senderID int64, keys []Gift
 // UndoGift gives back a hold whose produce failed. It reports false when the
 // worker already claimed the gift, i.e. it is in Kafka after all.
 func (s *Redis) UndoGift(ctx context.Context, senderID int64, ticket, idemKey string) (bool, error) {
-	n, err := lua.GiftUndo.Exec(ctx, s.C,
+	n, err := lua.GiftUndo.Exec(ctx, s.c,
 		[]string{BalanceKey(senderID), HoldsKey(senderID), IdemKey(senderID, idemKey), HoldersKey(WalletBucket(senderID))},
 		[]string{ticket, strconv.FormatInt(senderID, 10)}).AsInt64()
 	if err != nil {
@@ -140,7 +140,7 @@ func (s *Redis) ClaimGifts(ctx context.Context, refs []GiftRef) (aborted map[str
 		execs[i] = rueidis.LuaExec{Keys: []string{HoldsKey(r.SenderID)}, Args: []string{r.Ticket}}
 	}
 	aborted = map[string]bool{}
-	for i, r := range lua.GiftClaim.ExecMulti(ctx, s.C, execs...) {
+	for i, r := range lua.GiftClaim.ExecMulti(ctx, s.c, execs...) {
 		n, err := r.AsInt64()
 		if err != nil {
 			return nil, fmt.Errorf("cannot claim gifts: %w", err)
@@ -172,10 +172,74 @@ func (s *Redis) SettleGifts(ctx context.Context, sets []GiftSettlement) error {
 		}
 		execs[i] = rueidis.LuaExec{Keys: []string{BalanceKey(g.SenderID), HoldsKey(g.SenderID)}, Args: []string{g.Ticket, c, now}}
 	}
-	for _, r := range lua.GiftSettle.ExecMulti(ctx, s.C, execs...) {
+	for _, r := range lua.GiftSettle.ExecMulti(ctx, s.c, execs...) {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("cannot settle gifts: %w", err)
 		}
 	}
 	return nil
+}
+
+// HoldState is the state of a gift hold in the sender's holds hash.
+type HoldState byte
+
+// Hold states, as the gift scripts write them.
+const (
+	HoldPending HoldState = 'p' // held by the gateway, not yet claimed
+	HoldClaimed HoldState = 'c' // claimed by a writer, being committed
+	HoldUndone  HoldState = 'a' // undone by the gateway after a failed produce
+)
+
+// GiftHold is one entry of a sender's holds hash: "p:<coins>:<ms>"
+// (pending), "c:<coins>:<ms>" (claimed) or "a:<ms>" (undone), ms on Redis's
+// clock. gift_hold.lua, gift_claim.lua and gift_undo.lua write them.
+type GiftHold struct {
+	State HoldState
+	Coins int64     // pending or claimed: the coins held
+	At    time.Time // when it was held, or undone
+}
+
+// Live reports whether the hold still keeps coins from the balance.
+func (h GiftHold) Live() bool { return h.State == HoldPending || h.State == HoldClaimed }
+
+// ParseHold reads an entry of a holds hash; ok is false when it is not one.
+func ParseHold(v string) (h GiftHold, ok bool) {
+	state, rest, _ := strings.Cut(v, ":")
+	if len(state) != 1 {
+		return GiftHold{}, false
+	}
+	h.State = HoldState(state[0])
+	ms := rest
+	switch h.State {
+	case HoldUndone:
+	case HoldPending, HoldClaimed:
+		var coins string
+		coins, ms, _ = strings.Cut(rest, ":")
+		var err error
+		if h.Coins, err = strconv.ParseInt(coins, 10, 64); err != nil {
+			return GiftHold{}, false
+		}
+	default:
+		return GiftHold{}, false
+	}
+	at, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return GiftHold{}, false
+	}
+	h.At = time.UnixMilli(at)
+	return h, true
+}
+
+// Hold reads the sender's hold of a gift ticket; ok is false when the
+// holds hash has no such entry (or one that is not a hold).
+func (s *Redis) Hold(ctx context.Context, senderID int64, ticket string) (h GiftHold, ok bool, err error) {
+	v, err := s.c.Do(ctx, s.c.B().Hget().Key(HoldsKey(senderID)).Field(ticket).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return GiftHold{}, false, nil
+	}
+	if err != nil {
+		return GiftHold{}, false, err
+	}
+	h, ok = ParseHold(v)
+	return h, ok, nil
 }

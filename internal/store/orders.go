@@ -42,7 +42,7 @@ type ReserveResult struct {
 func (s *Redis) Reserve(ctx context.Context, eventID, userID int64, ticket, idemKey string) (ReserveResult, error) {
 	uid := strconv.FormatInt(userID, 10)
 	now := strconv.FormatInt(s.Clock().UnixMilli(), 10)
-	vals, err := lua.Reserve.Exec(ctx, s.C,
+	vals, err := lua.Reserve.Exec(ctx, s.c,
 		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketsKey(eventID)},
 		[]string{uid, ticket, idemKey, now},
 	).ToArray()
@@ -68,7 +68,7 @@ func (s *Redis) Reserve(ctx context.Context, eventID, userID int64, ticket, idem
 // Compensate undoes a reservation whose produce failed. It reports false when
 // the worker already claimed the ticket, i.e. the order is in Kafka after all.
 func (s *Redis) Compensate(ctx context.Context, eventID, userID int64, ticket string) (undone bool, err error) {
-	n, err := lua.Compensate.Exec(ctx, s.C,
+	n, err := lua.Compensate.Exec(ctx, s.c,
 		[]string{StockKey(eventID), BuyersKey(eventID), PendingKey(eventID), TicketsKey(eventID)},
 		[]string{strconv.FormatInt(userID, 10), ticket, ticketTTL}).AsInt64()
 	if err != nil {
@@ -84,7 +84,7 @@ func (s *Redis) Claim(ctx context.Context, eventID int64, tickets []string) (abo
 	for len(tickets) > 0 {
 		chunk := tickets[:min(len(tickets), scriptChunk)]
 		tickets = tickets[len(chunk):]
-		res, err := lua.Claim.Exec(ctx, s.C, []string{TicketsKey(eventID)}, chunk).ToArray()
+		res, err := lua.Claim.Exec(ctx, s.c, []string{TicketsKey(eventID)}, chunk).ToArray()
 		if err != nil {
 			return nil, fmt.Errorf("cannot claim tickets: %w", err)
 		}
@@ -151,7 +151,7 @@ func (s *Redis) Settle(ctx context.Context, outs []Outcome) error {
 			execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
 		}
 	}
-	for _, r := range lua.Settle.ExecMulti(ctx, s.C, execs...) {
+	for _, r := range lua.Settle.ExecMulti(ctx, s.c, execs...) {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("cannot settle tickets: %w", err)
 		}
@@ -162,7 +162,7 @@ func (s *Redis) Settle(ctx context.Context, outs []Outcome) error {
 // Release puts the unit of a cancelled or expired order back on sale, once:
 // a repeat finds the buyer record gone and does nothing.
 func (s *Redis) Release(ctx context.Context, eventID, userID int64, ticket string) error {
-	err := lua.Release.Exec(ctx, s.C, []string{StockKey(eventID), BuyersKey(eventID)},
+	err := lua.Release.Exec(ctx, s.c, []string{StockKey(eventID), BuyersKey(eventID)},
 		[]string{strconv.FormatInt(userID, 10), ticket}).Error()
 	if err != nil {
 		return fmt.Errorf("cannot release unit of %s: %w", ticket, err)
@@ -172,7 +172,7 @@ func (s *Redis) Release(ctx context.Context, eventID, userID int64, ticket strin
 
 // AddStock adds units to a warm event; it reports false when the event is cold.
 func (s *Redis) AddStock(ctx context.Context, eventID, delta int64) (bool, error) {
-	n, err := lua.AddStock.Exec(ctx, s.C, []string{StockKey(eventID)}, []string{strconv.FormatInt(delta, 10)}).AsInt64()
+	n, err := lua.AddStock.Exec(ctx, s.c, []string{StockKey(eventID)}, []string{strconv.FormatInt(delta, 10)}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("cannot add stock: %w", err)
 	}
@@ -193,7 +193,7 @@ func (s *Redis) Warm(ctx context.Context, eventID, stock int64, expireAt time.Ti
 		if last {
 			args[0] = strconv.FormatInt(stock, 10)
 		}
-		n, err := lua.Warm.Exec(ctx, s.C, keys, args).AsInt64()
+		n, err := lua.Warm.Exec(ctx, s.c, keys, args).AsInt64()
 		args = args[:2]
 		return n, err
 	}
@@ -217,7 +217,7 @@ func (s *Redis) Warm(ctx context.Context, eventID, stock int64, expireAt time.Ti
 func (s *Redis) Counts(ctx context.Context, eventID int64) (buyers, tickets int64, err error) {
 	var n [2]int64
 	for i, key := range []string{BuyersKey(eventID), TicketsKey(eventID)} {
-		fields, err := s.C.Do(ctx, s.C.B().Hkeys().Key(key).Build()).AsStrSlice()
+		fields, err := s.c.Do(ctx, s.c.B().Hkeys().Key(key).Build()).AsStrSlice()
 		if err != nil {
 			return 0, 0, err
 		}
@@ -238,9 +238,9 @@ func (s *Redis) Stocks(ctx context.Context, ids []int64) (map[int64]int64, error
 	}
 	cmds := make(rueidis.Commands, len(ids))
 	for i, id := range ids {
-		cmds[i] = s.C.B().Get().Key(StockKey(id)).Build()
+		cmds[i] = s.c.B().Get().Key(StockKey(id)).Build()
 	}
-	for i, r := range s.C.DoMulti(ctx, cmds...) {
+	for i, r := range s.c.DoMulti(ctx, cmds...) {
 		n, err := r.AsInt64()
 		if rueidis.IsRedisNil(err) {
 			continue

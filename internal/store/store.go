@@ -19,7 +19,7 @@ import (
 // Redis is flashgate's Redis: the Lua scripts and the keys they touch, behind one
 // rueidis client. Nothing outside this package names a key or runs a script.
 type Redis struct {
-	C rueidis.Client
+	c rueidis.Client
 
 	// clockOffset is Redis's clock minus this process's, in ns, as
 	// SyncClock last measured it; see Clock.
@@ -64,7 +64,7 @@ func NewWith(addr string, o Options) (*Redis, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to Redis at %s: %w", addr, err)
 	}
-	return &Redis{C: c}, nil
+	return &Redis{c: c}, nil
 }
 
 // SeedAddrs splits FLASHGATE_REDIS_ADDR into its addresses.
@@ -79,11 +79,11 @@ func SeedAddrs(addr string) []string {
 }
 
 // Close closes the client.
-func (s *Redis) Close() { s.C.Close() }
+func (s *Redis) Close() { s.c.Close() }
 
 // Ping checks that Redis answers.
 func (s *Redis) Ping(ctx context.Context) error {
-	return s.C.Do(ctx, s.C.B().Ping().Build()).Error()
+	return s.c.Do(ctx, s.c.B().Ping().Build()).Error()
 }
 
 // SyncClock measures Redis's clock against this process's, for Clock. A

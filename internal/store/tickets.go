@@ -105,7 +105,7 @@ var ErrNoTicket = errors.New("ticket not in Redis")
 
 // Ticket reads a ticket's state.
 func (s *Redis) Ticket(ctx context.Context, eventID int64, ticket string) (TicketState, error) {
-	v, err := s.C.Do(ctx, s.C.B().Hget().Key(TicketsKey(eventID)).Field(ticket).Build()).ToString()
+	v, err := s.c.Do(ctx, s.c.B().Hget().Key(TicketsKey(eventID)).Field(ticket).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		return TicketState{}, ErrNoTicket
 	}
@@ -135,4 +135,24 @@ func parseTicketState(v string) (TicketState, bool) {
 	}
 	ms, _ := strconv.ParseInt(f[2], 10, 64)
 	return TicketState{UserID: uid, Status: f[0], Reason: f[3], OrderNo: f[4], CreatedAt: time.UnixMilli(ms).UTC(), Marked: f[5] != ""}, true
+}
+
+// idemAnswerKey is the key of the answer to a user's request with an
+// Idempotency-Key in scope (an admin route: "admin-event").
+func idemAnswerKey(userID int64, scope, key string) string {
+	return userTag(userID) + ":idem:" + scope + ":" + key
+}
+
+// IdemAnswer returns the answer kept for an earlier request of the user
+// with the Idempotency-Key in scope; ok is false when there is none or
+// Redis could not say.
+func (s *Redis) IdemAnswer(ctx context.Context, userID int64, scope, key string) (answer []byte, ok bool) {
+	b, err := s.c.Do(ctx, s.c.B().Get().Key(idemAnswerKey(userID, scope, key)).Build()).AsBytes()
+	return b, err == nil
+}
+
+// SaveIdemAnswer keeps the answer to the user's request with the
+// Idempotency-Key in scope for IdemTTL.
+func (s *Redis) SaveIdemAnswer(ctx context.Context, userID int64, scope, key string, answer []byte) error {
+	return s.c.Do(ctx, s.c.B().Set().Key(idemAnswerKey(userID, scope, key)).Value(string(answer)).Ex(IdemTTL).Build()).Error()
 }

@@ -65,7 +65,7 @@ const CreditedTTL = 24 * time.Hour
 
 // HotBalance returns the user's hot balance; ok is false when not loaded.
 func (s *Redis) HotBalance(ctx context.Context, userID int64) (bal int64, ok bool, err error) {
-	n, err := s.C.Do(ctx, s.C.B().Get().Key(BalanceKey(userID)).Build()).AsInt64()
+	n, err := s.c.Do(ctx, s.c.B().Get().Key(BalanceKey(userID)).Build()).AsInt64()
 	if rueidis.IsRedisNil(err) {
 		return 0, false, nil
 	}
@@ -84,7 +84,7 @@ var loadMarkMs = strconv.Itoa(int(LoadMark / time.Millisecond))
 // BeginWalletLoad marks a load in progress, so credits wait for it (see
 // wallet_credit.lua). It reports false when another load is in progress.
 func (s *Redis) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Duration) (bool, error) {
-	err := s.C.Do(ctx, s.C.B().Set().Key(LoadingKey(userID)).Value("1").Nx().Px(ttl).Build()).Error()
+	err := s.c.Do(ctx, s.c.B().Set().Key(LoadingKey(userID)).Value("1").Nx().Px(ttl).Build()).Error()
 	if rueidis.IsRedisNil(err) {
 		return false, nil
 	}
@@ -95,14 +95,14 @@ func (s *Redis) BeginWalletLoad(ctx context.Context, userID int64, ttl time.Dura
 // request loads the wallet at once instead of waiting for the mark to
 // expire.
 func (s *Redis) AbandonWalletLoad(ctx context.Context, userID int64) {
-	s.C.Do(ctx, s.C.B().Del().Key(LoadingKey(userID)).Build())
+	s.c.Do(ctx, s.c.B().Del().Key(LoadingKey(userID)).Build())
 }
 
 // FinishWalletLoad installs a balance read from MySQL (unless one is there)
 // and marks the credit references that read included. It returns the hot balance.
 func (s *Redis) FinishWalletLoad(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
 	args := append([]string{strconv.FormatInt(userID, 10), strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
-	n, err := lua.WalletLoad.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID),
+	n, err := lua.WalletLoad.Exec(ctx, s.c, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID),
 		LoadedKey(WalletBucket(userID))}, args).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("cannot load wallet %d: %w", userID, err)
@@ -122,7 +122,7 @@ const (
 
 // CreditWallet adds committed coins to the hot balance once per reference.
 func (s *Redis) CreditWallet(ctx context.Context, userID, coins int64, ref string) (CreditStatus, error) {
-	n, err := lua.WalletCredit.Exec(ctx, s.C, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID)},
+	n, err := lua.WalletCredit.Exec(ctx, s.c, []string{BalanceKey(userID), LoadingKey(userID), CreditedKey(userID)},
 		[]string{strconv.FormatInt(coins, 10), ref, strconv.Itoa(int(CreditedTTL / time.Second))}).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("cannot credit wallet %d: %w", userID, err)
@@ -141,10 +141,50 @@ func (s *Redis) CreditWallet(ctx context.Context, userID, coins int64, ref strin
 // references that read included. It returns the new hot balance.
 func (s *Redis) ResyncWallet(ctx context.Context, userID, balance int64, credited []string) (int64, error) {
 	args := append([]string{strconv.FormatInt(userID, 10), strconv.FormatInt(balance, 10), strconv.Itoa(int(CreditedTTL / time.Second))}, credited...)
-	n, err := lua.WalletResync.Exec(ctx, s.C, []string{BalanceKey(userID), HoldsKey(userID), LoadingKey(userID), CreditedKey(userID),
+	n, err := lua.WalletResync.Exec(ctx, s.c, []string{BalanceKey(userID), HoldsKey(userID), LoadingKey(userID), CreditedKey(userID),
 		LoadedKey(WalletBucket(userID))}, args).AsInt64()
 	if err != nil {
 		return 0, fmt.Errorf("cannot resync wallet %d: %w", userID, err)
 	}
 	return n, nil
+}
+
+// HotWallet is a user's wallet as Redis has it.
+type HotWallet struct {
+	Balance int64
+	Held    map[string]int64 // the coins of each live (pending or claimed) hold, by ticket
+}
+
+// HotWallets reads the hot balance and the live holds of each user, in one
+// round trip. Users whose balance is not in Redis (deleted or evicted: not
+// loaded any more) are in gone instead.
+func (s *Redis) HotWallets(ctx context.Context, users []int64) (wallets map[int64]HotWallet, gone []int64, err error) {
+	cmds := make(rueidis.Commands, 0, 2*len(users))
+	for _, u := range users {
+		cmds = append(cmds, s.c.B().Get().Key(BalanceKey(u)).Build(), s.c.B().Hgetall().Key(HoldsKey(u)).Build())
+	}
+	res := s.c.DoMulti(ctx, cmds...)
+	wallets = map[int64]HotWallet{}
+	for i, u := range users {
+		b, err := res[2*i].AsInt64()
+		if rueidis.IsRedisNil(err) {
+			gone = append(gone, u)
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		holds, err := res[2*i+1].AsStrMap()
+		if err != nil {
+			return nil, nil, err
+		}
+		w := HotWallet{Balance: b, Held: map[string]int64{}}
+		for t, v := range holds {
+			if h, ok := ParseHold(v); ok && h.Live() {
+				w.Held[t] = h.Coins
+			}
+		}
+		wallets[u] = w
+	}
+	return wallets, gone, nil
 }
