@@ -42,8 +42,8 @@ const (
 	hotCreditWindow = 30 * time.Minute
 )
 
-// payState is the gateway's recharge state; the zero value is ready to use.
-type payState struct {
+// rechargeState is the gateway's recharge state; the zero value is ready to use.
+type rechargeState struct {
 	// sandbox is the built-in payment provider the dev endpoint drives.
 	sandbox sandbox.Payments
 
