@@ -13,7 +13,6 @@ import (
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/db"
-	"github.com/flashgate/flashgate/internal/store"
 )
 
 // maxStock bounds one event's stock and one stock delta.
@@ -63,7 +62,7 @@ func (s *Server) adminCreateEvent(rc *reqCtx) *apierr.Error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if key != "" {
-		if body, ok := s.idemLookup(ctx, rc.claims.UserID, "admin-event", key); ok {
+		if body, ok := s.redis.IdemAnswer(ctx, rc.claims.UserID, "admin-event", key); ok {
 			rc.SetStatusCode(201)
 			rc.SetContentType("application/json")
 			rc.SetBody(body)
@@ -87,7 +86,7 @@ func (s *Server) adminCreateEvent(rc *reqCtx) *apierr.Error {
 	s.log.Info("event created", "event", ev.ID, "by", rc.claims.UserID, "stock", ev.Stock)
 	body, _ := json.Marshal(le.json(s.now()))
 	if key != "" {
-		s.idemStore(ctx, rc.claims.UserID, "admin-event", key, body)
+		_ = s.redis.SaveIdemAnswer(ctx, rc.claims.UserID, "admin-event", key, body)
 	}
 	rc.SetStatusCode(201)
 	rc.SetContentType("application/json")
@@ -142,20 +141,6 @@ func (s *Server) adminAddStock(rc *reqCtx) *apierr.Error {
 	s.events.put(le)
 	s.log.Info("stock added", "event", id, "delta", delta, "by", rc.claims.UserID)
 	return rc.writeJSON(200, le.json(s.now()))
-}
-
-// idemLookup returns the stored answer of an earlier request with the key.
-func (s *Server) idemLookup(ctx context.Context, userID int64, scope, key string) ([]byte, bool) {
-	b, err := s.redis.C.Do(ctx, s.redis.C.B().Get().Key(idemKeyName(userID, scope, key)).Build()).AsBytes()
-	return b, err == nil
-}
-
-func (s *Server) idemStore(ctx context.Context, userID int64, scope, key string, body []byte) {
-	s.redis.C.Do(ctx, s.redis.C.B().Set().Key(idemKeyName(userID, scope, key)).Value(string(body)).Ex(store.TicketTTL).Build())
-}
-
-func idemKeyName(userID int64, scope, key string) string {
-	return "{u:" + itoa(userID) + "}:idem:" + scope + ":" + key
 }
 
 // maxDevTokens caps one range request: 10,000 tokens are about 1.6 MB.

@@ -16,14 +16,14 @@ const recentGifts = 50
 // recentGift is one gift of a room's feed: the fields of the WebSocket
 // "gift" push, plus the coins and when it was committed.
 type recentGift struct {
-	Ticket      string    `db:"ticket" json:"ticket"`
-	SenderID    int64     `db:"sender_id" json:"sender_id"`
-	ReceiverID  int64     `db:"receiver_id" json:"receiver_id"`
-	GiftID      int64     `db:"gift_id" json:"gift_id"`
-	Count       int64     `db:"count" json:"count"`
-	Coins       int64     `db:"coins" json:"coins"`
-	CommittedAt time.Time `db:"committed_at" json:"-"`
-	At          string    `db:"-" json:"committed_at"`
+	Ticket      string    `json:"ticket"`
+	SenderID    int64     `json:"sender_id"`
+	ReceiverID  int64     `json:"receiver_id"`
+	GiftID      int64     `json:"gift_id"`
+	Count       int64     `json:"count"`
+	Coins       int64     `json:"coins"`
+	CommittedAt time.Time `json:"-"`
+	At          string    `json:"committed_at"`
 }
 
 // roomGifts answers GET /api/v1/rooms/{room_id}/gifts: the room's last
@@ -35,15 +35,14 @@ func (s *Server) roomGifts(rc *reqCtx) *apierr.Error {
 }
 
 func (s *Server) queryRecentGifts(ctx context.Context, roomID int64) ([]byte, error) {
-	gifts := make([]recentGift, 0, recentGifts)
-	err := s.mysql.DB.SelectContext(ctx, &gifts,
-		"SELECT ticket, sender_id, receiver_id, gift_id, count, coins, committed_at FROM gift_records WHERE room_id = ? ORDER BY id DESC LIMIT ?",
-		roomID, recentGifts)
+	rows, err := s.mysql.RecentRoomGifts(ctx, roomID, recentGifts)
 	if err != nil {
 		return nil, err
 	}
-	for i := range gifts {
-		gifts[i].At = ts(gifts[i].CommittedAt)
+	gifts := make([]recentGift, len(rows))
+	for i, g := range rows {
+		gifts[i] = recentGift{Ticket: g.Ticket, SenderID: g.SenderID, ReceiverID: g.ReceiverID, GiftID: g.GiftID,
+			Count: g.Count, Coins: g.Coins, CommittedAt: g.CommittedAt, At: ts(g.CommittedAt)}
 	}
 	return json.Marshal(struct {
 		RoomID int64        `json:"room_id"`

@@ -94,8 +94,8 @@ type Server struct {
 	draining    atomic.Bool // shutting down: answers close their connection
 	ready       obs.Readiness
 	payments    OrderPayments
-	pay         payState  // recharge and withdrawals: see pay.go
-	gifts       giftState // live-room gifts and wallet: see gifts.go
+	pay         rechargeState // recharge: see recharge.go
+	gifts       giftState     // live-room gifts and wallet: see gifts.go
 	now         func() time.Time
 
 	bg sync.WaitGroup

@@ -6,12 +6,9 @@ import (
 	"errors"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/rueidis"
 
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/bus"
@@ -63,13 +60,13 @@ type giftState struct {
 
 // catalogGift is one active gift of the catalog.
 type catalogGift struct {
-	ID        int64  `db:"id" json:"id"`
-	Name      string `db:"name" json:"name"`
-	Price     int64  `db:"price" json:"price"`
-	EffectURL string `db:"effect_url" json:"effect_url"`
+	ID        int64  `json:"id"`
+	Name      string `json:"name"`
+	Price     int64  `json:"price"`
+	EffectURL string `json:"effect_url"`
 	// Version is the gift_prices row of this price, which gift records
 	// carry so that the worker can check their coins.
-	Version int64 `db:"version" json:"-"`
+	Version int64 `json:"-"`
 }
 
 // giftCatalog is one snapshot of the active gifts.
@@ -80,31 +77,29 @@ type giftCatalog struct {
 
 // refreshGifts reloads the active gifts from MySQL.
 func (s *Server) refreshGifts(ctx context.Context) error {
-	var gifts []catalogGift
-	// The CHECK on price makes "price > 0" redundant, unless someone dropped
-	// it; a free gift would let anyone flood a room without coins.
-	const q = `SELECT g.id, g.name, g.price, g.effect_url, COALESCE(p.id, 0) AS version
-		FROM gifts g LEFT JOIN gift_prices p ON p.gift_id = g.id AND p.price = g.price
-		WHERE g.active = 1 AND g.price > 0 ORDER BY g.price, g.id`
-	if err := s.mysql.DB.SelectContext(ctx, &gifts, q); err != nil {
+	rows, err := s.mysql.GiftCatalog(ctx)
+	if err != nil {
 		return err
 	}
 	// A price nobody served before gets its catalog version before any gift
 	// is held at it, so that the worker can check those gifts' coins.
 	fresh := false
-	for _, g := range gifts {
+	for _, g := range rows {
 		if g.Version == 0 {
-			if _, err := s.mysql.DB.ExecContext(ctx, "INSERT IGNORE INTO gift_prices (gift_id, price) VALUES (?, ?)", g.ID, g.Price); err != nil {
+			if err := s.mysql.AddGiftPrice(ctx, g.ID, g.Price); err != nil {
 				return err
 			}
 			fresh = true
 		}
 	}
 	if fresh {
-		gifts = gifts[:0]
-		if err := s.mysql.DB.SelectContext(ctx, &gifts, q); err != nil {
+		if rows, err = s.mysql.GiftCatalog(ctx); err != nil {
 			return err
 		}
+	}
+	var gifts []catalogGift
+	for _, g := range rows {
+		gifts = append(gifts, catalogGift(g))
 	}
 	c := &giftCatalog{byID: make(map[int64]*catalogGift, len(gifts))}
 	for i := range gifts {
@@ -371,17 +366,14 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 	}
 	out := ticketJSON{Ticket: t, Kind: "gift"}
 	rctx, rcancel := context.WithTimeout(context.Background(), s.cfg.RedisTimeout)
-	hold, herr := s.redis.C.Do(rctx, s.redis.C.B().Hget().Key(store.HoldsKey(senderID)).Field(t).Build()).ToString()
+	hold, found, herr := s.redis.Hold(rctx, senderID, t)
 	rcancel()
 	switch {
-	case herr == nil:
-		if ok := holdTicket(hold, &out); ok {
-			return rc.writeJSON(200, out)
-		}
-	case rueidis.IsRedisNil(herr):
-		herr = nil
-	default:
+	case herr != nil:
 		s.log.Warn("cannot read a gift hold from Redis; asking MySQL", "err", herr)
+	case found:
+		holdTicket(hold, &out)
+		return rc.writeJSON(200, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -403,29 +395,17 @@ func (s *Server) getGiftTicket(rc *reqCtx, t string, senderID int64) *apierr.Err
 	return apierr.NotFound.With("no such ticket")
 }
 
-// holdTicket fills out from a hold of the sender's holds hash and reports
-// whether it was one. A hold is "p:<coins>:<ms>" (pending) or
-// "c:<coins>:<ms>" (claimed by the worker); "a:<ms>" means the gateway undid
-// it after a failed produce: the first request got 503, but a concurrent
-// repeat with its Idempotency-Key may have been answered 202 with this
-// ticket, and a 202 ticket must end failed or succeeded.
-func holdTicket(hold string, out *ticketJSON) bool {
-	kind, rest, _ := strings.Cut(hold, ":")
-	if kind == "a" {
-		at, err := strconv.ParseInt(rest, 10, 64)
-		if err != nil {
-			return false
-		}
-		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(time.UnixMilli(at))
-		return true
+// holdTicket fills out from a hold of the sender's holds hash. A pending
+// or claimed hold is a pending ticket; an undone one ("a:", the gateway
+// undid it after a failed produce) failed: the first request got 503, but
+// a concurrent repeat with its Idempotency-Key may have been answered 202
+// with this ticket, and a 202 ticket must end failed or succeeded.
+func holdTicket(h store.GiftHold, out *ticketJSON) {
+	if h.State == store.HoldUndone {
+		out.Status, out.Reason, out.CreatedAt = "failed", "aborted", ts(h.At)
+		return
 	}
-	_, ms, _ := strings.Cut(rest, ":")
-	held, err := strconv.ParseInt(ms, 10, 64)
-	if (kind != "p" && kind != "c") || err != nil {
-		return false
-	}
-	out.Status, out.CreatedAt = "pending", ts(time.UnixMilli(held))
-	return true
+	out.Status, out.CreatedAt = "pending", ts(h.At)
 }
 
 // boardCache keeps each room's leaderboard answer. A room's board is
@@ -476,8 +456,8 @@ func (c *boardCache) room(id int64, now time.Time) *board {
 
 // boardEntry is one line of a leaderboard.
 type boardEntry struct {
-	UserID int64 `db:"user_id" json:"user_id"`
-	Coins  int64 `db:"coins" json:"coins"`
+	UserID int64 `json:"user_id"`
+	Coins  int64 `json:"coins"`
 }
 
 // boardQueryTimeout bounds one leaderboard query.
@@ -603,9 +583,10 @@ func (s *Server) queryBoard(ctx context.Context, roomID int64) ([]byte, error) {
 }
 
 func (s *Server) loadBoard(ctx context.Context, roomID int64) ([]boardEntry, error) {
-	top := make([]boardEntry, 0, boardTop)
-	err := s.mysql.DB.SelectContext(ctx, &top,
-		"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
-		roomID, boardTop)
+	rows, err := s.mysql.TopRoomSenders(ctx, roomID, boardTop)
+	top := make([]boardEntry, len(rows))
+	for i, r := range rows {
+		top[i] = boardEntry(r)
+	}
 	return top, err
 }

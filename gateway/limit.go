@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/store"
-	"github.com/flashgate/flashgate/lua"
 )
 
 // RateClass groups routes that share a per-user rate limit.
@@ -77,18 +75,13 @@ func (l *RedisLimiter) Allow(ctx context.Context, userID int64, class RateClass)
 		rateLimited.WithLabelValues(class.String(), "cache").Inc()
 		return time.Duration(until - now.UnixNano()), nil
 	}
-	interval := int64(1e6 / rate.PerSecond)
-	vals, err := lua.RateLimit.Exec(ctx, l.redis.C,
-		[]string{"{u:" + strconv.FormatInt(userID, 10) + "}:rl:" + class.String()},
-		[]string{strconv.FormatInt(interval, 10), strconv.Itoa(rate.Burst)}).ToArray()
+	ok, wait, err := l.redis.RateLimit(ctx, userID, class.String(), store.Limit{PerSecond: rate.PerSecond, Burst: rate.Burst})
 	if err != nil {
 		return 0, err
 	}
-	if ok, _ := vals[0].AsInt64(); ok == 1 {
+	if ok {
 		return 0, nil
 	}
-	us, _ := vals[1].AsInt64()
-	wait := time.Duration(us) * time.Microsecond
 	l.deny.put(denyKey{userID, class}, now.Add(wait).UnixNano())
 	rateLimited.WithLabelValues(class.String(), "redis").Inc()
 	return wait, nil

@@ -211,37 +211,23 @@ func (w *Worker) checkGiftCoins(ctx context.Context, gifts []bus.Gift) ([]bus.Gi
 	if len(missing) > 0 || len(current) > 0 {
 		err := w.retry(ctx, "read gift prices", func() error {
 			if len(missing) > 0 {
-				var rows []struct {
-					ID int64 `db:"id"`
-					giftPrice
-				}
-				q, args, err := sqlx.In("SELECT id, gift_id, price FROM gift_prices WHERE id IN (?)", missing)
+				rows, err := w.mysql.GiftPrices(ctx, missing)
 				if err != nil {
-					return err
-				}
-				if err := w.mysql.DB.SelectContext(ctx, &rows, q, args...); err != nil {
 					return err
 				}
 				w.prices.mu.Lock()
 				for _, r := range rows {
-					w.prices.m[r.ID] = r.giftPrice
+					w.prices.m[r.ID] = giftPrice{GiftID: r.GiftID, Price: r.Price}
 				}
 				w.prices.mu.Unlock()
 			}
 			if len(current) > 0 {
-				var rows []struct {
-					ID    int64 `db:"id"`
-					Price int64 `db:"price"`
-				}
-				q, args, err := sqlx.In("SELECT id, price FROM gifts WHERE id IN (?)", current)
+				prices, err := w.mysql.CurrentGiftPrices(ctx, current)
 				if err != nil {
 					return err
 				}
-				if err := w.mysql.DB.SelectContext(ctx, &rows, q, args...); err != nil {
-					return err
-				}
-				for _, r := range rows {
-					now[r.ID] = r.Price
+				for id, p := range prices {
+					now[id] = p
 				}
 			}
 			return nil

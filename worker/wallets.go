@@ -2,16 +2,12 @@ package worker
 
 import (
 	"context"
-	"strconv"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/redis/rueidis"
 
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
-	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/wallet"
 )
 
@@ -66,38 +62,13 @@ func (w *Worker) ReconcileWallets(ctx context.Context) error {
 // walletGaps records, for the users whose hot balance is off MySQL's
 // balance minus their live holds, by how much.
 func (w *Worker) walletGaps(ctx context.Context, users []int64, gaps map[int64]int64) error {
-	cmds := make(rueidis.Commands, 0, 2*len(users))
-	for _, u := range users {
-		cmds = append(cmds, w.redis.C.B().Get().Key(store.BalanceKey(u)).Build(), w.redis.C.B().Hgetall().Key(store.HoldsKey(u)).Build())
+	hot, gone, err := w.redis.HotWallets(ctx, users)
+	if err != nil {
+		return err
 	}
-	res := w.redis.C.DoMulti(ctx, cmds...)
-	hot := map[int64]int64{}
-	held := map[int64]map[string]int64{}
 	var tickets []string
-	var gone []int64
-	for i, u := range users {
-		b, err := res[2*i].AsInt64()
-		if rueidis.IsRedisNil(err) {
-			gone = append(gone, u) // deleted or evicted: not loaded any more
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		holds, err := res[2*i+1].AsStrMap()
-		if err != nil {
-			return err
-		}
-		hot[u] = b
-		held[u] = map[string]int64{}
-		for t, v := range holds {
-			state, rest, _ := strings.Cut(v, ":")
-			if state != "p" && state != "c" {
-				continue
-			}
-			coins, _, _ := strings.Cut(rest, ":")
-			n, _ := strconv.ParseInt(coins, 10, 64)
-			held[u][t] = n
+	for _, hw := range hot {
+		for t := range hw.Held {
 			tickets = append(tickets, t)
 		}
 	}
@@ -112,15 +83,15 @@ func (w *Worker) walletGaps(ctx context.Context, users []int64, gaps map[int64]i
 	if err != nil {
 		return err
 	}
-	for u, b := range hot {
+	for u, hw := range hot {
 		want := balances[u]
-		for t, coins := range held[u] {
+		for t, coins := range hw.Held {
 			if _, ok := decided[t]; !ok {
 				want -= coins
 			}
 		}
-		if b != want {
-			gaps[u] = b - want
+		if hw.Balance != want {
+			gaps[u] = hw.Balance - want
 		}
 	}
 	return nil

@@ -73,7 +73,7 @@ type Config struct {
 	TokenMaxTTL time.Duration // FLASHGATE_TOKEN_MAX_TTL
 	PaySecret   string        // FLASHGATE_PAY_SECRET
 
-	// Recharge and withdrawals (gateway/pay.go, worker/payouts.go).
+	// Recharge and withdrawals (gateway/recharge.go, gateway/withdrawals.go, worker/payouts.go).
 	// SandboxPayments lets a service run outside dev mode with a sandbox
 	// provider, which moves no money.
 	SandboxPayments bool          // FLASHGATE_SANDBOX_PAYMENTS

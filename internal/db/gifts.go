@@ -251,3 +251,40 @@ func insertRows(ctx context.Context, tx *sqlx.Tx, head string, cols, rows int, t
 	sb.WriteString(tail)
 	return tx.ExecContext(ctx, sb.String(), args...)
 }
+
+// RoomGift is a committed gift as a room's feed shows it.
+type RoomGift struct {
+	Ticket      string    `db:"ticket"`
+	SenderID    int64     `db:"sender_id"`
+	ReceiverID  int64     `db:"receiver_id"`
+	GiftID      int64     `db:"gift_id"`
+	Count       int64     `db:"count"`
+	Coins       int64     `db:"coins"`
+	CommittedAt time.Time `db:"committed_at"`
+}
+
+// RecentRoomGifts returns a room's last limit committed gifts, newest
+// first.
+func (s MySQL) RecentRoomGifts(ctx context.Context, roomID int64, limit int) ([]RoomGift, error) {
+	gifts := make([]RoomGift, 0, limit)
+	err := s.DB.SelectContext(ctx, &gifts,
+		"SELECT ticket, sender_id, receiver_id, gift_id, count, coins, committed_at FROM gift_records WHERE room_id = ? ORDER BY id DESC LIMIT ?",
+		roomID, limit)
+	return gifts, err
+}
+
+// RoomSender is a sender's total in a room.
+type RoomSender struct {
+	UserID int64 `db:"user_id"`
+	Coins  int64 `db:"coins"`
+}
+
+// TopRoomSenders returns a room's limit biggest senders, biggest first
+// (ties by user id): the leaderboard.
+func (s MySQL) TopRoomSenders(ctx context.Context, roomID int64, limit int) ([]RoomSender, error) {
+	top := make([]RoomSender, 0, limit)
+	err := s.DB.SelectContext(ctx, &top,
+		"SELECT user_id, coins FROM room_senders WHERE room_id = ? AND coins > 0 ORDER BY coins DESC, user_id LIMIT ?",
+		roomID, limit)
+	return top, err
+}

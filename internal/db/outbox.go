@@ -33,6 +33,13 @@ type OutboxMessage struct {
 	Payload []byte `db:"payload"`
 }
 
+// QueueMessage inserts an unsent outbox row in tx, the transaction of the
+// change the message announces.
+func QueueMessage(ctx context.Context, tx *sqlx.Tx, topic, key string, payload []byte) error {
+	_, err := tx.ExecContext(ctx, "INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)", topic, key, payload)
+	return err
+}
+
 // ClaimOutbox claims, under token and for the duration claim, up to limit
 // unsent rows that no live claim holds, and returns the rows token holds,
 // oldest first. It commits before it returns, so that no lock is held while

@@ -66,7 +66,7 @@ func TestOrderBadInput(t *testing.T) {
 	if b, tk, err := s.redis.Counts(context.Background(), ev); err != nil || b != 0 || tk != 0 {
 		t.Errorf("%d buyer records and %d tickets after bad requests (%v)", b, tk, err)
 	}
-	if n, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64(); n != 0 {
+	if n, _ := s.raw.Do(context.Background(), s.raw.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64(); n != 0 {
 		t.Errorf("%d pending reservations after bad requests", n)
 	}
 	// And the endpoint still works for a good request.

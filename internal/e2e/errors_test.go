@@ -27,13 +27,13 @@ func (s *system) snapshot(events []int64, users []int64) snapshot {
 		sn.redis[fmt.Sprintf("stock %d", ev)] = fmt.Sprint(st, ok)
 		b, tk, err := s.redis.Counts(ctx, ev)
 		sn.redis[fmt.Sprintf("buyers, tickets %d", ev)] = fmt.Sprint(b, tk, err)
-		n, _ := s.redis.C.Do(ctx, s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
+		n, _ := s.raw.Do(ctx, s.raw.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
 		sn.redis[fmt.Sprintf("pending %d", ev)] = fmt.Sprint(n)
 	}
 	for _, u := range users {
 		bal, ok, _ := s.redis.HotBalance(ctx, u)
 		sn.redis[fmt.Sprintf("hot balance %d", u)] = fmt.Sprint(bal, ok)
-		n, _ := s.redis.C.Do(ctx, s.redis.C.B().Hlen().Key(store.HoldsKey(u)).Build()).AsInt64()
+		n, _ := s.raw.Do(ctx, s.raw.B().Hlen().Key(store.HoldsKey(u)).Build()).AsInt64()
 		sn.redis[fmt.Sprintf("holds %d", u)] = fmt.Sprint(n)
 	}
 	for _, q := range []string{

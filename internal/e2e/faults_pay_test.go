@@ -606,7 +606,7 @@ func TestFaultPayRechargeHotCredit(t *testing.T) {
 	}
 
 	// 1. Redis refuses writes for 11 s while the notify runs.
-	if err := s.redis.C.Do(context.Background(), s.redis.C.B().ClientPause().Timeout(11000).Write().Build()).Error(); err != nil {
+	if err := s.raw.Do(context.Background(), s.raw.B().ClientPause().Timeout(11000).Write().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 	first := notify(orders[0])

@@ -218,7 +218,7 @@ func (s *system) checkSale(ev int64) {
 	var pending int64
 	s.waitFor("Redis stock to agree with MySQL", func() bool {
 		redis, _ = s.redisStock(ev)
-		pending, _ = s.redis.C.Do(context.Background(), s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
+		pending, _ = s.raw.Do(context.Background(), s.raw.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
 		return redis == int64(mysql) && pending == 0
 	})
 }
@@ -471,7 +471,7 @@ func TestFaultGatewayKill9(t *testing.T) {
 	s.waitFor("Redis to agree with MySQL again", func() bool {
 		mysql := s.count("SELECT stock FROM events WHERE id = ?", ev)
 		redis, _ := s.redisStock(ev)
-		pending, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
+		pending, _ := s.raw.Do(context.Background(), s.raw.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64()
 		return redis == int64(mysql) && pending == 0
 	})
 	converged := time.Since(killed)
@@ -638,7 +638,7 @@ func TestFaultRedisLost(t *testing.T) {
 		})
 	}
 	wave(1, 90, func() {
-		if err := s.redis.C.Do(context.Background(), s.redis.C.B().Flushall().Build()).Error(); err != nil {
+		if err := s.raw.Do(context.Background(), s.raw.B().Flushall().Build()).Error(); err != nil {
 			t.Errorf("FLUSHALL: %v", err)
 		}
 		phase.Store(1)
@@ -894,7 +894,7 @@ func TestFaultGiftIdemAfterFlush(t *testing.T) {
 	if first.Status != 202 || s.waitTicket(60, first.str("ticket")).str("status") != "succeeded" {
 		t.Fatalf("first gift: %d %s", first.Status, first.Raw)
 	}
-	if err := s.redis.C.Do(context.Background(), s.redis.C.B().Flushall().Build()).Error(); err != nil {
+	if err := s.raw.Do(context.Background(), s.raw.B().Flushall().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 	again := s.gift(1, 60, 7, 2, 1, "Idempotency-Key", "tap-1")

@@ -52,7 +52,7 @@ func TestFlushAllMidSale(t *testing.T) {
 					t.Errorf("user %d: %d %s", uid, a.Status, a.Raw)
 				}
 				if done.Add(1) == flushAt {
-					if err := s.redis.C.Do(context.Background(), s.redis.C.B().Flushall().Build()).Error(); err != nil {
+					if err := s.raw.Do(context.Background(), s.raw.B().Flushall().Build()).Error(); err != nil {
 						t.Errorf("FLUSHALL: %v", err)
 					}
 					flushed.Store(true)

@@ -59,7 +59,7 @@ func (s *system) giftHot(uid int64) int64 {
 // claimed); decided and undone entries hold none.
 func (s *system) giftHolds(uid int64) int64 {
 	s.t.Helper()
-	vals, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hvals().Key(store.HoldsKey(uid)).Build()).AsStrSlice()
+	vals, err := s.raw.Do(context.Background(), s.raw.B().Hvals().Key(store.HoldsKey(uid)).Build()).AsStrSlice()
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -822,7 +822,7 @@ func TestGiftKafkaUnreachable(t *testing.T) {
 	if got := s.giftHot(sender); got != 100 {
 		t.Errorf("hot balance %d after failed produces, want 100", got)
 	}
-	holds, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hgetall().Key(store.HoldsKey(sender)).Build()).AsStrMap()
+	holds, err := s.raw.Do(context.Background(), s.raw.B().Hgetall().Key(store.HoldsKey(sender)).Build()).AsStrMap()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // commandCalls reads Redis's call counts by command (INFO commandstats).
 func (s *system) commandCalls() map[string]int64 {
 	s.t.Helper()
-	info, err := s.redis.C.Do(context.Background(), s.redis.C.B().Info().Section("commandstats").Build()).ToString()
+	info, err := s.raw.Do(context.Background(), s.raw.B().Info().Section("commandstats").Build()).ToString()
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func (s *system) commandCalls() map[string]int64 {
 // when the user is not in it.
 func (s *system) holderScore(uid int64) (ms int64, ok bool) {
 	s.t.Helper()
-	f, err := s.redis.C.Do(context.Background(), s.redis.C.B().Zscore().Key(store.HoldersKey(store.WalletBucket(uid))).
+	f, err := s.raw.Do(context.Background(), s.raw.B().Zscore().Key(store.HoldersKey(store.WalletBucket(uid))).
 		Member(strconv.FormatInt(uid, 10)).Build()).AsFloat64()
 	if rueidis.IsRedisNil(err) {
 		return 0, false
@@ -112,12 +112,12 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 	var junk rueidis.Commands
 	for i := range 10_000 {
 		if i%2 == 0 {
-			junk = append(junk, s.redis.C.B().Set().Key(fmt.Sprintf("{u:%d}:bal", i)).Value("5").Build())
+			junk = append(junk, s.raw.B().Set().Key(fmt.Sprintf("{u:%d}:bal", i)).Value("5").Build())
 		} else {
-			junk = append(junk, s.redis.C.B().Hset().Key(fmt.Sprintf("{ev:9}:t:o9-%d", i)).FieldValue().FieldValue("s", "pending").Build())
+			junk = append(junk, s.raw.B().Hset().Key(fmt.Sprintf("{ev:9}:t:o9-%d", i)).FieldValue().FieldValue("s", "pending").Build())
 		}
 	}
-	for _, r := range s.redis.C.DoMulti(ctx, junk...) {
+	for _, r := range s.raw.DoMulti(ctx, junk...) {
 		if err := r.Error(); err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +142,7 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 	if _, err := s.db.Exec("UPDATE wallets SET balance = 177 WHERE user_id = ?", drifted); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.redis.C.Do(ctx, s.redis.C.B().Del().Key(store.BalanceKey(gone)).Build()).Error(); err != nil {
+	if err := s.raw.Do(ctx, s.raw.B().Del().Key(store.BalanceKey(gone)).Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -171,7 +171,7 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 		t.Errorf("%d records in the gifts topic, want 1 abort marker (for the stale hold)", n)
 	}
 	holds := func(uid int64) map[string]string {
-		m, err := s.redis.C.Do(ctx, s.redis.C.B().Hgetall().Key(store.HoldsKey(uid)).Build()).AsStrMap()
+		m, err := s.raw.Do(ctx, s.raw.B().Hgetall().Key(store.HoldsKey(uid)).Build()).AsStrMap()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +211,7 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 		t.Errorf("drifted hot balance %d, want 177 from MySQL", got)
 	}
 	inLoaded := func(uid int64) bool {
-		ok, err := s.redis.C.Do(ctx, s.redis.C.B().Sismember().Key(store.LoadedKey(store.WalletBucket(uid))).
+		ok, err := s.raw.Do(ctx, s.raw.B().Sismember().Key(store.LoadedKey(store.WalletBucket(uid))).
 			Member(strconv.FormatInt(uid, 10)).Build()).AsBool()
 		if err != nil {
 			t.Fatal(err)

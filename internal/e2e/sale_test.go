@@ -143,7 +143,7 @@ func TestKafkaUnreachable(t *testing.T) {
 	if b := s.buyerTicket(ev, 42); b != "" {
 		t.Errorf("buyer record %q left behind", b)
 	}
-	if n, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64(); n != 0 {
+	if n, _ := s.raw.Do(context.Background(), s.raw.B().Zcard().Key(store.PendingKey(ev)).Build()).AsInt64(); n != 0 {
 		t.Errorf("%d pending reservations left behind", n)
 	}
 	// A concurrent repeat with the same Idempotency-Key may have been told

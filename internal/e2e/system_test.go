@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashgate/flashgate/gateway"
@@ -44,9 +45,12 @@ type system struct {
 	stopWS      context.CancelFunc
 	wsDone      chan struct{}
 	redis       *store.Redis
-	db          *sqlx.DB
-	kafka       *kfake.Cluster
-	signer      *auth.Signer
+	// raw is a plain client of the same Redis, for tests that look at or
+	// break keys behind the store's back (the store keeps its own sealed).
+	raw    rueidis.Client
+	db     *sqlx.DB
+	kafka  *kfake.Cluster
+	signer *auth.Signer
 
 	mysqlProxy  *testenv.Proxy       // options.mysqlProxy
 	redisServer *testenv.RedisServer // options.restartableRedis
@@ -96,6 +100,9 @@ func start(t *testing.T, opts options) *system {
 	s.cfg = cfg
 	var err error
 	if s.redis, err = store.New(cfg.RedisAddr); err != nil {
+		t.Fatal(err)
+	}
+	if s.raw, err = rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cfg.RedisAddr}, DisableCache: true}); err != nil {
 		t.Fatal(err)
 	}
 	if s.db, err = db.Open(context.Background(), s.directDSN); err != nil {
@@ -159,6 +166,7 @@ func (s *system) shutdown() {
 	}
 	s.wg.Wait()
 	s.redis.Close()
+	s.raw.Close()
 	s.db.Close()
 	for _, err := range s.errs {
 		s.t.Errorf("service failed: %v", err)
@@ -315,7 +323,7 @@ func (s *system) redisStock(eventID int64) (int64, bool) {
 }
 
 func (s *system) buyerTicket(eventID, userID int64) string {
-	v, _ := s.redis.C.Do(context.Background(), s.redis.C.B().Hget().Key(store.BuyersKey(eventID)).Field(fmt.Sprint(userID)).Build()).ToString()
+	v, _ := s.raw.Do(context.Background(), s.raw.B().Hget().Key(store.BuyersKey(eventID)).Field(fmt.Sprint(userID)).Build()).ToString()
 	return v
 }
 

@@ -86,7 +86,7 @@ func TestRedisClusterSale(t *testing.T) {
 		if got := reserved[i].Load(); got != stock {
 			t.Errorf("event %d: %d units reserved, stock was %d", id, got, stock)
 		}
-		left, err := s.C.Do(ctx, s.C.B().Get().Key(store.StockKey(id)).Build()).AsInt64()
+		left, err := s.Raw().Do(ctx, s.Raw().B().Get().Key(store.StockKey(id)).Build()).AsInt64()
 		if err != nil || left != 0 {
 			t.Errorf("event %d: stock left %d (%v), want 0", id, left, err)
 		}
@@ -244,18 +244,18 @@ func TestRedisClusterFailover(t *testing.T) {
 		if switched > 0 && k.(int64) >= switched {
 			after++
 		}
-		got, err := s.C.Do(ctx, s.C.B().Hget().Key(store.BuyersKey(event)).Field(fmt.Sprint(k)).Build()).ToString()
+		got, err := s.Raw().Do(ctx, s.Raw().B().Hget().Key(store.BuyersKey(event)).Field(fmt.Sprint(k)).Build()).ToString()
 		if err != nil || got != v.(string) {
 			t.Errorf("user %v was told ticket %v, Redis holds %q (%v): an accepted reservation was lost", k, v, got, err)
 		}
 		return true
 	})
-	sold, err := s.C.Do(ctx, s.C.B().Hlen().Key(store.BuyersKey(event)).Build()).AsInt64()
+	sold, err := s.Raw().Do(ctx, s.Raw().B().Hlen().Key(store.BuyersKey(event)).Build()).AsInt64()
 	if err != nil {
 		t.Fatal(err)
 	}
 	sold-- // warm.lua's "_" field keeps the hash alive
-	left, err := s.C.Do(ctx, s.C.B().Get().Key(store.StockKey(event)).Build()).AsInt64()
+	left, err := s.Raw().Do(ctx, s.Raw().B().Get().Key(store.StockKey(event)).Build()).AsInt64()
 	if err != nil {
 		t.Fatal(err)
 	}

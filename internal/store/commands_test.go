@@ -71,7 +71,7 @@ func TestOrderRedisCommands(t *testing.T) {
 			t.Fatalf("ticket %s: %+v %v", tk, st, err)
 		}
 	}
-	if n, _ := s.C.Do(ctx, s.C.B().Zcard().Key(PendingKey(ev)).Build()).AsInt64(); n != 0 {
+	if n, _ := s.c.Do(ctx, s.c.B().Zcard().Key(PendingKey(ev)).Build()).AsInt64(); n != 0 {
 		t.Errorf("%d reservations still pending", n)
 	}
 	if b, tk, err := s.Counts(ctx, ev); err != nil || b != orders || tk != orders {
@@ -79,7 +79,7 @@ func TestOrderRedisCommands(t *testing.T) {
 	}
 	// The event's hashes carry its expiry.
 	for _, k := range []string{BuyersKey(ev), TicketsKey(ev)} {
-		if ttl, _ := s.C.Do(ctx, s.C.B().Ttl().Key(k).Build()).AsInt64(); ttl <= 0 {
+		if ttl, _ := s.c.Do(ctx, s.c.B().Ttl().Key(k).Build()).AsInt64(); ttl <= 0 {
 			t.Errorf("%s has TTL %d, want the event's", k, ttl)
 		}
 	}
@@ -90,7 +90,7 @@ var upkeep = map[string]bool{"hello": true, "ping": true, "client": true, "clust
 
 func resetStats(t *testing.T, s *Redis) {
 	t.Helper()
-	if err := s.C.Do(context.Background(), s.C.B().ConfigResetstat().Build()).Error(); err != nil {
+	if err := s.c.Do(context.Background(), s.c.B().ConfigResetstat().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -101,7 +101,7 @@ func resetStats(t *testing.T, s *Redis) {
 // go with connections and timers, not with orders.
 func commands(t *testing.T, s *Redis) int64 {
 	t.Helper()
-	info, err := s.C.Do(context.Background(), s.C.B().Info().Section("commandstats").Build()).ToString()
+	info, err := s.c.Do(context.Background(), s.c.B().Info().Section("commandstats").Build()).ToString()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -21,7 +20,7 @@ import (
 // (reserve.lua, gift_hold.lua), so measuring their age with it too keeps
 // gateways' and workers' clocks out of the question.
 func (s *Redis) Now(ctx context.Context) (time.Time, error) {
-	v, err := s.C.Do(ctx, s.C.B().Time().Build()).AsStrSlice()
+	v, err := s.c.Do(ctx, s.c.B().Time().Build()).AsStrSlice()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("cannot read Redis's clock: %w", err)
 	}
@@ -40,7 +39,7 @@ func (s *Redis) Now(ctx context.Context) (time.Time, error) {
 // a look by the reconciler: reserved before t, or marked for another look
 // before t.
 func (s *Redis) PendingDue(ctx context.Context, eventID int64, t time.Time, limit int64) ([]string, error) {
-	return s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(eventID)).Min("-inf").
+	return s.c.Do(ctx, s.c.B().Zrange().Key(PendingKey(eventID)).Min("-inf").
 		Max(strconv.FormatInt(t.UnixMilli(), 10)).Byscore().Limit(0, limit).Build()).AsStrSlice()
 }
 
@@ -51,7 +50,7 @@ func (s *Redis) Tickets(ctx context.Context, eventID int64, tickets []string) (m
 	if len(tickets) == 0 {
 		return out, nil
 	}
-	vals, err := s.C.Do(ctx, s.C.B().Hmget().Key(TicketsKey(eventID)).Field(tickets...).Build()).ToArray()
+	vals, err := s.c.Do(ctx, s.c.B().Hmget().Key(TicketsKey(eventID)).Field(tickets...).Build()).ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("cannot read tickets: %w", err)
 	}
@@ -78,7 +77,7 @@ func (s *Redis) MarkPending(ctx context.Context, eventID int64, tickets []string
 		chunk := tickets[:min(len(tickets), scriptChunk)]
 		tickets = tickets[len(chunk):]
 		args := append([]string{strconv.FormatInt(next.UnixMilli(), 10), strconv.FormatInt(now.UnixMilli(), 10)}, chunk...)
-		if err := lua.MarkPending.Exec(ctx, s.C, []string{PendingKey(eventID), TicketsKey(eventID)}, args).Error(); err != nil {
+		if err := lua.MarkPending.Exec(ctx, s.c, []string{PendingKey(eventID), TicketsKey(eventID)}, args).Error(); err != nil {
 			return fmt.Errorf("cannot mark reservations: %w", err)
 		}
 	}
@@ -93,7 +92,7 @@ func (s *Redis) MarkPending(ctx context.Context, eventID int64, tickets []string
 func (s *Redis) OldestReservation(ctx context.Context, events []int64) (time.Time, bool, error) {
 	var oldest int64
 	for _, ev := range events {
-		first, err := s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(ev)).Min("0").Max("0").Withscores().Build()).AsZScores()
+		first, err := s.c.Do(ctx, s.c.B().Zrange().Key(PendingKey(ev)).Min("0").Max("0").Withscores().Build()).AsZScores()
 		if err != nil {
 			return time.Time{}, false, fmt.Errorf("cannot read the pending reservations of event %d: %w", ev, err)
 		}
@@ -117,10 +116,10 @@ func (s *Redis) OldestReservation(ctx context.Context, events []int64) (time.Tim
 func (s *Redis) OldestHold(ctx context.Context) (time.Time, bool, error) {
 	cmds := make(rueidis.Commands, WalletBuckets)
 	for b := range WalletBuckets {
-		cmds[b] = s.C.B().Zrange().Key(HoldersKey(b)).Min("0").Max("0").Withscores().Build()
+		cmds[b] = s.c.B().Zrange().Key(HoldersKey(b)).Min("0").Max("0").Withscores().Build()
 	}
 	var oldest int64
-	for _, r := range s.C.DoMulti(ctx, cmds...) {
+	for _, r := range s.c.DoMulti(ctx, cmds...) {
 		first, err := r.AsZScores()
 		if err != nil {
 			return time.Time{}, false, fmt.Errorf("cannot read the gift holders: %w", err)
@@ -137,11 +136,11 @@ func (s *Redis) LookAgain(ctx context.Context, eventID int64, tickets []string, 
 	if len(tickets) == 0 {
 		return nil
 	}
-	cmd := s.C.B().Zadd().Key(PendingKey(eventID)).Xx().ScoreMember()
+	cmd := s.c.B().Zadd().Key(PendingKey(eventID)).Xx().ScoreMember()
 	for _, t := range tickets {
 		cmd = cmd.ScoreMember(float64(next.UnixMilli()), t)
 	}
-	return s.C.Do(ctx, cmd.Build()).Error()
+	return s.c.Do(ctx, cmd.Build()).Error()
 }
 
 // Released is a cancelled or expired order whose unit MySQL has back.
@@ -152,7 +151,7 @@ type Released struct {
 
 // AllPending returns every reservation pending in an event's set.
 func (s *Redis) AllPending(ctx context.Context, eventID int64) ([]string, error) {
-	return s.C.Do(ctx, s.C.B().Zrange().Key(PendingKey(eventID)).Min("0").Max("-1").Build()).AsStrSlice()
+	return s.c.Do(ctx, s.c.B().Zrange().Key(PendingKey(eventID)).Min("0").Max("-1").Build()).AsStrSlice()
 }
 
 // SyncStock sets a warm event's Redis stock to what is really left (see
@@ -167,7 +166,7 @@ func (s *Redis) SyncStock(ctx context.Context, eventID, mysqlStock int64, releas
 		args = append(args, strconv.FormatInt(r.UserID, 10), r.Ticket)
 	}
 	args = append(args, settled...)
-	vals, err := lua.StockSync.Exec(ctx, s.C, []string{StockKey(eventID), PendingKey(eventID), BuyersKey(eventID)}, args).AsIntSlice()
+	vals, err := lua.StockSync.Exec(ctx, s.c, []string{StockKey(eventID), PendingKey(eventID), BuyersKey(eventID)}, args).AsIntSlice()
 	if err != nil || len(vals) != 2 {
 		return 0, 0, false, fmt.Errorf("cannot sync stock of event %d: %v", eventID, err)
 	}
@@ -179,12 +178,12 @@ func (s *Redis) MarkHolds(ctx context.Context, senderID int64, tickets []string,
 	if len(tickets) == 0 {
 		return nil
 	}
-	cmd := s.C.B().Hset().Key(HoldsKey(senderID)).FieldValue()
+	cmd := s.c.B().Hset().Key(HoldsKey(senderID)).FieldValue()
 	ms := strconv.FormatInt(now.UnixMilli(), 10)
 	for _, t := range tickets {
 		cmd = cmd.FieldValue(HoldMarkField(t), ms)
 	}
-	return s.C.Do(ctx, cmd.Build()).Error()
+	return s.c.Do(ctx, cmd.Build()).Error()
 }
 
 // HoldMarkField is the holds-hash field that records when an abort marker
@@ -203,10 +202,10 @@ func (s *Redis) HoldersDue(ctx context.Context, from, to int, due time.Time, lim
 	upTo := strconv.FormatInt(due.UnixMilli(), 10)
 	cmds := make(rueidis.Commands, 0, to-from)
 	for b := from; b < to; b++ {
-		cmds = append(cmds, s.C.B().Zrange().Key(HoldersKey(b)).Min("-inf").Max(upTo).Byscore().Limit(0, limit).Build())
+		cmds = append(cmds, s.c.B().Zrange().Key(HoldersKey(b)).Min("-inf").Max(upTo).Byscore().Limit(0, limit).Build())
 	}
 	var users []int64
-	for _, r := range s.C.DoMulti(ctx, cmds...) {
+	for _, r := range s.c.DoMulti(ctx, cmds...) {
 		ms, err := r.AsStrSlice()
 		if err != nil {
 			return nil, fmt.Errorf("cannot read the holders index: %w", err)
@@ -222,10 +221,10 @@ func (s *Redis) HoldersDue(ctx context.Context, from, to int, due time.Time, lim
 func (s *Redis) LookAgainAt(ctx context.Context, users []int64, at time.Time) error {
 	cmds := make(rueidis.Commands, len(users))
 	for i, u := range users {
-		cmds[i] = s.C.B().Zadd().Key(HoldersKey(WalletBucket(u))).Xx().Lt().ScoreMember().
+		cmds[i] = s.c.B().Zadd().Key(HoldersKey(WalletBucket(u))).Xx().Lt().ScoreMember().
 			ScoreMember(float64(at.UnixMilli()), strconv.FormatInt(u, 10)).Build()
 	}
-	for _, r := range s.C.DoMulti(ctx, cmds...) {
+	for _, r := range s.c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("cannot reschedule holders: %w", err)
 		}
@@ -264,7 +263,7 @@ func (s *Redis) LookAtHolds(ctx context.Context, users []int64, now time.Time, t
 		execs[i] = rueidis.LuaExec{Keys: []string{HoldsKey(u), HoldersKey(WalletBucket(u))}, Args: args(u)}
 	}
 	out := make([]HoldsLook, len(users))
-	for i, r := range lua.GiftHoldsLook.ExecMulti(ctx, s.C, execs...) {
+	for i, r := range lua.GiftHoldsLook.ExecMulti(ctx, s.c, execs...) {
 		vals, err := r.ToArray()
 		if err != nil || len(vals) == 0 || (len(vals)-1)%3 != 0 {
 			return nil, fmt.Errorf("cannot look at the gift holds of user %d: %v (%d values)", users[i], err, len(vals))
@@ -275,9 +274,9 @@ func (s *Redis) LookAtHolds(ctx context.Context, users []int64, now time.Time, t
 			t, _ := vals[j].ToString()
 			v, _ := vals[j+1].ToString()
 			m, _ := vals[j+2].ToString()
-			// v is "p:<coins>:<ms>" or "c:<coins>:<ms>" (the script matched it).
-			at, _ := strconv.ParseInt(v[strings.LastIndexByte(v, ':')+1:], 10, 64)
-			l.Stale = append(l.Stale, StaleHold{Ticket: t, Pending: v[0] == 'p', HeldAt: at, Marked: m == "1"})
+			// v is a pending or claimed hold (the script matched it).
+			h, _ := ParseHold(v)
+			l.Stale = append(l.Stale, StaleHold{Ticket: t, Pending: h.State == HoldPending, HeldAt: h.At.UnixMilli(), Marked: m == "1"})
 		}
 		out[i] = l
 	}
@@ -300,11 +299,11 @@ func (s *Redis) ScanLoaded(ctx context.Context, f func(users []int64) error) err
 		for len(open) > 0 {
 			cmds := make(rueidis.Commands, len(open))
 			for i, c := range open {
-				cmds[i] = s.C.B().Sscan().Key(LoadedKey(c.bucket)).Cursor(c.cursor).Count(1000).Build()
+				cmds[i] = s.c.B().Sscan().Key(LoadedKey(c.bucket)).Cursor(c.cursor).Count(1000).Build()
 			}
 			var users []int64
 			next := open[:0]
-			for i, r := range s.C.DoMulti(ctx, cmds...) {
+			for i, r := range s.c.DoMulti(ctx, cmds...) {
 				e, err := r.AsScanEntry()
 				if err != nil {
 					return fmt.Errorf("cannot read the loaded-wallets index: %w", err)
@@ -335,7 +334,7 @@ func (s *Redis) UnindexWallets(ctx context.Context, users []int64) error {
 	for i, u := range users {
 		execs[i] = rueidis.LuaExec{Keys: []string{BalanceKey(u), LoadedKey(WalletBucket(u))}, Args: []string{strconv.FormatInt(u, 10)}}
 	}
-	for _, r := range lua.WalletUnindex.ExecMulti(ctx, s.C, execs...) {
+	for _, r := range lua.WalletUnindex.ExecMulti(ctx, s.c, execs...) {
 		if err := r.Error(); err != nil {
 			return fmt.Errorf("cannot unindex wallets: %w", err)
 		}

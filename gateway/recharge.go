@@ -5,11 +5,8 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,31 +16,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/flashgate/flashgate/internal/apierr"
-	"github.com/flashgate/flashgate/internal/bus"
 	"github.com/flashgate/flashgate/internal/db"
 	"github.com/flashgate/flashgate/internal/obs"
 	"github.com/flashgate/flashgate/internal/sandbox"
 	"github.com/flashgate/flashgate/internal/wallet"
 )
 
-// Recharge (buying coins) and anchor withdrawals (paying earnings out).
-// Neither is on the hot path: both go straight to MySQL, where the money
-// moves in one transaction with its ledger rows.
+// Recharge: a user buys coins. A pay order is created paying; the payment
+// provider's signed notify turns it paid and credits the coins, in MySQL in
+// one transaction with the ledger row, then in the Redis hot balance.
+// Recharge is not on the hot path: it goes straight to MySQL.
 
-var (
-	notifiesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "gateway", Name: "pay_notifies_total",
-		Help: "Payment notifies by result: credited, replay, not_success, or the reason they were refused.",
-	}, []string{"result"})
-	withdrawalsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
-		Namespace: obs.Namespace, Subsystem: "gateway", Name: "withdrawals_total",
-		Help: "Withdrawal requests by result: accepted, replay, insufficient_balance.",
-	}, []string{"result"})
-)
+var notifiesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+	Namespace: obs.Namespace, Subsystem: "gateway", Name: "pay_notifies_total",
+	Help: "Payment notifies by result: credited, replay, not_success, or the reason they were refused.",
+}, []string{"result"})
 
 const (
-	// maxWithdrawal bounds one withdrawal, in coins of earnings.
-	maxWithdrawal = 100_000_000
 	// productsTTL is how long the product list is served from memory.
 	productsTTL = 5 * time.Second
 	// hotCreditWindow bounds how long after its payment a replayed notify
@@ -53,38 +42,18 @@ const (
 	hotCreditWindow = 30 * time.Minute
 )
 
-// payState is the gateway's recharge and withdrawal state; the zero value
-// is ready to use.
-type payState struct {
+// rechargeState is the gateway's recharge state; the zero value is ready to use.
+type rechargeState struct {
 	// sandbox is the built-in payment provider the dev endpoint drives.
 	sandbox sandbox.Payments
 
 	mu         sync.Mutex
-	products   []payProduct
+	products   []db.PayProduct
 	productsAt time.Time
 }
 
-type payProduct struct {
-	ID    int64  `db:"id" json:"id"`
-	Name  string `db:"name" json:"name"`
-	Price int64  `db:"price" json:"price"`
-	Coins int64  `db:"coins" json:"coins"`
-}
-
-// payOrder is a pay_orders row.
-type payOrder struct {
-	OrderID     string         `db:"order_id"`
-	UserID      int64          `db:"user_id"`
-	ProductID   int64          `db:"product_id"`
-	Amount      int64          `db:"amount"`
-	Coins       int64          `db:"coins"`
-	Status      string         `db:"status"`
-	ProviderTxn sql.NullString `db:"provider_txn"`
-	CreatedAt   time.Time      `db:"created_at"`
-	PaidAt      *time.Time     `db:"paid_at"`
-}
-
-const payOrderCols = "order_id, user_id, product_id, amount, coins, status, provider_txn, created_at, paid_at"
+// rechargeOrder is a pay order: a user buying a coin pack.
+type rechargeOrder db.RechargeOrder
 
 // Pay order statuses.
 const (
@@ -103,7 +72,7 @@ type payOrderJSON struct {
 	PaidAt    *string `json:"paid_at,omitempty"`
 }
 
-func (o payOrder) json() payOrderJSON {
+func (o rechargeOrder) json() payOrderJSON {
 	j := payOrderJSON{OrderID: o.OrderID, Status: o.Status, Amount: o.Amount, Coins: o.Coins, ProductID: o.ProductID, CreatedAt: ts(o.CreatedAt)}
 	if o.PaidAt != nil {
 		p := ts(*o.PaidAt)
@@ -113,15 +82,15 @@ func (o payOrder) json() payOrderJSON {
 }
 
 // payProducts returns the active products, from memory when fresh.
-func (s *Server) payProducts(ctx context.Context) ([]payProduct, error) {
+func (s *Server) payProducts(ctx context.Context) ([]db.PayProduct, error) {
 	p := &s.pay
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.products != nil && time.Since(p.productsAt) < productsTTL {
 		return p.products, nil
 	}
-	list := []payProduct{}
-	if err := s.mysql.DB.SelectContext(ctx, &list, "SELECT id, name, price, coins FROM pay_products WHERE active = 1 ORDER BY price, id"); err != nil {
+	list, err := s.mysql.PayProducts(ctx)
+	if err != nil {
 		return nil, err
 	}
 	p.products, p.productsAt = list, time.Now()
@@ -179,9 +148,8 @@ func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 
-	var prod payProduct
-	err := s.mysql.DB.GetContext(ctx, &prod, "SELECT id, name, price, coins FROM pay_products WHERE id = ? AND active = 1", *req.ProductID)
-	if errors.Is(err, sql.ErrNoRows) {
+	prod, err := s.mysql.PayProduct(ctx, *req.ProductID)
+	if errors.Is(err, db.ErrNotFound) {
 		return apierr.NotFound.With("no such product")
 	}
 	if err != nil {
@@ -189,17 +157,15 @@ func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
 		return apierr.Unavailable
 	}
 	id := newPayOrderID()
-	// The Idempotency-Key is a unique column rather than a Redis record, so
-	// two concurrent requests with one key cannot both create an order.
-	_, err = s.mysql.DB.ExecContext(ctx, `INSERT INTO pay_orders (order_id, user_id, product_id, amount, coins, idem_key)
-		VALUES (?, ?, ?, ?, ?, NULLIF(?, ''))`, id, uid, prod.ID, prod.Price, prod.Coins, key)
+	err = s.mysql.CreateRechargeOrder(ctx, id, uid, prod, key)
 	if db.IsDuplicate(err) && key != "" {
-		var o payOrder
-		if err := s.mysql.DB.GetContext(ctx, &o, "SELECT "+payOrderCols+" FROM pay_orders WHERE user_id = ? AND idem_key = ?", uid, key); err != nil {
+		first, err := s.mysql.RechargeOrderByIdem(ctx, uid, key)
+		if err != nil {
 			s.log.Warn("cannot read the pay order of a repeated Idempotency-Key", "err", err)
 			return apierr.Unavailable
 		}
 		// The first answer, as it was: the order was created paying.
+		o := rechargeOrder(first)
 		o.Status, o.PaidAt = payPaying, nil
 		return rc.writeJSON(201, o.json())
 	}
@@ -215,21 +181,17 @@ func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
 	return rc.writeJSON(201, o.json())
 }
 
-func (s *Server) loadPayOrder(ctx context.Context, id string) (payOrder, error) {
-	var o payOrder
-	err := s.mysql.DB.GetContext(ctx, &o, "SELECT "+payOrderCols+" FROM pay_orders WHERE order_id = ?", id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return o, db.ErrNotFound
-	}
-	return o, err
+func (s *Server) loadPayOrder(ctx context.Context, id string) (rechargeOrder, error) {
+	o, err := s.mysql.RechargeOrder(ctx, id)
+	return rechargeOrder(o), err
 }
 
 // payOrderByPath loads the pay order named in the path; a malformed id is
 // simply not found.
-func (s *Server) payOrderByPath(ctx context.Context, rc *reqCtx) (payOrder, *apierr.Error) {
+func (s *Server) payOrderByPath(ctx context.Context, rc *reqCtx) (rechargeOrder, *apierr.Error) {
 	id := rc.params[0]
 	if !validRef(id) {
-		return payOrder{}, apierr.NotFound.With("no such pay order")
+		return rechargeOrder{}, apierr.NotFound.With("no such pay order")
 	}
 	o, err := s.loadPayOrder(ctx, id)
 	if errors.Is(err, db.ErrNotFound) {
@@ -335,7 +297,7 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 	}
 
 	won, err := s.markPaid(ctx, o, *n.ProviderTxn)
-	if errors.Is(err, errTxnReused) {
+	if errors.Is(err, db.ErrProviderTxnUsed) {
 		notifiesTotal.WithLabelValues("txn_reused").Inc()
 		s.log.Warn("pay notify reuses another order's provider_txn", "order", o.OrderID, "provider_txn", *n.ProviderTxn)
 		return apierr.InvalidRequest.With("provider_txn already belongs to another order")
@@ -362,12 +324,11 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 	// worker's repair sweep brings in paid orders that never got the mark
 	// (a retry that came after hotCreditWindow, or none at all).
 	if won || (o.PaidAt != nil && time.Since(*o.PaidAt) < hotCreditWindow) {
-		w := wallet.Wallets{Redis: s.redis, DB: s.mysql.DB}
-		if err := w.CreditHot(ctx, o.UserID, o.Coins, wallet.KindRecharge, o.OrderID); err != nil {
+		if err := s.wallets().CreditHot(ctx, o.UserID, o.Coins, wallet.KindRecharge, o.OrderID); err != nil {
 			s.log.Error("recharge committed but not yet in the hot balance; the provider's retry or the worker will apply it", "order", o.OrderID, "err", err)
 			return apierr.Unavailable
 		}
-		if _, err := s.mysql.DB.ExecContext(ctx, "UPDATE pay_orders SET hot_credited_at = NOW(3) WHERE order_id = ? AND hot_credited_at IS NULL", o.OrderID); err != nil {
+		if err := s.mysql.MarkHotCredited(ctx, o.OrderID); err != nil {
 			// The coins are in; without the mark the worker checks the
 			// order again later, which changes nothing.
 			s.log.Warn("cannot mark a recharge hot-credited", "order", o.OrderID, "err", err)
@@ -384,44 +345,13 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 
 // markPaid turns the order paid and credits its coins in one transaction.
 // It reports false, changing nothing, when the order was paid before.
-func (s *Server) markPaid(ctx context.Context, o payOrder, txn string) (won bool, err error) {
-	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE pay_orders SET status = 'paid', paid_at = NOW(3), provider_txn = ? WHERE order_id = ? AND status = 'paying'", txn, o.OrderID)
-		if db.IsDuplicate(err) {
-			return errTxnReused
-		}
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			won = false
-			return errNothingToDo
-		}
-		if _, err := wallet.Apply(ctx, tx, wallet.Change{
+func (s *Server) markPaid(ctx context.Context, o rechargeOrder, txn string) (won bool, err error) {
+	return s.mysql.PayRechargeOrder(ctx, o.OrderID, txn, func(tx *sqlx.Tx) error {
+		_, err := wallet.Apply(ctx, tx, wallet.Change{
 			UserID: o.UserID, Account: wallet.AccountBalance, Kind: wallet.KindRecharge, Ref: o.OrderID, Amount: o.Coins,
-		}); err != nil {
-			return err
-		}
-		won = true
-		return nil
+		})
+		return err
 	})
-	if errors.Is(err, errNothingToDo) {
-		return false, nil
-	}
-	return won, err
-}
-
-var (
-	// errNothingToDo rolls back a transaction that found nothing to change.
-	errNothingToDo = errors.New("nothing to do")
-	// errTxnReused: a notify names a provider transaction that paid another order.
-	errTxnReused = errors.New("provider transaction already used")
-)
-
-// inTx runs f in a transaction and commits it unless f fails; a lock
-// conflict runs it again (db.InTx).
-func (s *Server) inTx(ctx context.Context, f func(tx *sqlx.Tx) error) error {
-	return db.InTx(ctx, s.mysql.DB, nil, f)
 }
 
 // devCompletePayOrder makes the sandbox provider pay the order: it sends the
@@ -451,109 +381,4 @@ func (s *Server) devCompletePayOrder(rc *reqCtx) *apierr.Error {
 		return e
 	}
 	return rc.writeJSON(200, o.json())
-}
-
-// newPayoutKey returns a withdrawal's payout idempotency key: 128 random
-// bits, so that no other installation, and no restore of this database
-// (where ids repeat), ever sends the provider the same key for another
-// payout.
-func newPayoutKey() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return "wd_" + hex.EncodeToString(b[:])
-}
-
-func withdrawalAccepted(id int64) map[string]any {
-	return map[string]any{"withdrawal_id": id, "status": "pending"}
-}
-
-// createWithdrawal deducts the earnings and queues the payout in one
-// transaction: the withdrawal row, its ledger row and the outbox message
-// exist together or not at all. The worker pays it out later.
-func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
-	var req struct {
-		Amount *int64 `json:"amount"`
-	}
-	if e := rc.decode(&req, false); e != nil {
-		return e
-	}
-	key, e := rc.idemKey()
-	if e != nil {
-		return e
-	}
-	if req.Amount == nil || *req.Amount <= 0 || *req.Amount > maxWithdrawal {
-		return apierr.InvalidRequest.With("amount must be an integer from 1 to " + itoa(maxWithdrawal))
-	}
-	uid, amount := rc.claims.UserID, *req.Amount
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
-	var id int64
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		// The row comes first: its id is the ledger reference. A repeated
-		// Idempotency-Key stops here, on the unique key, before any money moves.
-		res, err := tx.ExecContext(ctx, "INSERT INTO withdrawals (user_id, amount, idem_key, payout_key) VALUES (?, ?, NULLIF(?, ''), ?)",
-			uid, amount, key, newPayoutKey())
-		if err != nil {
-			return err
-		}
-		if id, err = res.LastInsertId(); err != nil {
-			return err
-		}
-		if _, err := wallet.Apply(ctx, tx, wallet.Change{
-			UserID: uid, Account: wallet.AccountEarnings, Kind: wallet.KindWithdrawal, Ref: itoa(id), Amount: -amount,
-		}); err != nil {
-			return err
-		}
-		payload, _ := json.Marshal(bus.Withdrawal{WithdrawalID: id, UserID: uid, Amount: amount})
-		_, err = tx.ExecContext(ctx, "INSERT INTO outbox (topic, msg_key, payload) VALUES (?, ?, ?)",
-			s.cfg.WithdrawalsTopic(), strconv.FormatInt(uid, 10), payload)
-		return err
-	})
-	switch {
-	case err == nil:
-		withdrawalsTotal.WithLabelValues("accepted").Inc()
-		s.log.Info("withdrawal accepted", "withdrawal", id, "user", uid, "amount", amount)
-		return rc.writeJSON(202, withdrawalAccepted(id))
-	case errors.Is(err, wallet.ErrInsufficient):
-		withdrawalsTotal.WithLabelValues("insufficient_balance").Inc()
-		return apierr.InsufficientBalance.With("not enough earnings")
-	case db.IsDuplicate(err) && key != "":
-		var first int64
-		if err := s.mysql.DB.GetContext(ctx, &first, "SELECT id FROM withdrawals WHERE user_id = ? AND idem_key = ?", uid, key); err != nil {
-			s.log.Warn("cannot read the withdrawal of a repeated Idempotency-Key", "err", err)
-			return apierr.Unavailable
-		}
-		withdrawalsTotal.WithLabelValues("replay").Inc()
-		return rc.writeJSON(202, withdrawalAccepted(first))
-	}
-	s.log.Error("cannot create withdrawal", "user", uid, "err", err)
-	return apierr.Unavailable
-}
-
-func (s *Server) getWithdrawal(rc *reqCtx) *apierr.Error {
-	id, e := pathID(rc.params[0])
-	if e != nil {
-		return e
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var w struct {
-		UserID    int64     `db:"user_id"`
-		Amount    int64     `db:"amount"`
-		Status    string    `db:"status"`
-		CreatedAt time.Time `db:"created_at"`
-	}
-	err := s.mysql.DB.GetContext(ctx, &w, "SELECT user_id, amount, status, created_at FROM withdrawals WHERE id = ?", id)
-	// Another user's withdrawal is "not found", as for pay orders.
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && w.UserID != rc.claims.UserID) {
-		return apierr.NotFound.With("no such withdrawal")
-	}
-	if err != nil {
-		s.log.Warn("cannot read withdrawal", "err", err)
-		return apierr.Unavailable
-	}
-	return rc.writeJSON(200, map[string]any{
-		"withdrawal_id": id, "amount": w.Amount, "status": w.Status, "created_at": ts(w.CreatedAt),
-	})
 }
