@@ -61,8 +61,8 @@ func (a snapshot) diff(b snapshot) []string {
 	return d
 }
 
-// TestEveryErrorCode walks every error code of API.md through the real
-// gateway: status, code, message, Retry-After where the API promises it, and
+// TestEveryErrorCode walks every error code of the API (docs/openapi.yaml,
+// schema Error; README, "The API in brief") through the real gateway: status, code, message, Retry-After where the API promises it, and
 // that the refused request reserved, debited and credited nothing.
 func TestEveryErrorCode(t *testing.T) {
 	s := start(t, options{noWS: true})

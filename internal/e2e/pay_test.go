@@ -16,7 +16,7 @@ import (
 	"github.com/flashgate/flashgate/worker"
 )
 
-// notify sends a payment notify signed with the configured pay secret.
+// payNotify sends a payment notify signed with the configured pay secret.
 func (s *system) payNotify(body string) (answer, error) {
 	return s.try("POST", "/api/v1/pay/notify", "", body, "X-Signature", sandbox.Sign(s.cfg.PaySecret, []byte(body)))
 }

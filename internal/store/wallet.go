@@ -64,7 +64,8 @@ func LoadedKey(bucket int) string { return bucketTag(bucket) + ":loaded" }
 // A wallet load marks the credits MySQL already had within this window.
 const CreditedTTL = 24 * time.Hour
 
-// IdemTTL is how long an Idempotency-Key's answer is kept (API.md: 24 hours).
+// IdemTTL is how long an Idempotency-Key's answer is kept (docs/openapi.yaml,
+// parameter IdempotencyKey: 24 hours).
 const IdemTTL = 24 * time.Hour
 
 // NewGiftTicket returns a fresh ticket for a gift from the sender:
