@@ -161,10 +161,13 @@ func validRef(s string) bool {
 	return true
 }
 
+// createPayOrderReq is the body of POST /pay/orders.
+type createPayOrderReq struct {
+	ProductID *int64 `json:"product_id"`
+}
+
 func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
-	var req struct {
-		ProductID *int64 `json:"product_id"`
-	}
+	var req createPayOrderReq
 	if e := rc.decode(&req, false); e != nil {
 		return e
 	}
@@ -277,6 +280,14 @@ func (s *Server) checkSignature(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
+// payNotifyReq is the body of POST /pay/notify, as the provider sends it.
+type payNotifyReq struct {
+	OrderID     *string `json:"order_id"`
+	Status      *string `json:"status"`
+	Amount      *int64  `json:"amount"`
+	ProviderTxn *string `json:"provider_txn"`
+}
+
 // payNotify is the payment provider's callback. It credits the order's
 // coins exactly once: the conditional UPDATE of the order and the ledger
 // row commit together, and a replay finds the order paid and changes
@@ -288,12 +299,7 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 		notifiesTotal.WithLabelValues("bad_signature").Inc()
 		return e
 	}
-	var n struct {
-		OrderID     *string `json:"order_id"`
-		Status      *string `json:"status"`
-		Amount      *int64  `json:"amount"`
-		ProviderTxn *string `json:"provider_txn"`
-	}
+	var n payNotifyReq
 	if e := rc.decode(&n, false); e != nil {
 		notifiesTotal.WithLabelValues("invalid").Inc()
 		return e
@@ -467,13 +473,16 @@ func withdrawalAccepted(id int64) map[string]any {
 	return map[string]any{"withdrawal_id": id, "status": "pending"}
 }
 
+// createWithdrawalReq is the body of POST /withdrawals.
+type createWithdrawalReq struct {
+	Amount *int64 `json:"amount"`
+}
+
 // createWithdrawal deducts the earnings and queues the payout in one
 // transaction: the withdrawal row, its ledger row and the outbox message
 // exist together or not at all. The worker pays it out later.
 func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
-	var req struct {
-		Amount *int64 `json:"amount"`
-	}
+	var req createWithdrawalReq
 	if e := rc.decode(&req, false); e != nil {
 		return e
 	}
