@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -116,8 +114,7 @@ func FuzzRequest(f *testing.F) {
 	cfg.Dev = false
 	cfg.TokenSecret = "fuzz-secret-0123456789"
 	cfg.PaySecret = "fuzz-pay-secret-0123456789-0123456789"
-	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
-		limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
+	s := newTestServer(Config{Config: cfg})
 	good := s.signer.Sign(1, auth.RoleUser, time.Hour)
 	f.Add("POST", "/api/v1/pay/notify", "", `{"order_id":"P1","status":"success","amount":1,"provider_txn":"t"}`, "")
 	f.Add("POST", "/api/v1/events/1/orders", "", "{}", "")
@@ -177,8 +174,6 @@ func FuzzRequest(f *testing.F) {
 	})
 }
 
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 // FuzzNotify: the payment provider's callback with any body and any
 // X-Signature that is not the body's HMAC under the pay secret is refused
 // with 401 before the body is read, so it can never credit anything; the
@@ -188,8 +183,7 @@ func FuzzNotify(f *testing.F) {
 	cfg := config.Default()
 	cfg.TokenSecret = "fuzz-secret-0123456789-0123456789"
 	cfg.PaySecret = "fuzz-pay-secret-0123456789-0123456789"
-	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
-		limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
+	s := newTestServer(Config{Config: cfg})
 	good := `{"order_id":"P0011223344556677","status":"success","amount":600,"provider_txn":"t1"}`
 	f.Add(good, sandbox.Sign(cfg.PaySecret, []byte(good+" ")))
 	f.Add(good, sandbox.Sign("another-secret", []byte(good)))
