@@ -27,9 +27,9 @@ const (
 	giftCastle = 4 // 1000 coins
 )
 
-// giftSeedWallet gives the user a MySQL balance, as a recharge would have;
+// seedWallet gives the user a MySQL balance, as a recharge would have;
 // the gateway loads it into Redis on the user's first gift.
-func (s *system) giftSeedWallet(uid, balance int64) {
+func (s *system) seedWallet(uid, balance int64) {
 	s.t.Helper()
 	if _, err := s.db.Exec("INSERT INTO wallets (user_id, balance) VALUES (?, ?) ON DUPLICATE KEY UPDATE balance = VALUES(balance)", uid, balance); err != nil {
 		s.t.Fatal(err)
@@ -42,8 +42,8 @@ func (s *system) gift(room, sender, receiver, giftID, count int64, hdr ...string
 		fmt.Sprintf(`{"gift_id":%d,"receiver_id":%d,"count":%d}`, giftID, receiver, count), hdr...)
 }
 
-// giftHot returns the user's hot balance in Redis (-1 when not loaded).
-func (s *system) giftHot(uid int64) int64 {
+// hotBalance returns the user's hot balance in Redis (-1 when not loaded).
+func (s *system) hotBalance(uid int64) int64 {
 	s.t.Helper()
 	bal, ok, err := s.redis.HotBalance(context.Background(), uid)
 	if err != nil {
@@ -55,9 +55,9 @@ func (s *system) giftHot(uid int64) int64 {
 	return bal
 }
 
-// giftHolds counts the user's gift holds that still hold coins (pending or
+// openHolds counts the user's gift holds that still hold coins (pending or
 // claimed); decided and undone entries hold none.
-func (s *system) giftHolds(uid int64) int64 {
+func (s *system) openHolds(uid int64) int64 {
 	s.t.Helper()
 	vals, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hvals().Key(store.HoldsKey(uid)).Build()).AsStrSlice()
 	if err != nil {
@@ -72,7 +72,9 @@ func (s *system) giftHolds(uid int64) int64 {
 	return n
 }
 
-func (s *system) giftMySQLBalance(uid int64) (balance, earnings int64) {
+// walletRowBalances reads the balance and earnings of the user's MySQL wallet
+// row, 0 and 0 when there is none.
+func (s *system) walletRowBalances(uid int64) (balance, earnings int64) {
 	s.t.Helper()
 	var w struct {
 		Balance  int64 `db:"balance"`
@@ -85,8 +87,8 @@ func (s *system) giftMySQLBalance(uid int64) (balance, earnings int64) {
 	return w.Balance, w.Earnings
 }
 
-// giftBoard reads a room's leaderboard as "user:coins" pairs.
-func (s *system) giftBoard(room int64) []string {
+// leaderboard reads a room's leaderboard as "user:coins" pairs.
+func (s *system) leaderboard(room int64) []string {
 	s.t.Helper()
 	a := s.do("GET", fmt.Sprintf("/api/v1/rooms/%d/leaderboard", room), "", "")
 	if a.Status != 200 || a.Body["room_id"] != float64(room) {
@@ -111,7 +113,7 @@ func (s *system) giftBoard(room int64) []string {
 func TestGiftNoNegativeBalance(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const sender, receiver, room, n = 11, 12, 77, 200
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 
 	answers := make([]answer, n)
 	errs := make([]error, n)
@@ -171,11 +173,11 @@ func TestGiftNoNegativeBalance(t *testing.T) {
 	if got := s.count("SELECT COUNT(*) FROM tickets WHERE kind = 'gift' AND status = 'succeeded' AND user_id = ? AND ref_id = ?", sender, room); got != 10 {
 		t.Errorf("%d succeeded gift tickets, want 10", got)
 	}
-	if got := s.giftHot(sender); got != 0 {
+	if got := s.hotBalance(sender); got != 0 {
 		t.Errorf("hot balance %d, want 0", got)
 	}
-	bal, _ := s.giftMySQLBalance(sender)
-	_, earned := s.giftMySQLBalance(receiver)
+	bal, _ := s.walletRowBalances(sender)
+	_, earned := s.walletRowBalances(receiver)
 	if bal != 0 || earned != 100 {
 		t.Errorf("MySQL: sender balance %d (want 0), receiver earnings %d (want 100)", bal, earned)
 	}
@@ -188,7 +190,7 @@ func TestGiftNoNegativeBalance(t *testing.T) {
 	if got := s.count("SELECT COALESCE(SUM(amount), 0) FROM ledger"); got != 0 {
 		t.Errorf("ledger sums to %d, want 0 (debits = credits)", got)
 	}
-	s.waitFor("holds settled", func() bool { return s.giftHolds(sender) == 0 })
+	s.waitFor("holds settled", func() bool { return s.openHolds(sender) == 0 })
 	for tk := range tickets {
 		if a := s.waitTicket(sender, tk); a.str("status") != "succeeded" || a.str("kind") != "gift" || a.str("created_at") == "" {
 			t.Errorf("ticket %s: %s", tk, a.Raw)
@@ -201,7 +203,7 @@ func TestGiftNoNegativeBalance(t *testing.T) {
 		t.Errorf("sender's wallet: %d %s", w.Status, w.Raw)
 	}
 	s.waitFor("leaderboard shows the sender", func() bool {
-		b := s.giftBoard(room)
+		b := s.leaderboard(room)
 		return len(b) == 1 && b[0] == fmt.Sprintf("%d:100", sender)
 	})
 }
@@ -221,7 +223,7 @@ func TestGiftIdempotency(t *testing.T) {
 		{"concurrent on a wallet not loaded yet", 22, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.giftSeedWallet(tc.sender, 100)
+			s.seedWallet(tc.sender, 100)
 			key := fmt.Sprintf("gift-%d-key", tc.sender)
 			var bodies []string
 			for range tc.sequential {
@@ -266,10 +268,10 @@ func TestGiftIdempotency(t *testing.T) {
 			if got := s.count("SELECT COUNT(*) FROM gift_records WHERE sender_id = ?", tc.sender); got != 1 {
 				t.Errorf("%d gift records, want 1", got)
 			}
-			if bal, _ := s.giftMySQLBalance(tc.sender); bal != 90 {
+			if bal, _ := s.walletRowBalances(tc.sender); bal != 90 {
 				t.Errorf("MySQL balance %d, want 90", bal)
 			}
-			if got := s.giftHot(tc.sender); got != 90 {
+			if got := s.hotBalance(tc.sender); got != 90 {
 				t.Errorf("hot balance %d, want 90", got)
 			}
 			// Another key is another gift.
@@ -288,7 +290,7 @@ func TestGiftRedelivery(t *testing.T) {
 	const room, receiver, n = 31, 300, 3
 	tickets := map[string]int64{}
 	for sender := int64(301); sender < 301+n; sender++ {
-		s.giftSeedWallet(sender, 100)
+		s.seedWallet(sender, 100)
 		a := s.gift(room, sender, receiver, giftHeart, 1)
 		if a.Status != 202 {
 			t.Fatalf("gift: %d %s", a.Status, a.Raw)
@@ -314,18 +316,18 @@ func TestGiftRedelivery(t *testing.T) {
 	if got := s.count("SELECT COUNT(*) FROM tickets WHERE kind = 'gift' AND status = 'succeeded'"); got != n {
 		t.Errorf("%d succeeded tickets, want %d", got, n)
 	}
-	if _, earned := s.giftMySQLBalance(receiver); earned != 10*n {
+	if _, earned := s.walletRowBalances(receiver); earned != 10*n {
 		t.Errorf("receiver earnings %d, want %d", earned, 10*n)
 	}
 	var want []string
 	for ticket, sender := range tickets {
-		if bal, _ := s.giftMySQLBalance(sender); bal != 90 {
+		if bal, _ := s.walletRowBalances(sender); bal != 90 {
 			t.Errorf("sender %d: MySQL balance %d, want 90", sender, bal)
 		}
-		if got := s.giftHot(sender); got != 90 {
+		if got := s.hotBalance(sender); got != 90 {
 			t.Errorf("sender %d: hot balance %d, want 90", sender, got)
 		}
-		if h := s.giftHolds(sender); h != 0 {
+		if h := s.openHolds(sender); h != 0 {
 			t.Errorf("sender %d: %d holds left", sender, h)
 		}
 		if a := s.waitTicket(sender, ticket); a.str("status") != "succeeded" {
@@ -334,7 +336,7 @@ func TestGiftRedelivery(t *testing.T) {
 		want = append(want, fmt.Sprintf("%d:10", sender))
 	}
 	sort.Strings(want) // equal coins: by user id, and these ids sort alike as strings
-	if got := s.giftBoard(room); strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := s.leaderboard(room); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("leaderboard %v, want %v", got, want)
 	}
 }
@@ -419,7 +421,7 @@ func (s *system) giftJoin(room, prober int64, viewers ...*websocket.Conn) []<-ch
 		}
 		chans[i] = wsFrames(s.t, c)
 	}
-	s.giftSeedWallet(prober, 1_000_000)
+	s.seedWallet(prober, 1_000_000)
 	probes := map[string]bool{}
 	pending := chans
 	for attempt := 0; len(pending) > 0; attempt++ {
@@ -463,7 +465,7 @@ func TestRoomBroadcastTwoReplicas(t *testing.T) {
 	}
 	other := wsFrames(t, v3)
 
-	s.giftSeedWallet(sender, 5000)
+	s.seedWallet(sender, 5000)
 	a := s.gift(room, sender, receiver, giftCastle, 2)
 	if a.Status != 202 || a.Body["balance"] != float64(3000) {
 		t.Fatalf("gift: %d %s", a.Status, a.Raw)
@@ -504,7 +506,7 @@ func TestRoomBroadcastTwoReplicas(t *testing.T) {
 func TestGiftBadInput(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const sender, room = 61, 8
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Status != 200 || w.Body["balance"] != float64(100) {
 		t.Fatalf("wallet: %d %s", w.Status, w.Raw)
 	}
@@ -561,10 +563,10 @@ func TestGiftBadInput(t *testing.T) {
 			}
 		})
 	}
-	if got := s.giftHot(sender); got != 100 {
+	if got := s.hotBalance(sender); got != 100 {
 		t.Errorf("hot balance %d after bad requests, want 100", got)
 	}
-	if h := s.giftHolds(sender); h != 0 {
+	if h := s.openHolds(sender); h != 0 {
 		t.Errorf("%d holds after bad requests", h)
 	}
 	// And the endpoint still works for a good request, debiting once.
@@ -575,7 +577,7 @@ func TestGiftBadInput(t *testing.T) {
 	if tk := s.waitTicket(sender, a.str("ticket")); tk.str("status") != "succeeded" {
 		t.Fatalf("ticket: %s", tk.Raw)
 	}
-	if bal, _ := s.giftMySQLBalance(sender); bal != 97 {
+	if bal, _ := s.walletRowBalances(sender); bal != 97 {
 		t.Errorf("MySQL balance %d, want 97", bal)
 	}
 }
@@ -604,7 +606,7 @@ func TestGiftCatalog(t *testing.T) {
 		return strings.Contains(a.Raw, `"Star"`) && !strings.Contains(a.Raw, `"Castle"`)
 	})
 	const sender = 71
-	s.giftSeedWallet(sender, 10_000)
+	s.seedWallet(sender, 10_000)
 	if a := s.gift(9, sender, 72, giftCastle, 1); a.Status != 404 || a.errCode() != "not_found" {
 		t.Errorf("inactive gift: %d %s", a.Status, a.Raw)
 	}
@@ -630,7 +632,7 @@ func TestLeaderboard(t *testing.T) {
 	for i := int64(0); i < 25; i++ {
 		sender := 501 + i
 		c := (i%7 + 1) * 10 // ties on purpose
-		s.giftSeedWallet(sender, 1000)
+		s.seedWallet(sender, 1000)
 		a := s.gift(room, sender, receiver, giftRose, c)
 		if a.Status != 202 {
 			t.Fatalf("gift: %d %s", a.Status, a.Raw)
@@ -663,10 +665,10 @@ func TestLeaderboard(t *testing.T) {
 	// Boards are cached for a second.
 	var got []string
 	s.waitFor("leaderboard up to date", func() bool {
-		got = s.giftBoard(room)
+		got = s.leaderboard(room)
 		return strings.Join(got, " ") == strings.Join(want, " ")
 	})
-	if b := s.giftBoard(room + 1); len(b) != 1 || b[0] != "502:500" {
+	if b := s.leaderboard(room + 1); len(b) != 1 || b[0] != "502:500" {
 		t.Errorf("room %d board %v", room+1, b)
 	}
 	if a := s.do("GET", "/api/v1/rooms/987654/leaderboard", "", ""); a.Status != 200 || a.Raw != `{"room_id":987654,"top":[]}` {
@@ -685,7 +687,7 @@ func TestGiftFailsInWorker(t *testing.T) {
 	viewer := s.giftJoin(room, prober, s.dialWSAt(s.ws, 811))[0]
 	senderFrames := wsFrames(t, s.dialWSAt(s.ws, sender))
 
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) {
 		t.Fatalf("wallet: %s", w.Raw)
 	}
@@ -707,17 +709,17 @@ func TestGiftFailsInWorker(t *testing.T) {
 	}
 	// The hot balance let through a gift MySQL could not pay: it is made to
 	// agree with MySQL again, so the next such gift is refused at once.
-	s.waitFor("hot balance resynced with MySQL", func() bool { return s.giftHot(sender) == 5 })
-	if h := s.giftHolds(sender); h != 0 {
+	s.waitFor("hot balance resynced with MySQL", func() bool { return s.hotBalance(sender) == 5 })
+	if h := s.openHolds(sender); h != 0 {
 		t.Errorf("%d holds left", h)
 	}
 	if again := s.gift(room, sender, receiver, giftHeart, 1); again.Status != 402 || again.errCode() != "insufficient_balance" {
 		t.Errorf("a second gift beyond MySQL's balance: %d %s", again.Status, again.Raw)
 	}
-	if bal, _ := s.giftMySQLBalance(sender); bal != 5 {
+	if bal, _ := s.walletRowBalances(sender); bal != 5 {
 		t.Errorf("MySQL balance %d, want 5", bal)
 	}
-	if _, earned := s.giftMySQLBalance(receiver); earned != 0 {
+	if _, earned := s.walletRowBalances(receiver); earned != 0 {
 		t.Errorf("receiver earned %d, want 0", earned)
 	}
 	if got := s.count("SELECT COUNT(*) FROM gift_records WHERE ticket = ?", ticket) + s.count("SELECT COUNT(*) FROM ledger WHERE ref = ?", ticket); got != 0 {
@@ -726,7 +728,7 @@ func TestGiftFailsInWorker(t *testing.T) {
 	if m, got := nextFrame(viewer, time.Second, isGift(ticket)); got {
 		t.Errorf("the room heard of the failed gift: %v", m)
 	}
-	if b := s.giftBoard(room); len(b) != 1 || !strings.HasPrefix(b[0], fmt.Sprintf("%d:", prober)) {
+	if b := s.leaderboard(room); len(b) != 1 || !strings.HasPrefix(b[0], fmt.Sprintf("%d:", prober)) {
 		t.Errorf("leaderboard %v, want only the prober", b)
 	}
 }
@@ -745,7 +747,7 @@ func TestGiftHoldReconciled(t *testing.T) {
 		c.ProduceTimeout, c.RedisTimeout = time.Second, 400*time.Millisecond
 	}})
 	const sender = 91
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) {
 		t.Fatalf("wallet: %s", w.Raw)
 	}
@@ -792,11 +794,11 @@ func TestGiftHoldReconciled(t *testing.T) {
 	if tk.str("status") != "failed" || tk.str("reason") != "timeout" || tk.str("kind") != "gift" {
 		t.Errorf("ticket: %s", tk.Raw)
 	}
-	s.waitFor("holds ended", func() bool { return s.giftHolds(sender) == 0 })
-	if got := s.giftHot(sender); got != 80 {
+	s.waitFor("holds ended", func() bool { return s.openHolds(sender) == 0 })
+	if got := s.hotBalance(sender); got != 80 {
 		t.Errorf("hot balance %d, want 80 (the lost hold's 30 back, the committed one's 20 spent)", got)
 	}
-	if bal, _ := s.giftMySQLBalance(sender); bal != 80 {
+	if bal, _ := s.walletRowBalances(sender); bal != 80 {
 		t.Errorf("MySQL balance %d, want 80 (only the committed gift debited there)", bal)
 	}
 }
@@ -812,14 +814,14 @@ func TestGiftKafkaUnreachable(t *testing.T) {
 		c.ProduceTimeout = 500 * time.Millisecond
 	}})
 	const sender = 95
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	for range 3 {
 		a := s.gift(4, sender, 96, giftHeart, 2, "Idempotency-Key", "retry-me")
 		if a.Status != 503 || a.errCode() != "unavailable" || a.Header.Get("Retry-After") == "" {
 			t.Fatalf("gift with Kafka down: %d %s (Retry-After %q)", a.Status, a.Raw, a.Header.Get("Retry-After"))
 		}
 	}
-	if got := s.giftHot(sender); got != 100 {
+	if got := s.hotBalance(sender); got != 100 {
 		t.Errorf("hot balance %d after failed produces, want 100", got)
 	}
 	holds, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hgetall().Key(store.HoldsKey(sender)).Build()).AsStrMap()
@@ -854,7 +856,7 @@ func TestGiftLimitInHoldScript(t *testing.T) {
 		t.Fatalf("second hold before the load: %+v %v, want not loaded, and the load someone else's", r, err)
 	}
 	s.redis.AbandonWalletLoad(ctx, sender) // the first caller gives the load up
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) { // loads it
 		t.Fatalf("wallet: %s", w.Raw)
 	}
@@ -875,10 +877,10 @@ func TestGiftLimitInHoldScript(t *testing.T) {
 	if err != nil || r.Status != store.HoldLimited || r.RetryAfter <= 0 || r.RetryAfter > 2*time.Second {
 		t.Fatalf("third gift: %+v %v, want limited with a wait of at most 2 s", r, err)
 	}
-	if bal := s.giftHot(sender); bal != 98 {
+	if bal := s.hotBalance(sender); bal != 98 {
 		t.Errorf("hot balance %d after two holds, want 98", bal)
 	}
-	if n := s.giftHolds(sender); n != 2 {
+	if n := s.openHolds(sender); n != 2 {
 		t.Errorf("%d holds, want 2", n)
 	}
 	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", store.Limit{}); err != nil || r.Status != store.Held {
