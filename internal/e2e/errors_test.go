@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -194,19 +193,4 @@ func TestEveryErrorCode(t *testing.T) {
 			t.Errorf("a refused request changed state: %v", d)
 		}
 	})
-}
-
-func checkError(t *testing.T, a answer, status int, code string, retry bool) {
-	t.Helper()
-	if a.Status != status || a.errCode() != code {
-		t.Fatalf("got %d %s, want %d %s", a.Status, a.Raw, status, code)
-	}
-	if e, _ := a.Body["error"].(map[string]any); e == nil || e["message"] == nil || e["message"] == "" {
-		t.Errorf("no message: %s", a.Raw)
-	}
-	if retry {
-		if n, err := strconv.Atoi(a.Header.Get("Retry-After")); err != nil || n < 1 {
-			t.Errorf("Retry-After %q, want whole seconds ≥ 1", a.Header.Get("Retry-After"))
-		}
-	}
 }

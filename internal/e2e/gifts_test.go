@@ -10,101 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/worker"
-	"github.com/flashgate/flashgate/ws"
 )
-
-// Gifts seeded by sql/003_gifts.sql.
-const (
-	giftRose   = 1 // 1 coin
-	giftHeart  = 2 // 10 coins
-	giftRocket = 3 // 100 coins
-	giftCastle = 4 // 1000 coins
-)
-
-// seedWallet gives the user a MySQL balance, as a recharge would have;
-// the gateway loads it into Redis on the user's first gift.
-func (s *system) seedWallet(uid, balance int64) {
-	s.t.Helper()
-	if _, err := s.db.Exec("INSERT INTO wallets (user_id, balance) VALUES (?, ?) ON DUPLICATE KEY UPDATE balance = VALUES(balance)", uid, balance); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func (s *system) gift(room, sender, receiver, giftID, count int64, hdr ...string) answer {
-	s.t.Helper()
-	return s.do("POST", fmt.Sprintf("/api/v1/rooms/%d/gifts", room), s.token(sender),
-		fmt.Sprintf(`{"gift_id":%d,"receiver_id":%d,"count":%d}`, giftID, receiver, count), hdr...)
-}
-
-// hotBalance returns the user's hot balance in Redis (-1 when not loaded).
-func (s *system) hotBalance(uid int64) int64 {
-	s.t.Helper()
-	bal, ok, err := s.redis.HotBalance(context.Background(), uid)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if !ok {
-		return -1
-	}
-	return bal
-}
-
-// openHolds counts the user's gift holds that still hold coins (pending or
-// claimed); decided and undone entries hold none.
-func (s *system) openHolds(uid int64) int64 {
-	s.t.Helper()
-	vals, err := s.redis.C.Do(context.Background(), s.redis.C.B().Hvals().Key(store.HoldsKey(uid)).Build()).AsStrSlice()
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var n int64
-	for _, v := range vals {
-		if strings.HasPrefix(v, "p:") || strings.HasPrefix(v, "c:") {
-			n++
-		}
-	}
-	return n
-}
-
-// walletRowBalances reads the balance and earnings of the user's MySQL wallet
-// row, 0 and 0 when there is none.
-func (s *system) walletRowBalances(uid int64) (balance, earnings int64) {
-	s.t.Helper()
-	var w struct {
-		Balance  int64 `db:"balance"`
-		Earnings int64 `db:"earnings"`
-	}
-	err := s.db.Get(&w, "SELECT balance, earnings FROM wallets WHERE user_id = ?", uid)
-	if err != nil && !strings.Contains(err.Error(), "no rows") {
-		s.t.Fatal(err)
-	}
-	return w.Balance, w.Earnings
-}
-
-// leaderboard reads a room's leaderboard as "user:coins" pairs.
-func (s *system) leaderboard(room int64) []string {
-	s.t.Helper()
-	a := s.do("GET", fmt.Sprintf("/api/v1/rooms/%d/leaderboard", room), "", "")
-	if a.Status != 200 || a.Body["room_id"] != float64(room) {
-		s.t.Fatalf("leaderboard: %d %s", a.Status, a.Raw)
-	}
-	top, ok := a.Body["top"].([]any)
-	if !ok {
-		s.t.Fatalf("leaderboard without a top array: %s", a.Raw)
-	}
-	out := []string{}
-	for _, e := range top {
-		m := e.(map[string]any)
-		out = append(out, fmt.Sprintf("%v:%v", m["user_id"], m["coins"]))
-	}
-	return out
-}
 
 // TestGiftNoNegativeBalance: 200 concurrent 10-coin gifts from a wallet of
 // 100 coins. Exactly 10 are accepted, each answering a different balance,
@@ -341,111 +251,6 @@ func TestGiftRedelivery(t *testing.T) {
 	}
 }
 
-// wsFrames reads a connection's frames into a channel until it closes, so a
-// test can wait with timeouts without breaking the connection (a timed-out
-// gorilla read leaves it unusable).
-func wsFrames(t *testing.T, c *websocket.Conn) <-chan map[string]any {
-	ch := make(chan map[string]any, 256)
-	go func() {
-		defer close(ch)
-		for {
-			var m map[string]any
-			if err := c.ReadJSON(&m); err != nil {
-				return
-			}
-			ch <- m
-		}
-	}()
-	return ch
-}
-
-// nextFrame waits for a frame that satisfies match; false on timeout.
-func nextFrame(ch <-chan map[string]any, d time.Duration, match func(map[string]any) bool) (map[string]any, bool) {
-	timeout := time.After(d)
-	for {
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				return nil, false
-			}
-			if match(m) {
-				return m, true
-			}
-		case <-timeout:
-			return nil, false
-		}
-	}
-}
-
-func isGift(ticket string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return m["type"] == "gift" && (ticket == "" || m["ticket"] == ticket) }
-}
-
-// startSecondWS runs another ws replica against the same results topic and
-// returns its ws:// base URL.
-func (s *system) startSecondWS() string {
-	ln := testenv.Listener(s.t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	cfg := s.cfg
-	go func() {
-		defer close(done)
-		if err := ws.Run(ctx, ws.Config{Config: cfg, Listener: ln}); err != nil {
-			s.t.Errorf("second ws: %v", err)
-		}
-	}()
-	s.t.Cleanup(func() { cancel(); <-done })
-	s.waitReady("http://" + ln.Addr().String())
-	return "ws://" + ln.Addr().String()
-}
-
-// dialWSAt connects the user to the ws replica at base.
-func (s *system) dialWSAt(base string, uid int64) *websocket.Conn {
-	s.t.Helper()
-	c, _, err := websocket.DefaultDialer.Dial(base+"/ws?token="+s.token(uid), nil)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// giftJoin joins each viewer to the room and returns once every one of them
-// has received a gift sent there, which proves its join is registered.
-func (s *system) giftJoin(room, prober int64, viewers ...*websocket.Conn) []<-chan map[string]any {
-	s.t.Helper()
-	chans := make([]<-chan map[string]any, len(viewers))
-	for i, c := range viewers {
-		if err := c.WriteJSON(map[string]any{"type": "join", "room_id": room}); err != nil {
-			s.t.Fatal(err)
-		}
-		chans[i] = wsFrames(s.t, c)
-	}
-	s.seedWallet(prober, 1_000_000)
-	probes := map[string]bool{}
-	pending := chans
-	for attempt := 0; len(pending) > 0; attempt++ {
-		if attempt == 10 {
-			s.t.Fatalf("%d viewers never received a gift in room %d", len(pending), room)
-		}
-		a := s.gift(room, prober, prober+1, giftRose, 1)
-		if a.Status != 202 {
-			s.t.Fatalf("probe gift: %d %s", a.Status, a.Raw)
-		}
-		probes[a.str("ticket")] = true
-		var still []<-chan map[string]any
-		for _, ch := range pending {
-			if _, ok := nextFrame(ch, 5*time.Second, func(m map[string]any) bool {
-				return m["type"] == "gift" && probes[fmt.Sprint(m["ticket"])]
-			}); !ok {
-				still = append(still, ch)
-			}
-		}
-		pending = still
-	}
-	return chans
-}
-
 // TestRoomBroadcastTwoReplicas: a committed gift reaches every viewer that
 // joined its room exactly once, whichever ws replica they are connected to;
 // a viewer of another room gets nothing; the sender gets its ticket.
@@ -515,12 +320,7 @@ func TestGiftBadInput(t *testing.T) {
 	body := func(gift, receiver, count any) string {
 		return fmt.Sprintf(`{"gift_id":%v,"receiver_id":%v,"count":%v}`, gift, receiver, count)
 	}
-	cases := []struct {
-		name, method, path, token, body string
-		hdr                             []string
-		status                          int
-		code                            string
-	}{
+	cases := []errorCase{
 		{"self gift", "POST", path, good, body(giftRose, sender, 1), nil, 400, "self_gift"},
 		{"unknown gift", "POST", path, good, body(987, 7, 1), nil, 404, "not_found"},
 		{"count 0", "POST", path, good, body(giftRose, 7, 0), nil, 400, "invalid_request"},
@@ -549,20 +349,7 @@ func TestGiftBadInput(t *testing.T) {
 		{"malformed gift ticket", "GET", fmt.Sprintf("/api/v1/tickets/g%d-xyz", sender), good, ``, nil, 404, "not_found"},
 		{"unknown gift ticket", "GET", fmt.Sprintf("/api/v1/tickets/g%d-0123456789abcdef", sender), good, ``, nil, 404, "not_found"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			a, err := s.try(c.method, c.path, c.token, c.body, c.hdr...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if a.Status != c.status || a.errCode() != c.code {
-				t.Fatalf("got %d %s, want %d %s", a.Status, a.Raw, c.status, c.code)
-			}
-			if e, _ := a.Body["error"].(map[string]any); e == nil || e["message"] == "" {
-				t.Errorf("error body lacks a message: %s", a.Raw)
-			}
-		})
-	}
+	checkErrorCases(t, s, cases)
 	if got := s.hotBalance(sender); got != 100 {
 		t.Errorf("hot balance %d after bad requests, want 100", got)
 	}

@@ -11,87 +11,8 @@ import (
 
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/sandbox"
-	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/internal/wallet"
 	"github.com/flashgate/flashgate/worker"
 )
-
-// payNotify sends a payment notify signed with the configured pay secret.
-func (s *system) payNotify(body string) (answer, error) {
-	return s.try("POST", "/api/v1/pay/notify", "", body, "X-Signature", sandbox.Sign(s.cfg.PaySecret, []byte(body)))
-}
-
-// payCreateOrder creates a pay order for the product and returns its id.
-func (s *system) payCreateOrder(uid, product int64) answer {
-	s.t.Helper()
-	a := s.do("POST", "/api/v1/pay/orders", s.token(uid), fmt.Sprintf(`{"product_id":%d}`, product))
-	if a.Status != 201 || a.str("status") != "paying" || a.str("order_id") == "" {
-		s.t.Fatalf("create pay order: %d %s", a.Status, a.Raw)
-	}
-	return a
-}
-
-// wallets are the system's wallets, Redis and MySQL.
-func (s *system) wallets() wallet.Wallets { return wallet.Wallets{Redis: s.redis, DB: s.db} }
-
-// walletRow reads the user's MySQL wallet.
-func (s *system) walletRow(uid int64) wallet.Wallet {
-	s.t.Helper()
-	w, err := s.wallets().Get(context.Background(), uid)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return w
-}
-
-// loadHotBalance reads (loading it if needed) the user's Redis hot balance.
-func (s *system) loadHotBalance(uid int64) int64 {
-	s.t.Helper()
-	b, err := s.wallets().HotBalance(context.Background(), uid)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return b
-}
-
-// giveEarnings credits earnings the way a received gift does.
-func (s *system) giveEarnings(uid, coins int64) {
-	s.t.Helper()
-	tx, err := s.db.Beginx()
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer tx.Rollback()
-	ref := fmt.Sprintf("g%d-%016x", uid, time.Now().UnixNano())
-	if _, err := wallet.Apply(context.Background(), tx, wallet.Change{
-		UserID: uid, Account: wallet.AccountEarnings, Kind: wallet.KindGiftReceived, Ref: ref, Amount: coins,
-	}); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-// payWorker runs a worker with the payout provider until ctx ends or stop
-// is called; stop waits for it to exit.
-func (s *system) payWorker(ctx context.Context, name string, p worker.PayoutProvider) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	ln := testenv.Listener(s.t)
-	done := make(chan struct{})
-	s.run(name, func() error {
-		defer close(done)
-		return worker.Run(ctx, worker.Config{Config: s.cfg, Listener: ln, PayoutProvider: p})
-	})
-	stop = func() { cancel(); <-done }
-	s.t.Cleanup(stop)
-	return stop
-}
-
-func fastPayouts(c *config.Config) {
-	c.OutboxInterval = 20 * time.Millisecond
-	c.PayoutBackoff = 5 * time.Millisecond
-}
 
 // TestPayNotify: a valid notify replayed 20 times at once credits the coins
 // once, in MySQL and in the loaded Redis hot balance; notifies with a bad
@@ -520,12 +441,7 @@ func TestPayBadInput(t *testing.T) {
 	s.giveEarnings(uid, 50)
 	tok := s.token(uid)
 	order := s.payCreateOrder(uid, 3).str("order_id")
-	cases := []struct {
-		name, method, path, token, body string
-		hdr                             []string
-		status                          int
-		code                            string
-	}{
+	cases := []errorCase{
 		{"order: malformed JSON", "POST", "/api/v1/pay/orders", tok, `{"product_id":`, nil, 400, "invalid_request"},
 		{"order: empty body", "POST", "/api/v1/pay/orders", tok, ``, nil, 400, "invalid_request"},
 		{"order: no product", "POST", "/api/v1/pay/orders", tok, `{}`, nil, 400, "invalid_request"},
@@ -560,20 +476,7 @@ func TestPayBadInput(t *testing.T) {
 		{"get withdrawal: unknown", "GET", "/api/v1/withdrawals/123456", tok, ``, nil, 404, "not_found"},
 		{"products: wrong method", "POST", "/api/v1/pay/products", "", `{}`, nil, 405, "method_not_allowed"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			a, err := s.try(c.method, c.path, c.token, c.body, c.hdr...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if a.Status != c.status || a.errCode() != c.code {
-				t.Fatalf("got %d %s, want %d %s", a.Status, a.Raw, c.status, c.code)
-			}
-			if e, _ := a.Body["error"].(map[string]any); e == nil || e["message"] == "" {
-				t.Errorf("error body lacks a message: %s", a.Raw)
-			}
-		})
-	}
+	checkErrorCases(t, s, cases)
 	if n := s.count("SELECT COUNT(*) FROM pay_orders"); n != 1 {
 		t.Errorf("%d pay orders, want only the valid one", n)
 	}
