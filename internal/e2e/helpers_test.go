@@ -673,6 +673,7 @@ func (s *system) seedWallet(uid, balance int64) {
 	}
 }
 
+// gift sends count of a gift from sender to receiver in the room.
 func (s *system) gift(room, sender, receiver, giftID, count int64, hdr ...string) answer {
 	s.t.Helper()
 	return s.do("POST", fmt.Sprintf("/api/v1/rooms/%d/gifts", room), s.token(sender),
