@@ -18,6 +18,8 @@ import (
 // maxStock bounds one event's stock and one stock delta.
 const maxStock = 10_000_000
 
+// createEventReq is the body of POST /admin/events. Pointers tell a missing
+// field from a zero one.
 type createEventReq struct {
 	Name     *string `json:"name"`
 	Price    *int64  `json:"price"`
@@ -94,14 +96,17 @@ func (s *Server) adminCreateEvent(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
+// addStockReq is the body of POST /admin/events/{id}/stock.
+type addStockReq struct {
+	Delta *int64 `json:"delta"`
+}
+
 func (s *Server) adminAddStock(rc *reqCtx) *apierr.Error {
 	id, e := pathID(rc.params[0])
 	if e != nil {
 		return e
 	}
-	var req struct {
-		Delta *int64 `json:"delta"`
-	}
+	var req addStockReq
 	if e := rc.decode(&req, false); e != nil {
 		return e
 	}
@@ -146,12 +151,15 @@ func (s *Server) adminAddStock(rc *reqCtx) *apierr.Error {
 // maxDevTokens caps one range request: 10,000 tokens are about 1.6 MB.
 const maxDevTokens = 10000
 
+// devTokenReq is the body of POST /dev/token.
+type devTokenReq struct {
+	UserID *int64 `json:"user_id"`
+	Count  *int64 `json:"count"`
+	Admin  bool   `json:"admin"`
+}
+
 func (s *Server) devToken(rc *reqCtx) *apierr.Error {
-	var req struct {
-		UserID *int64 `json:"user_id"`
-		Count  *int64 `json:"count"`
-		Admin  bool   `json:"admin"`
-	}
+	var req devTokenReq
 	if e := rc.decode(&req, false); e != nil {
 		return e
 	}

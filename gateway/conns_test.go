@@ -12,7 +12,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/config"
 )
 
@@ -22,9 +21,8 @@ func connTestServer(t *testing.T, limits *connLimits, readTimeout time.Duration)
 	t.Helper()
 	cfg := config.Default()
 	cfg.TokenSecret = "conn-test-secret-0123456789"
-	s := &Server{cfg: Config{Config: cfg, ReadTimeout: readTimeout}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret),
-		limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now,
-		largeBodies: newLargeBodySlots(time.Minute)}
+	s := newTestServer(Config{Config: cfg, ReadTimeout: readTimeout})
+	s.largeBodies = newLargeBodySlots(time.Minute)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -147,7 +147,8 @@ func (e *liveEvent) json(now time.Time) eventJSON {
 	}
 }
 
-// ts formats a time as API.md wants: RFC 3339 in UTC.
+// ts formats a time as the API's times are: RFC 3339 in UTC
+// (docs/openapi.yaml, "Conventions").
 func ts(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func (s *Server) listEvents(rc *reqCtx) *apierr.Error {

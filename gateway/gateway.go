@@ -31,7 +31,8 @@ import (
 	"github.com/flashgate/flashgate/internal/wallet"
 )
 
-// MaxBodySize is the largest request body accepted (API.md: 413 above it).
+// MaxBodySize is the largest request body accepted: 413 above it
+// (docs/openapi.yaml, "Conventions").
 const MaxBodySize = 8 << 10
 
 // readBodySize is the largest body the server reads before answering. Bodies
@@ -175,7 +176,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Close releases the dependencies.
+// Close closes the Kafka, MySQL and Redis clients that New opened. Run
+// closes the Server it makes; the caller of New closes its own.
 func (s *Server) Close() {
 	if s.kafka != nil {
 		s.kafka.Close()

@@ -32,8 +32,10 @@ var (
 	giftLuaSeconds   = luaSeconds.WithLabelValues("gift")
 )
 
-// Gift request limits (API.md).
+// Limits, sizes and timings of the gift path.
 const (
+	// maxGiftCount is the largest count of one gift request
+	// (docs/openapi.yaml, schema SendGiftRequest).
 	maxGiftCount = 9999
 	// boardTop is how many senders a leaderboard lists.
 	boardTop = 20
@@ -153,6 +155,8 @@ func (s *Server) getWallet(rc *reqCtx) *apierr.Error {
 	}
 	rc.SetStatusCode(200)
 	rc.SetContentType("application/json")
+	// Appended by hand rather than by json.Marshal, which reflects and
+	// allocates: viewers poll their wallet as often as they send gifts.
 	b := make([]byte, 0, 96)
 	b = append(b, `{"user_id":`...)
 	b = strconv.AppendInt(b, uid, 10)
@@ -343,6 +347,9 @@ func (s *Server) sendGift(rc *reqCtx) *apierr.Error {
 	}
 	rc.SetStatusCode(202)
 	rc.SetContentType("application/json")
+	// Appended by hand into a stack buffer rather than by json.Marshal,
+	// which reflects and allocates on every gift. A ticket is made of
+	// letters, digits and '-', so it needs no escaping.
 	var buf [128]byte
 	b := append(buf[:0], `{"ticket":"`...)
 	b = append(b, res.Ticket...)

@@ -349,7 +349,8 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx, detailed bool) {
 	ctx.SetBodyString(`{"status":"ready"}`)
 }
 
-// fail writes an API error.
+// fail answers with e in place of whatever the handler wrote: its status,
+// Retry-After and JSON body. Error answers are counted here, by route and code.
 func (s *Server) fail(ctx *fasthttp.RequestCtx, route string, e *apierr.Error) {
 	ctx.Response.Reset()
 	ctx.SetStatusCode(e.HTTPStatus)
@@ -391,7 +392,8 @@ func (f *failCounters) get(route, code string) prometheus.Counter {
 	return c
 }
 
-// writeJSON writes a 2xx answer.
+// writeJSON answers status with v encoded by encoding/json. The hot answers
+// (createOrder, getWallet, sendGift) append their JSON by hand instead.
 func (rc *reqCtx) writeJSON(status int, v any) *apierr.Error {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -404,8 +406,9 @@ func (rc *reqCtx) writeJSON(status int, v any) *apierr.Error {
 }
 
 // decode decodes the request body strictly into v: one JSON object of the
-// right types, nothing after it. Unknown fields are ignored (API.md). An empty
-// body counts as {} when emptyOK.
+// right types, nothing after it. Unknown fields are ignored
+// (docs/openapi.yaml, "Conventions"). An empty body counts as {} when
+// emptyOK.
 func (rc *reqCtx) decode(v any, emptyOK bool) *apierr.Error {
 	body := rc.PostBody()
 	if len(trimSpace(body)) == 0 {

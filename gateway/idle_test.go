@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -19,9 +18,7 @@ import (
 func idleServer(t *testing.T) string {
 	t.Helper()
 	cfg := config.Default()
-	s := &Server{cfg: Config{Config: cfg, ReadTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond},
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)), limiter: allowAll{},
-		inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
+	s := newTestServer(Config{Config: cfg, ReadTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -36,10 +36,6 @@ type Limiter interface {
 	Allow(ctx context.Context, userID int64, class RateClass) (retryAfter time.Duration, err error)
 }
 
-type allowAll struct{}
-
-func (allowAll) Allow(context.Context, int64, RateClass) (time.Duration, error) { return 0, nil }
-
 var rateLimited = promauto.NewCounterVec(prometheus.CounterOpts{
 	Namespace: obs.Namespace, Subsystem: "gateway", Name: "rate_limited_total",
 	Help: "Requests refused with 429, by rate class and by where the decision came from (redis, cache, memory, ip, notify_source).",

@@ -8,7 +8,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/config"
 )
 
@@ -88,9 +87,9 @@ func TestPerClientLimit(t *testing.T) {
 		for _, p := range trusted {
 			cfg.TrustedProxies = append(cfg.TrustedProxies, netip.MustParsePrefix(p))
 		}
-		return &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{},
-			inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now,
-			ipLimit: newMemLimiter(cfg.RateIP, hashAddr, 0)}
+		s := newTestServer(Config{Config: cfg})
+		s.ipLimit = newMemLimiter(cfg.RateIP, hashAddr, 0)
+		return s
 	}
 	get := func(s *Server, peer string, xff ...string) int {
 		var req fasthttp.Request
@@ -152,9 +151,9 @@ func TestNotifyLimitedPerSource(t *testing.T) {
 	cfg.RateIP = config.Rate{PerSecond: 0.001, Burst: 2}
 	cfg.RateNotify = config.Rate{PerSecond: 0.001, Burst: 3}
 	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	s := &Server{cfg: Config{Config: cfg}, log: discardLogger(), signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{},
-		inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now,
-		ipLimit: newMemLimiter(cfg.RateIP, hashAddr, 0), notifyLimit: newMemLimiter(cfg.RateNotify, hashAddr, 0)}
+	s := newTestServer(Config{Config: cfg})
+	s.ipLimit = newMemLimiter(cfg.RateIP, hashAddr, 0)
+	s.notifyLimit = newMemLimiter(cfg.RateNotify, hashAddr, 0)
 	call := func(method, path, xff string) int {
 		var req fasthttp.Request
 		req.Header.SetMethod(method)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,34 +13,18 @@ import (
 
 	"github.com/flashgate/flashgate/internal/auth"
 	"github.com/flashgate/flashgate/internal/config"
+	"github.com/flashgate/flashgate/internal/testenv"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Request logs carry the request id, route and user, and never a token, a
 // signature or a secret, even at debug level.
 func TestRequestLogsHoldNoSecrets(t *testing.T) {
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	cfg := config.Default()
 	cfg.TokenSecret = "log-test-secret-0123456789"
 	cfg.PaySecret = "log-test-pay-secret"
-	s := &Server{cfg: Config{Config: cfg}, log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
+	s := newTestServer(Config{Config: cfg})
+	s.log = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	admin := s.signer.Sign(7, auth.RoleUser, time.Hour) // a user token on an admin route: 403 after verification
 	sig := strings.Repeat("ab", 32)
 	for _, req := range []struct {
@@ -90,11 +73,11 @@ func TestRequestLogsHoldNoSecrets(t *testing.T) {
 // fasthttp's own log lines go through the service's logger without the
 // token, the signature or any raw header.
 func TestFasthttpLogsHoldNoSecrets(t *testing.T) {
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	cfg := config.Default()
 	cfg.TokenSecret = "log-test-secret-0123456789"
-	s := &Server{cfg: Config{Config: cfg}, log: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		signer: auth.NewSigner(cfg.TokenSecret), limiter: allowAll{}, inflight: newInflight(cfg.InflightBudgets(), cfg.InflightWait), now: time.Now}
+	s := newTestServer(Config{Config: cfg})
+	s.log = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tok := s.signer.Sign(7, auth.RoleAdmin, time.Hour)
 	sig := strings.Repeat("cd", 32)
 	srv := s.HTTPServer()
@@ -157,7 +140,7 @@ func TestScrubFasthttpMessage(t *testing.T) {
 // TestFasthttpLoggerSamples: any client can make fasthttp log a line, so at
 // most one a second goes out, and the next one says how many were dropped.
 func TestFasthttpLoggerSamples(t *testing.T) {
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	l := newFasthttpLogger(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	for i := 0; i < 100; i++ {
 		l.Printf("error when serving connection %q<->%q: %v", "a", "b", "cannot parse")

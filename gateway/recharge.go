@@ -130,10 +130,13 @@ func validRef(s string) bool {
 	return true
 }
 
+// createPayOrderReq is the body of POST /pay/orders.
+type createPayOrderReq struct {
+	ProductID *int64 `json:"product_id"`
+}
+
 func (s *Server) createPayOrder(rc *reqCtx) *apierr.Error {
-	var req struct {
-		ProductID *int64 `json:"product_id"`
-	}
+	var req createPayOrderReq
 	if e := rc.decode(&req, false); e != nil {
 		return e
 	}
@@ -239,6 +242,14 @@ func (s *Server) checkSignature(rc *reqCtx) *apierr.Error {
 	return nil
 }
 
+// payNotifyReq is the body of POST /pay/notify, as the provider sends it.
+type payNotifyReq struct {
+	OrderID     *string `json:"order_id"`
+	Status      *string `json:"status"`
+	Amount      *int64  `json:"amount"`
+	ProviderTxn *string `json:"provider_txn"`
+}
+
 // payNotify is the payment provider's callback. It credits the order's
 // coins exactly once: the conditional UPDATE of the order and the ledger
 // row commit together, and a replay finds the order paid and changes
@@ -250,12 +261,7 @@ func (s *Server) payNotify(rc *reqCtx) *apierr.Error {
 		notifiesTotal.WithLabelValues("bad_signature").Inc()
 		return e
 	}
-	var n struct {
-		OrderID     *string `json:"order_id"`
-		Status      *string `json:"status"`
-		Amount      *int64  `json:"amount"`
-		ProviderTxn *string `json:"provider_txn"`
-	}
+	var n payNotifyReq
 	if e := rc.decode(&n, false); e != nil {
 		notifiesTotal.WithLabelValues("invalid").Inc()
 		return e

@@ -83,7 +83,7 @@ func init() {
 }
 
 // RouteTable lists every /api/v1 endpoint the gateway serves, on either
-// listener, for the OpenAPI document's test and for --help.
+// listener, so that a test can hold docs/openapi.yaml to the routes.
 func RouteTable() []Route {
 	out := make([]Route, len(routes))
 	for i, r := range routes {

@@ -45,13 +45,16 @@ func withdrawalAccepted(id int64) map[string]any {
 	return map[string]any{"withdrawal_id": id, "status": "pending"}
 }
 
+// createWithdrawalReq is the body of POST /withdrawals.
+type createWithdrawalReq struct {
+	Amount *int64 `json:"amount"`
+}
+
 // createWithdrawal deducts the earnings and queues the payout in one
 // transaction: the withdrawal row, its ledger row and the outbox message
 // exist together or not at all. The worker pays it out later.
 func (s *Server) createWithdrawal(rc *reqCtx) *apierr.Error {
-	var req struct {
-		Amount *int64 `json:"amount"`
-	}
+	var req createWithdrawalReq
 	if e := rc.decode(&req, false); e != nil {
 		return e
 	}

@@ -140,7 +140,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Worker, error) {
 	return w, nil
 }
 
-// Close releases the dependencies.
+// Close closes the Kafka, MySQL and Redis clients that New opened. Run
+// closes the Worker it makes; the caller of New closes its own.
 func (w *Worker) Close() {
 	if w.kafka != nil {
 		w.kafka.Close()

@@ -15,7 +15,7 @@ import (
 	"github.com/flashgate/flashgate/internal/config"
 )
 
-// Timings of API.md: ping every 25 s, and a client that has not answered
+// Timings of the WebSocket (README, "The API in brief"): ping every 25 s, and a client that has not answered
 // 10 s after a ping is gone. The read deadline therefore covers one ping
 // period plus the pong wait, and each pong pushes it out again. (Config's
 // unexported fields change the first three for tests.)
@@ -376,7 +376,8 @@ const (
 	opUnwatch
 )
 
-// clientFrame is every client → server frame of API.md.
+// clientFrame is every client → server frame: watch, unwatch, join, leave
+// (docs/openapi.yaml, "WebSocket push").
 type clientFrame struct {
 	Type    string `json:"type"`
 	RoomID  int64  `json:"room_id"`

@@ -1,7 +1,8 @@
 // Package ws is flashgate's WebSocket push service. Clients connect to
 // GET /ws with their token; the service consumes the Kafka results topic and
 // pushes each result (ticket outcomes, stock changes, room gifts) to the
-// connections that want it, as API.md's "WebSocket push" describes.
+// connections that want it, as the "WebSocket push" paragraph of
+// docs/openapi.yaml describes.
 //
 // Every replica reads every result (no consumer group) starting at its own
 // start time, and delivers to its own connections. Results produced while no
@@ -72,7 +73,7 @@ type Config struct {
 	IdleTimeout time.Duration
 
 	// Ping period and pong wait of WebSocket connections; zero means
-	// API.md's 25 s and 10 s. Tests shorten them.
+	// 25 s and 10 s (pingPeriod, pongWait). Tests shorten them.
 	pingPeriod, pongWait time.Duration
 	// writeWait bounds one write to a connection's socket; zero means
 	// 10 s. Tests lengthen it, to hold a client that does not read.

@@ -265,7 +265,7 @@ func (e *testEnv) dialWith(d *websocket.Dialer, u string, hdr http.Header, buffe
 		for {
 			typ, data, err := conn.ReadMessage()
 			if err == nil && typ != websocket.TextMessage {
-				err = fmt.Errorf("got a frame of type %d; API.md's pushes are text frames", typ)
+				err = fmt.Errorf("got a frame of type %d; the server's pushes are JSON text frames", typ)
 			}
 			if err != nil {
 				c.errc <- err
@@ -343,7 +343,7 @@ func (c *wsClient) closed() error {
 	}
 }
 
-// 1. Ticket pushes reach every connection of their user and nobody else.
+// TestTicketPushToUserConnections: ticket pushes reach every connection of their user and nobody else.
 func TestTicketPushToUserConnections(t *testing.T) {
 	e := startWS(t, nil)
 	a1, a2 := e.dial(1), e.dial(1)
@@ -361,7 +361,7 @@ func TestTicketPushToUserConnections(t *testing.T) {
 	a2.expect(wantA2) // next frame for user 1: it did not get user 2's ticket
 }
 
-// 2. Authentication happens before the upgrade and answers API errors.
+// TestAuth: authentication happens before the upgrade and answers API errors.
 func TestAuth(t *testing.T) {
 	e := startWS(t, nil)
 	other := auth.NewSigner("some-other-secret-of-enough-length")
@@ -427,7 +427,7 @@ func TestAuth(t *testing.T) {
 	})
 }
 
-// 3. Stock pushes reach watchers of their event only while they watch.
+// TestWatchStock: stock pushes reach watchers of their event only while they watch.
 func TestWatchStock(t *testing.T) {
 	e := startWS(t, nil)
 	c := e.dial(5)
@@ -447,7 +447,7 @@ func TestWatchStock(t *testing.T) {
 	c.expect(wantSentinel)
 }
 
-// 4. Gift pushes reach the room's members only while they are in it.
+// TestJoinRoomGift: gift pushes reach the room's members only while they are in it.
 func TestJoinRoomGift(t *testing.T) {
 	e := startWS(t, nil)
 	a := e.dial(10)
@@ -534,7 +534,7 @@ func (e *testEnv) paddedRound(reader *wsClient, user int64, perRound int, pad st
 	return bytes
 }
 
-// 5. A client that stops reading is disconnected; the others keep receiving.
+// TestSlowClientDropped: a client that stops reading is disconnected; the others keep receiving.
 func TestSlowClientDropped(t *testing.T) {
 	const queue, perRound = 16, 8 // a normal client never has more than perRound queued
 	e := startWS(t, func(c *config.Config) { c.WSSendQueue = queue })
@@ -608,7 +608,7 @@ func TestSlowClientDroppedByBytes(t *testing.T) {
 	t.Logf("slow client dropped after %d messages (%d KiB to the normal one): %v", n, bytes>>10, err)
 }
 
-// 6. Operations endpoints: /healthz and /readyz on both listeners, /metrics
+// TestOperations: the operations endpoints, /healthz and /readyz on both listeners, /metrics
 // on the internal one only.
 func TestOperations(t *testing.T) {
 	e := startWS(t, nil)

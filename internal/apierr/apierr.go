@@ -1,5 +1,5 @@
 // Package apierr is the one place where failures become the error codes of
-// the public API (API.md): every non-2xx answer is an *Error.
+// the public API (docs/openapi.yaml): every non-2xx answer is an *Error.
 package apierr
 
 import (
@@ -45,7 +45,7 @@ var (
 	Unavailable         = &Error{HTTPStatus: 503, Code: "unavailable", Message: "a dependency is unavailable, try again shortly", RetryAfter: 1}
 )
 
-// Body returns the JSON error body of API.md.
+// Body returns the JSON error body, the Error schema of docs/openapi.yaml.
 func (e *Error) Body() []byte { return e.AppendBody(nil) }
 
 // AppendBody appends the JSON body to dst without a reflection pass: the

@@ -64,7 +64,7 @@ type Result struct {
 	Push    json.RawMessage `json:"push"`
 }
 
-// TicketPush is the WebSocket "ticket" message of API.md.
+// TicketPush is the WebSocket "ticket" message (docs/openapi.yaml, "WebSocket push").
 type TicketPush struct {
 	Type    string `json:"type"` // always "ticket"
 	Ticket  string `json:"ticket"`
@@ -74,7 +74,7 @@ type TicketPush struct {
 	OrderNo string `json:"order_no,omitempty"`
 }
 
-// StockPush is the WebSocket "stock" message of API.md.
+// StockPush is the WebSocket "stock" message (docs/openapi.yaml, "WebSocket push").
 type StockPush struct {
 	Type      string `json:"type"` // always "stock"
 	EventID   int64  `json:"event_id"`
@@ -82,7 +82,7 @@ type StockPush struct {
 	Status    string `json:"status"`
 }
 
-// GiftPush is the WebSocket "gift" message of API.md.
+// GiftPush is the WebSocket "gift" message (docs/openapi.yaml, "WebSocket push").
 type GiftPush struct {
 	Type       string `json:"type"` // always "gift"
 	RoomID     int64  `json:"room_id"`

@@ -1,7 +1,6 @@
 package dev
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,34 +25,16 @@ import (
 	"github.com/flashgate/flashgate/internal/testenv"
 )
 
-// syncBuffer is an io.Writer the test can read while Run writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	cancel context.CancelFunc
 	errc   chan error
-	out    *syncBuffer
+	out    *testenv.SyncBuffer
 }
 
 func start(t *testing.T, cfg config.Config, opts Options) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, errc: make(chan error, 1), out: &syncBuffer{}}
+	r := &running{cancel: cancel, errc: make(chan error, 1), out: &testenv.SyncBuffer{}}
 	opts.Out = r.out
 	opts.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() { r.errc <- Run(ctx, cfg, opts) }()

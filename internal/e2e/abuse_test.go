@@ -26,7 +26,7 @@ func TestRateLimitedUser(t *testing.T) {
 	ev := s.liveEvent(1000)
 	path := fmt.Sprintf("/api/v1/events/%d/orders", ev)
 	flooder := s.token(1)
-	s.giftSeedWallet(1, 1000)
+	s.seedWallet(1, 1000)
 
 	var mu sync.Mutex
 	counts := map[int]int{}
@@ -91,9 +91,9 @@ func TestRateLimitedUser(t *testing.T) {
 		t.Errorf("%d of 60 other buyers served", othersOK)
 	}
 	// GCRA: per class at most the burst plus what the rate refilled meanwhile.
-	let := counts[202] + counts[409]
-	if max := 2 * (10 + int(5*elapsed.Seconds()) + 1); let > max || counts[429] == 0 {
-		t.Errorf("%d of 300 flood requests let through in %v (at most %d allowed), %d refused", let, elapsed, max, counts[429])
+	through := counts[202] + counts[409]
+	if allowed := 2 * (10 + int(5*elapsed.Seconds()) + 1); through > allowed || counts[429] == 0 {
+		t.Errorf("%d of 300 flood requests let through in %v (at most %d allowed), %d refused", through, elapsed, allowed, counts[429])
 	}
 	if n := s.count("SELECT COUNT(*) FROM tickets WHERE user_id = 1 AND kind = 'order'"); n > 1 {
 		t.Errorf("flooder has %d order tickets, want at most 1", n)
@@ -236,7 +236,7 @@ func TestCheapAnswersNotLimited(t *testing.T) {
 	for uid := int64(3); uid < 5; uid++ {
 		codes[s.order(live, 3).Status]++
 	}
-	s.giftSeedWallet(3, 100)
+	s.seedWallet(3, 100)
 	for i := 0; i < 3; i++ {
 		codes[s.gift(1, 3, 7, 1, 1).Status]++
 	}

@@ -20,12 +20,7 @@ func TestOrderBadInput(t *testing.T) {
 	flipped := []byte(good)
 	flipped[len(flipped)-3] ^= 1
 
-	cases := []struct {
-		name, method, path, token, body string
-		hdr                             []string
-		status                          int
-		code                            string
-	}{
+	cases := []errorCase{
 		{"malformed JSON", "POST", path, good, `{"x":`, nil, 400, "invalid_request"},
 		{"not an object", "POST", path, good, `[1,2]`, nil, 400, "invalid_request"},
 		{"string body", "POST", path, good, `"hi"`, nil, 400, "invalid_request"},
@@ -46,20 +41,7 @@ func TestOrderBadInput(t *testing.T) {
 		{"unknown route", "POST", "/api/v1/nope", good, `{}`, nil, 404, "not_found"},
 		{"dev route is fine in dev", "POST", "/api/v1/dev/token", "", `{"user_id":"x"}`, nil, 400, "invalid_request"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			a, err := s.try(c.method, c.path, c.token, c.body, c.hdr...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if a.Status != c.status || a.errCode() != c.code {
-				t.Fatalf("got %d %s, want %d %s", a.Status, a.Raw, c.status, c.code)
-			}
-			if e, _ := a.Body["error"].(map[string]any); e == nil || e["message"] == "" {
-				t.Errorf("error body lacks a message: %s", a.Raw)
-			}
-		})
-	}
+	checkErrorCases(t, s, cases)
 	if st, _ := s.redisStock(ev); st != 5 {
 		t.Errorf("Redis stock %d after bad requests, want 5", st)
 	}

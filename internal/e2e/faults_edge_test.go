@@ -104,7 +104,7 @@ func TestFaultEdgeMySQLStall(t *testing.T) {
 	ev := s.liveEvent(1_000_000)
 	senders := []int64{1001, 1002, 1003, 1004}
 	for _, u := range senders {
-		s.giftSeedWallet(u, 1_000_000)
+		s.seedWallet(u, 1_000_000)
 		if w := s.do("GET", "/api/v1/wallet", s.token(u), ""); w.Status != 200 { // loads the hot balance
 			t.Fatalf("wallet: %d %s", w.Status, w.Raw)
 		}
@@ -128,7 +128,7 @@ func TestFaultEdgeMySQLStall(t *testing.T) {
 	if r, err := s.redis.Reserve(context.Background(), ev, orderOwner, orderTicket, ""); err != nil || r.Status != store.Reserved {
 		t.Fatalf("reserve: %+v %v", r, err)
 	}
-	s.giftSeedWallet(giftOwner, 100)
+	s.seedWallet(giftOwner, 100)
 	s.do("GET", "/api/v1/wallet", s.token(giftOwner), "")
 	giftTicket := store.NewGiftTicket(giftOwner)
 	if r, err := s.redis.HoldGift(context.Background(), giftOwner, giftTicket, 10, "", store.Limit{}); err != nil || r.Status != store.Held {
@@ -356,7 +356,7 @@ func TestFaultEdgeMySQLStall(t *testing.T) {
 			want = append(want, fmt.Sprintf("%d:%d", u, coins[u]))
 		}
 	}
-	s.waitFor("the board after the stall", func() bool { return strings.Join(s.giftBoard(room), " ") == strings.Join(want, " ") })
+	s.waitFor("the board after the stall", func() bool { return strings.Join(s.leaderboard(room), " ") == strings.Join(want, " ") })
 	s.waitFor("the room without a board gets one", func() bool {
 		return s.do("GET", fmt.Sprintf("/api/v1/rooms/%d/leaderboard", coldRoom), "", "").Status == 200
 	})

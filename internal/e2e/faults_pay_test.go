@@ -42,8 +42,8 @@ func (s *system) payWithdrawalStatus(uid, id int64) string {
 	return a.str("status")
 }
 
-// payWalletBalance is the balance GET /wallet shows the user.
-func (s *system) payWalletBalance(uid int64) int64 {
+// walletBalance is the balance GET /wallet shows the user.
+func (s *system) walletBalance(uid int64) int64 {
 	s.t.Helper()
 	a := s.do("GET", "/api/v1/wallet", s.token(uid), "")
 	if a.Status != 200 {
@@ -168,7 +168,7 @@ func TestFaultPayoutLate(t *testing.T) {
 		c.PayoutTimeout = time.Second
 	}})
 	const uid = 301
-	s.payGiveEarnings(uid, 1000)
+	s.giveEarnings(uid, 1000)
 	p := &lateProvider{real: &sandbox.Payouts{DB: s.db}, landed: make(chan struct{})}
 	s.payWorker(context.Background(), "worker", p)
 
@@ -193,7 +193,7 @@ func TestFaultPayoutLate(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM withdrawals WHERE id = ? AND payout_txn = ?", wid, lateTxn); n != 1 {
 		t.Errorf("the withdrawal does not carry the late payout's transaction %s", lateTxn)
 	}
-	if w := s.payWallet(uid); w.Earnings != 600 || w.TotalWithdrawn != 400 {
+	if w := s.walletRow(uid); w.Earnings != 600 || w.TotalWithdrawn != 400 {
 		t.Errorf("wallet %+v, want earnings 600 and 400 withdrawn", w)
 	}
 	if calls != 3 {
@@ -233,7 +233,7 @@ func TestFaultPayoutPaidAfterRefund(t *testing.T) {
 		c.PayoutTimeout = 300 * time.Millisecond
 	}})
 	const uid = 302
-	s.payGiveEarnings(uid, 1000)
+	s.giveEarnings(uid, 1000)
 	before := conflictsMetric(t, "paid_after_refund")
 	p := &rogueProvider{release: make(chan struct{})}
 	s.payWorker(context.Background(), "worker", p)
@@ -262,7 +262,7 @@ func TestFaultPayoutPaidAfterRefund(t *testing.T) {
 	if got := conflictsMetric(t, "paid_after_refund") - before; got != 1 {
 		t.Errorf("flashgate_worker_payout_conflicts_total{kind=paid_after_refund} rose by %v, want 1", got)
 	}
-	if w := s.payWallet(uid); w.Earnings != 1000 {
+	if w := s.walletRow(uid); w.Earnings != 1000 {
 		t.Errorf("earnings %d, want 1000 (refunded once)", w.Earnings)
 	}
 }
@@ -326,7 +326,7 @@ func TestFaultPayoutUnknown(t *testing.T) {
 		c.PayoutTimeout = 30 * time.Second // the gated void must not time out
 	}})
 	const uid = 303
-	s.payGiveEarnings(uid, 1000)
+	s.giveEarnings(uid, 1000)
 	stuck := s.payWithdraw(uid, 300)
 	var key string
 	if err := s.db.Get(&key, "SELECT payout_key FROM withdrawals WHERE id = ?", stuck); err != nil || key == "" {
@@ -366,7 +366,7 @@ func TestFaultPayoutUnknown(t *testing.T) {
 	if st := s.payWithdrawalStatus(uid, stuck); st != "failed" {
 		t.Errorf("stuck withdrawal %s, want failed once the provider voided it", st)
 	}
-	if w := s.payWallet(uid); w.Earnings != 800 || w.TotalWithdrawn != 200 {
+	if w := s.walletRow(uid); w.Earnings != 800 || w.TotalWithdrawn != 200 {
 		t.Errorf("wallet %+v, want earnings 800 and 200 withdrawn", w)
 	}
 }
@@ -378,7 +378,7 @@ func TestFaultPayoutUnknown(t *testing.T) {
 func TestFaultPayKafkaDown(t *testing.T) {
 	s := start(t, options{noWS: true, mutate: fastPayouts})
 	const first = 310
-	s.payGiveEarnings(first, 100)
+	s.giveEarnings(first, 100)
 	wid := s.payWithdraw(first, 100)
 	s.waitFor("a withdrawal paid before the outage", func() bool { return s.payWithdrawalStatus(first, wid) == "succeeded" })
 
@@ -399,7 +399,7 @@ func TestFaultPayKafkaDown(t *testing.T) {
 	}
 	var during []req
 	for uid := int64(first + 1); time.Since(began) < 10*time.Second; uid++ {
-		s.payGiveEarnings(uid, 50)
+		s.giveEarnings(uid, 50)
 		t0 := time.Now()
 		a := s.do("POST", "/api/v1/withdrawals", s.token(uid), `{"amount":50}`)
 		r := req{uid: uid, took: time.Since(t0), status: a.Status}
@@ -445,7 +445,7 @@ func TestFaultPayKafkaDown(t *testing.T) {
 		t.Errorf("%v relayed=%d paid=%d; want all %d relayed and paid once", f, relayed, paid, n)
 	}
 	for _, r := range during {
-		if w := s.payWallet(r.uid); w.Earnings != 0 || w.TotalWithdrawn != 50 {
+		if w := s.walletRow(r.uid); w.Earnings != 0 || w.TotalWithdrawn != 50 {
 			t.Errorf("user %d wallet %+v, want 50 withdrawn", r.uid, w)
 		}
 	}
@@ -488,7 +488,7 @@ func TestFaultPayoutKeyReuse(t *testing.T) {
 		c.PayoutAttempts = 3
 	}})
 	const uid = 7
-	s.payGiveEarnings(uid, 1000)
+	s.giveEarnings(uid, 1000)
 	fresh := s.payWithdraw(uid, 100)
 	reused := s.payWithdraw(uid, 100)
 	mismatch := s.payWithdraw(uid, 100)
@@ -542,7 +542,7 @@ func TestFaultPayoutKeyReuse(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM sandbox_payouts WHERE user_id = 999 AND amount = 5 AND txn LIKE 'foreign-%'"); n != 3 {
 		t.Errorf("the other installation's payouts changed: %d left", n)
 	}
-	if w := s.payWallet(uid); w.Earnings != 700 || w.TotalWithdrawn != 300 {
+	if w := s.walletRow(uid); w.Earnings != 700 || w.TotalWithdrawn != 300 {
 		t.Errorf("wallet %+v: want 700 earnings left, nothing refunded", w)
 	}
 }
@@ -591,7 +591,7 @@ func TestFaultPayRechargeHotCredit(t *testing.T) {
 	resyncBefore := metricValue(t, "flashgate_worker_recharges_repaired_total", map[string]string{"how": "resync"})
 	var orders []rc
 	for _, uid := range []int64{401, 402, 403} {
-		if b := s.payWalletBalance(uid); b != 0 { // loads the hot balance
+		if b := s.walletBalance(uid); b != 0 { // loads the hot balance
 			t.Fatalf("user %d starts with %d", uid, b)
 		}
 		o := s.payCreateOrder(uid, 2)
@@ -622,7 +622,7 @@ func TestFaultPayRechargeHotCredit(t *testing.T) {
 
 	s.waitFor("every recharge in the hot balance and marked", func() bool {
 		for _, o := range orders {
-			if s.payWalletBalance(o.uid) != o.coins {
+			if s.walletBalance(o.uid) != o.coins {
 				return false
 			}
 		}
@@ -632,10 +632,10 @@ func TestFaultPayRechargeHotCredit(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond)
 	ok := 0
 	for _, o := range orders {
-		if b := s.payWalletBalance(o.uid); b == o.coins && s.payWallet(o.uid).Balance == o.coins {
+		if b := s.walletBalance(o.uid); b == o.coins && s.walletRow(o.uid).Balance == o.coins {
 			ok++
 		} else {
-			t.Errorf("user %d: hot balance %d, MySQL %d; want %d", o.uid, b, s.payWallet(o.uid).Balance, o.coins)
+			t.Errorf("user %d: hot balance %d, MySQL %d; want %d", o.uid, b, s.walletRow(o.uid).Balance, o.coins)
 		}
 	}
 	marked := s.count("SELECT COUNT(*) FROM pay_orders WHERE hot_credited_at IS NOT NULL")

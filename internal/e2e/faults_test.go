@@ -231,7 +231,7 @@ func (s *system) checkWallets(from, n, balance, anchor int64, succeeded int) {
 	if got := s.count("SELECT COALESCE(SUM(balance), 0) FROM wallets WHERE user_id BETWEEN ? AND ?", from, from+n-1); got != int(n*balance)-succeeded {
 		s.t.Errorf("senders hold %d coins in MySQL, want %d", got, int(n*balance)-succeeded)
 	}
-	if _, earned := s.giftMySQLBalance(anchor); earned != int64(succeeded) {
+	if _, earned := s.walletRowBalances(anchor); earned != int64(succeeded) {
 		s.t.Errorf("anchor earned %d, want %d", earned, succeeded)
 	}
 	if got := s.count("SELECT COUNT(*) FROM ledger"); got != 2*succeeded {
@@ -239,8 +239,8 @@ func (s *system) checkWallets(from, n, balance, anchor int64, succeeded int) {
 	}
 	s.waitFor("hot balances to agree with MySQL", func() bool {
 		for u := from; u < from+n; u++ {
-			bal, _ := s.giftMySQLBalance(u)
-			if hot := s.giftHot(u); hot != -1 && hot != bal || s.giftHolds(u) != 0 {
+			bal, _ := s.walletRowBalances(u)
+			if hot := s.hotBalance(u); hot != -1 && hot != bal || s.openHolds(u) != 0 {
 				return false
 			}
 		}
@@ -312,7 +312,7 @@ func TestFaultMySQLStall(t *testing.T) {
 	// Warm wallets: a viewer's first gift loads the wallet from MySQL, and
 	// that one cannot be answered while MySQL hangs.
 	crowd(users, 16, func(i int) (answer, error) {
-		_, err := s.payWallets().HotBalance(context.Background(), int64(100_000+i))
+		_, err := s.wallets().HotBalance(context.Background(), int64(100_000+i))
 		if err != nil {
 			t.Error(err)
 		}
@@ -555,7 +555,7 @@ func TestFaultKafkaDown(t *testing.T) {
 		if err != nil || r.Status != store.Reserved {
 			t.Fatalf("reserve: %+v %v", r, err)
 		}
-		s.giftSeedWallet(u, 5)
+		s.seedWallet(u, 5)
 		s.do("GET", "/api/v1/wallet", s.token(u), "")
 		h, err := s.redis.HoldGift(ctx, u, gt, 1, "", store.Limit{})
 		if err != nil || h.Status != store.Held {
@@ -589,7 +589,7 @@ func TestFaultKafkaDown(t *testing.T) {
 		t.Errorf("Redis stock %d after the outage, want 100", st)
 	}
 	for u := int64(40_000); u < 40_010; u++ {
-		if hot, h := s.giftHot(u), s.giftHolds(u); hot != 5 || h != 0 {
+		if hot, h := s.hotBalance(u), s.openHolds(u); hot != 5 || h != 0 {
 			t.Errorf("user %d: hot balance %d with %d holds after the outage, want 5 and none", u, hot, h)
 		}
 	}
@@ -814,7 +814,7 @@ func TestFaultRepairs(t *testing.T) {
 
 	t.Run("hot balance lower or higher than MySQL", func(t *testing.T) {
 		const uid = 90
-		s.giftSeedWallet(uid, 50)
+		s.seedWallet(uid, 50)
 		if a := s.do("GET", "/api/v1/wallet", s.token(uid), ""); a.Status != 200 || a.Body["balance"] != float64(50) {
 			t.Fatalf("wallet: %d %s", a.Status, a.Raw)
 		}
@@ -824,8 +824,8 @@ func TestFaultRepairs(t *testing.T) {
 			if _, err := s.db.Exec("UPDATE wallets SET balance = balance + ? WHERE user_id = ?", delta, uid); err != nil {
 				t.Fatal(err)
 			}
-			bal, _ := s.giftMySQLBalance(uid)
-			s.waitFor(fmt.Sprintf("hot balance %d", bal), func() bool { return s.giftHot(uid) == bal })
+			bal, _ := s.walletRowBalances(uid)
+			s.waitFor(fmt.Sprintf("hot balance %d", bal), func() bool { return s.hotBalance(uid) == bal })
 		}
 	})
 
@@ -889,7 +889,7 @@ func TestFaultRepairs(t *testing.T) {
 // flush: the retry gets the first ticket and is not debited again.
 func TestFaultGiftIdemAfterFlush(t *testing.T) {
 	s := start(t, options{noWS: true})
-	s.giftSeedWallet(60, 100)
+	s.seedWallet(60, 100)
 	first := s.gift(1, 60, 7, 2, 1, "Idempotency-Key", "tap-1")
 	if first.Status != 202 || s.waitTicket(60, first.str("ticket")).str("status") != "succeeded" {
 		t.Fatalf("first gift: %d %s", first.Status, first.Raw)
@@ -905,7 +905,7 @@ func TestFaultGiftIdemAfterFlush(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM ledger WHERE kind = 'gift_sent' AND user_id = 60"); n != 1 {
 		t.Errorf("%d debits, want 1", n)
 	}
-	if bal, _ := s.giftMySQLBalance(60); bal != 90 {
+	if bal, _ := s.walletRowBalances(60); bal != 90 {
 		t.Errorf("balance %d, want 90", bal)
 	}
 }

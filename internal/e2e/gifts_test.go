@@ -10,99 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/store"
 	"github.com/flashgate/flashgate/internal/testenv"
 	"github.com/flashgate/flashgate/worker"
-	"github.com/flashgate/flashgate/ws"
 )
-
-// Gifts seeded by sql/003_gifts.sql.
-const (
-	giftRose   = 1 // 1 coin
-	giftHeart  = 2 // 10 coins
-	giftRocket = 3 // 100 coins
-	giftCastle = 4 // 1000 coins
-)
-
-// giftSeedWallet gives the user a MySQL balance, as a recharge would have;
-// the gateway loads it into Redis on the user's first gift.
-func (s *system) giftSeedWallet(uid, balance int64) {
-	s.t.Helper()
-	if _, err := s.db.Exec("INSERT INTO wallets (user_id, balance) VALUES (?, ?) ON DUPLICATE KEY UPDATE balance = VALUES(balance)", uid, balance); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func (s *system) gift(room, sender, receiver, giftID, count int64, hdr ...string) answer {
-	s.t.Helper()
-	return s.do("POST", fmt.Sprintf("/api/v1/rooms/%d/gifts", room), s.token(sender),
-		fmt.Sprintf(`{"gift_id":%d,"receiver_id":%d,"count":%d}`, giftID, receiver, count), hdr...)
-}
-
-// giftHot returns the user's hot balance in Redis (-1 when not loaded).
-func (s *system) giftHot(uid int64) int64 {
-	s.t.Helper()
-	bal, ok, err := s.redis.HotBalance(context.Background(), uid)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if !ok {
-		return -1
-	}
-	return bal
-}
-
-// giftHolds counts the user's gift holds that still hold coins (pending or
-// claimed); decided and undone entries hold none.
-func (s *system) giftHolds(uid int64) int64 {
-	s.t.Helper()
-	vals, err := s.raw.Do(context.Background(), s.raw.B().Hvals().Key(store.HoldsKey(uid)).Build()).AsStrSlice()
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var n int64
-	for _, v := range vals {
-		if strings.HasPrefix(v, "p:") || strings.HasPrefix(v, "c:") {
-			n++
-		}
-	}
-	return n
-}
-
-func (s *system) giftMySQLBalance(uid int64) (balance, earnings int64) {
-	s.t.Helper()
-	var w struct {
-		Balance  int64 `db:"balance"`
-		Earnings int64 `db:"earnings"`
-	}
-	err := s.db.Get(&w, "SELECT balance, earnings FROM wallets WHERE user_id = ?", uid)
-	if err != nil && !strings.Contains(err.Error(), "no rows") {
-		s.t.Fatal(err)
-	}
-	return w.Balance, w.Earnings
-}
-
-// giftBoard reads a room's leaderboard as "user:coins" pairs.
-func (s *system) giftBoard(room int64) []string {
-	s.t.Helper()
-	a := s.do("GET", fmt.Sprintf("/api/v1/rooms/%d/leaderboard", room), "", "")
-	if a.Status != 200 || a.Body["room_id"] != float64(room) {
-		s.t.Fatalf("leaderboard: %d %s", a.Status, a.Raw)
-	}
-	top, ok := a.Body["top"].([]any)
-	if !ok {
-		s.t.Fatalf("leaderboard without a top array: %s", a.Raw)
-	}
-	out := []string{}
-	for _, e := range top {
-		m := e.(map[string]any)
-		out = append(out, fmt.Sprintf("%v:%v", m["user_id"], m["coins"]))
-	}
-	return out
-}
 
 // TestGiftNoNegativeBalance: 200 concurrent 10-coin gifts from a wallet of
 // 100 coins. Exactly 10 are accepted, each answering a different balance,
@@ -111,7 +23,7 @@ func (s *system) giftBoard(room int64) []string {
 func TestGiftNoNegativeBalance(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const sender, receiver, room, n = 11, 12, 77, 200
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 
 	answers := make([]answer, n)
 	errs := make([]error, n)
@@ -171,11 +83,11 @@ func TestGiftNoNegativeBalance(t *testing.T) {
 	if got := s.count("SELECT COUNT(*) FROM tickets WHERE kind = 'gift' AND status = 'succeeded' AND user_id = ? AND ref_id = ?", sender, room); got != 10 {
 		t.Errorf("%d succeeded gift tickets, want 10", got)
 	}
-	if got := s.giftHot(sender); got != 0 {
+	if got := s.hotBalance(sender); got != 0 {
 		t.Errorf("hot balance %d, want 0", got)
 	}
-	bal, _ := s.giftMySQLBalance(sender)
-	_, earned := s.giftMySQLBalance(receiver)
+	bal, _ := s.walletRowBalances(sender)
+	_, earned := s.walletRowBalances(receiver)
 	if bal != 0 || earned != 100 {
 		t.Errorf("MySQL: sender balance %d (want 0), receiver earnings %d (want 100)", bal, earned)
 	}
@@ -188,7 +100,7 @@ func TestGiftNoNegativeBalance(t *testing.T) {
 	if got := s.count("SELECT COALESCE(SUM(amount), 0) FROM ledger"); got != 0 {
 		t.Errorf("ledger sums to %d, want 0 (debits = credits)", got)
 	}
-	s.waitFor("holds settled", func() bool { return s.giftHolds(sender) == 0 })
+	s.waitFor("holds settled", func() bool { return s.openHolds(sender) == 0 })
 	for tk := range tickets {
 		if a := s.waitTicket(sender, tk); a.str("status") != "succeeded" || a.str("kind") != "gift" || a.str("created_at") == "" {
 			t.Errorf("ticket %s: %s", tk, a.Raw)
@@ -201,7 +113,7 @@ func TestGiftNoNegativeBalance(t *testing.T) {
 		t.Errorf("sender's wallet: %d %s", w.Status, w.Raw)
 	}
 	s.waitFor("leaderboard shows the sender", func() bool {
-		b := s.giftBoard(room)
+		b := s.leaderboard(room)
 		return len(b) == 1 && b[0] == fmt.Sprintf("%d:100", sender)
 	})
 }
@@ -221,7 +133,7 @@ func TestGiftIdempotency(t *testing.T) {
 		{"concurrent on a wallet not loaded yet", 22, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s.giftSeedWallet(tc.sender, 100)
+			s.seedWallet(tc.sender, 100)
 			key := fmt.Sprintf("gift-%d-key", tc.sender)
 			var bodies []string
 			for range tc.sequential {
@@ -266,10 +178,10 @@ func TestGiftIdempotency(t *testing.T) {
 			if got := s.count("SELECT COUNT(*) FROM gift_records WHERE sender_id = ?", tc.sender); got != 1 {
 				t.Errorf("%d gift records, want 1", got)
 			}
-			if bal, _ := s.giftMySQLBalance(tc.sender); bal != 90 {
+			if bal, _ := s.walletRowBalances(tc.sender); bal != 90 {
 				t.Errorf("MySQL balance %d, want 90", bal)
 			}
-			if got := s.giftHot(tc.sender); got != 90 {
+			if got := s.hotBalance(tc.sender); got != 90 {
 				t.Errorf("hot balance %d, want 90", got)
 			}
 			// Another key is another gift.
@@ -288,7 +200,7 @@ func TestGiftRedelivery(t *testing.T) {
 	const room, receiver, n = 31, 300, 3
 	tickets := map[string]int64{}
 	for sender := int64(301); sender < 301+n; sender++ {
-		s.giftSeedWallet(sender, 100)
+		s.seedWallet(sender, 100)
 		a := s.gift(room, sender, receiver, giftHeart, 1)
 		if a.Status != 202 {
 			t.Fatalf("gift: %d %s", a.Status, a.Raw)
@@ -314,18 +226,18 @@ func TestGiftRedelivery(t *testing.T) {
 	if got := s.count("SELECT COUNT(*) FROM tickets WHERE kind = 'gift' AND status = 'succeeded'"); got != n {
 		t.Errorf("%d succeeded tickets, want %d", got, n)
 	}
-	if _, earned := s.giftMySQLBalance(receiver); earned != 10*n {
+	if _, earned := s.walletRowBalances(receiver); earned != 10*n {
 		t.Errorf("receiver earnings %d, want %d", earned, 10*n)
 	}
 	var want []string
 	for ticket, sender := range tickets {
-		if bal, _ := s.giftMySQLBalance(sender); bal != 90 {
+		if bal, _ := s.walletRowBalances(sender); bal != 90 {
 			t.Errorf("sender %d: MySQL balance %d, want 90", sender, bal)
 		}
-		if got := s.giftHot(sender); got != 90 {
+		if got := s.hotBalance(sender); got != 90 {
 			t.Errorf("sender %d: hot balance %d, want 90", sender, got)
 		}
-		if h := s.giftHolds(sender); h != 0 {
+		if h := s.openHolds(sender); h != 0 {
 			t.Errorf("sender %d: %d holds left", sender, h)
 		}
 		if a := s.waitTicket(sender, ticket); a.str("status") != "succeeded" {
@@ -334,114 +246,9 @@ func TestGiftRedelivery(t *testing.T) {
 		want = append(want, fmt.Sprintf("%d:10", sender))
 	}
 	sort.Strings(want) // equal coins: by user id, and these ids sort alike as strings
-	if got := s.giftBoard(room); strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := s.leaderboard(room); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("leaderboard %v, want %v", got, want)
 	}
-}
-
-// wsFrames reads a connection's frames into a channel until it closes, so a
-// test can wait with timeouts without breaking the connection (a timed-out
-// gorilla read leaves it unusable).
-func wsFrames(t *testing.T, c *websocket.Conn) <-chan map[string]any {
-	ch := make(chan map[string]any, 256)
-	go func() {
-		defer close(ch)
-		for {
-			var m map[string]any
-			if err := c.ReadJSON(&m); err != nil {
-				return
-			}
-			ch <- m
-		}
-	}()
-	return ch
-}
-
-// nextFrame waits for a frame that satisfies match; false on timeout.
-func nextFrame(ch <-chan map[string]any, d time.Duration, match func(map[string]any) bool) (map[string]any, bool) {
-	timeout := time.After(d)
-	for {
-		select {
-		case m, ok := <-ch:
-			if !ok {
-				return nil, false
-			}
-			if match(m) {
-				return m, true
-			}
-		case <-timeout:
-			return nil, false
-		}
-	}
-}
-
-func isGift(ticket string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return m["type"] == "gift" && (ticket == "" || m["ticket"] == ticket) }
-}
-
-// startSecondWS runs another ws replica against the same results topic and
-// returns its ws:// base URL.
-func (s *system) startSecondWS() string {
-	ln := testenv.Listener(s.t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	cfg := s.cfg
-	go func() {
-		defer close(done)
-		if err := ws.Run(ctx, ws.Config{Config: cfg, Listener: ln}); err != nil {
-			s.t.Errorf("second ws: %v", err)
-		}
-	}()
-	s.t.Cleanup(func() { cancel(); <-done })
-	s.waitReady("http://" + ln.Addr().String())
-	return "ws://" + ln.Addr().String()
-}
-
-// dialWSAt connects the user to the ws replica at base.
-func (s *system) dialWSAt(base string, uid int64) *websocket.Conn {
-	s.t.Helper()
-	c, _, err := websocket.DefaultDialer.Dial(base+"/ws?token="+s.token(uid), nil)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// giftJoin joins each viewer to the room and returns once every one of them
-// has received a gift sent there, which proves its join is registered.
-func (s *system) giftJoin(room, prober int64, viewers ...*websocket.Conn) []<-chan map[string]any {
-	s.t.Helper()
-	chans := make([]<-chan map[string]any, len(viewers))
-	for i, c := range viewers {
-		if err := c.WriteJSON(map[string]any{"type": "join", "room_id": room}); err != nil {
-			s.t.Fatal(err)
-		}
-		chans[i] = wsFrames(s.t, c)
-	}
-	s.giftSeedWallet(prober, 1_000_000)
-	probes := map[string]bool{}
-	pending := chans
-	for attempt := 0; len(pending) > 0; attempt++ {
-		if attempt == 10 {
-			s.t.Fatalf("%d viewers never received a gift in room %d", len(pending), room)
-		}
-		a := s.gift(room, prober, prober+1, giftRose, 1)
-		if a.Status != 202 {
-			s.t.Fatalf("probe gift: %d %s", a.Status, a.Raw)
-		}
-		probes[a.str("ticket")] = true
-		var still []<-chan map[string]any
-		for _, ch := range pending {
-			if _, ok := nextFrame(ch, 5*time.Second, func(m map[string]any) bool {
-				return m["type"] == "gift" && probes[fmt.Sprint(m["ticket"])]
-			}); !ok {
-				still = append(still, ch)
-			}
-		}
-		pending = still
-	}
-	return chans
 }
 
 // TestRoomBroadcastTwoReplicas: a committed gift reaches every viewer that
@@ -463,7 +270,7 @@ func TestRoomBroadcastTwoReplicas(t *testing.T) {
 	}
 	other := wsFrames(t, v3)
 
-	s.giftSeedWallet(sender, 5000)
+	s.seedWallet(sender, 5000)
 	a := s.gift(room, sender, receiver, giftCastle, 2)
 	if a.Status != 202 || a.Body["balance"] != float64(3000) {
 		t.Fatalf("gift: %d %s", a.Status, a.Raw)
@@ -504,7 +311,7 @@ func TestRoomBroadcastTwoReplicas(t *testing.T) {
 func TestGiftBadInput(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const sender, room = 61, 8
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Status != 200 || w.Body["balance"] != float64(100) {
 		t.Fatalf("wallet: %d %s", w.Status, w.Raw)
 	}
@@ -513,12 +320,7 @@ func TestGiftBadInput(t *testing.T) {
 	body := func(gift, receiver, count any) string {
 		return fmt.Sprintf(`{"gift_id":%v,"receiver_id":%v,"count":%v}`, gift, receiver, count)
 	}
-	cases := []struct {
-		name, method, path, token, body string
-		hdr                             []string
-		status                          int
-		code                            string
-	}{
+	cases := []errorCase{
 		{"self gift", "POST", path, good, body(giftRose, sender, 1), nil, 400, "self_gift"},
 		{"unknown gift", "POST", path, good, body(987, 7, 1), nil, 404, "not_found"},
 		{"count 0", "POST", path, good, body(giftRose, 7, 0), nil, 400, "invalid_request"},
@@ -547,24 +349,11 @@ func TestGiftBadInput(t *testing.T) {
 		{"malformed gift ticket", "GET", fmt.Sprintf("/api/v1/tickets/g%d-xyz", sender), good, ``, nil, 404, "not_found"},
 		{"unknown gift ticket", "GET", fmt.Sprintf("/api/v1/tickets/g%d-0123456789abcdef", sender), good, ``, nil, 404, "not_found"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			a, err := s.try(c.method, c.path, c.token, c.body, c.hdr...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if a.Status != c.status || a.errCode() != c.code {
-				t.Fatalf("got %d %s, want %d %s", a.Status, a.Raw, c.status, c.code)
-			}
-			if e, _ := a.Body["error"].(map[string]any); e == nil || e["message"] == "" {
-				t.Errorf("error body lacks a message: %s", a.Raw)
-			}
-		})
-	}
-	if got := s.giftHot(sender); got != 100 {
+	checkErrorCases(t, s, cases)
+	if got := s.hotBalance(sender); got != 100 {
 		t.Errorf("hot balance %d after bad requests, want 100", got)
 	}
-	if h := s.giftHolds(sender); h != 0 {
+	if h := s.openHolds(sender); h != 0 {
 		t.Errorf("%d holds after bad requests", h)
 	}
 	// And the endpoint still works for a good request, debiting once.
@@ -575,7 +364,7 @@ func TestGiftBadInput(t *testing.T) {
 	if tk := s.waitTicket(sender, a.str("ticket")); tk.str("status") != "succeeded" {
 		t.Fatalf("ticket: %s", tk.Raw)
 	}
-	if bal, _ := s.giftMySQLBalance(sender); bal != 97 {
+	if bal, _ := s.walletRowBalances(sender); bal != 97 {
 		t.Errorf("MySQL balance %d, want 97", bal)
 	}
 }
@@ -604,7 +393,7 @@ func TestGiftCatalog(t *testing.T) {
 		return strings.Contains(a.Raw, `"Star"`) && !strings.Contains(a.Raw, `"Castle"`)
 	})
 	const sender = 71
-	s.giftSeedWallet(sender, 10_000)
+	s.seedWallet(sender, 10_000)
 	if a := s.gift(9, sender, 72, giftCastle, 1); a.Status != 404 || a.errCode() != "not_found" {
 		t.Errorf("inactive gift: %d %s", a.Status, a.Raw)
 	}
@@ -630,7 +419,7 @@ func TestLeaderboard(t *testing.T) {
 	for i := int64(0); i < 25; i++ {
 		sender := 501 + i
 		c := (i%7 + 1) * 10 // ties on purpose
-		s.giftSeedWallet(sender, 1000)
+		s.seedWallet(sender, 1000)
 		a := s.gift(room, sender, receiver, giftRose, c)
 		if a.Status != 202 {
 			t.Fatalf("gift: %d %s", a.Status, a.Raw)
@@ -663,10 +452,10 @@ func TestLeaderboard(t *testing.T) {
 	// Boards are cached for a second.
 	var got []string
 	s.waitFor("leaderboard up to date", func() bool {
-		got = s.giftBoard(room)
+		got = s.leaderboard(room)
 		return strings.Join(got, " ") == strings.Join(want, " ")
 	})
-	if b := s.giftBoard(room + 1); len(b) != 1 || b[0] != "502:500" {
+	if b := s.leaderboard(room + 1); len(b) != 1 || b[0] != "502:500" {
 		t.Errorf("room %d board %v", room+1, b)
 	}
 	if a := s.do("GET", "/api/v1/rooms/987654/leaderboard", "", ""); a.Status != 200 || a.Raw != `{"room_id":987654,"top":[]}` {
@@ -685,7 +474,7 @@ func TestGiftFailsInWorker(t *testing.T) {
 	viewer := s.giftJoin(room, prober, s.dialWSAt(s.ws, 811))[0]
 	senderFrames := wsFrames(t, s.dialWSAt(s.ws, sender))
 
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) {
 		t.Fatalf("wallet: %s", w.Raw)
 	}
@@ -707,17 +496,17 @@ func TestGiftFailsInWorker(t *testing.T) {
 	}
 	// The hot balance let through a gift MySQL could not pay: it is made to
 	// agree with MySQL again, so the next such gift is refused at once.
-	s.waitFor("hot balance resynced with MySQL", func() bool { return s.giftHot(sender) == 5 })
-	if h := s.giftHolds(sender); h != 0 {
+	s.waitFor("hot balance resynced with MySQL", func() bool { return s.hotBalance(sender) == 5 })
+	if h := s.openHolds(sender); h != 0 {
 		t.Errorf("%d holds left", h)
 	}
 	if again := s.gift(room, sender, receiver, giftHeart, 1); again.Status != 402 || again.errCode() != "insufficient_balance" {
 		t.Errorf("a second gift beyond MySQL's balance: %d %s", again.Status, again.Raw)
 	}
-	if bal, _ := s.giftMySQLBalance(sender); bal != 5 {
+	if bal, _ := s.walletRowBalances(sender); bal != 5 {
 		t.Errorf("MySQL balance %d, want 5", bal)
 	}
-	if _, earned := s.giftMySQLBalance(receiver); earned != 0 {
+	if _, earned := s.walletRowBalances(receiver); earned != 0 {
 		t.Errorf("receiver earned %d, want 0", earned)
 	}
 	if got := s.count("SELECT COUNT(*) FROM gift_records WHERE ticket = ?", ticket) + s.count("SELECT COUNT(*) FROM ledger WHERE ref = ?", ticket); got != 0 {
@@ -726,7 +515,7 @@ func TestGiftFailsInWorker(t *testing.T) {
 	if m, got := nextFrame(viewer, time.Second, isGift(ticket)); got {
 		t.Errorf("the room heard of the failed gift: %v", m)
 	}
-	if b := s.giftBoard(room); len(b) != 1 || !strings.HasPrefix(b[0], fmt.Sprintf("%d:", prober)) {
+	if b := s.leaderboard(room); len(b) != 1 || !strings.HasPrefix(b[0], fmt.Sprintf("%d:", prober)) {
 		t.Errorf("leaderboard %v, want only the prober", b)
 	}
 }
@@ -745,7 +534,7 @@ func TestGiftHoldReconciled(t *testing.T) {
 		c.ProduceTimeout, c.RedisTimeout = time.Second, 400*time.Millisecond
 	}})
 	const sender = 91
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) {
 		t.Fatalf("wallet: %s", w.Raw)
 	}
@@ -792,11 +581,11 @@ func TestGiftHoldReconciled(t *testing.T) {
 	if tk.str("status") != "failed" || tk.str("reason") != "timeout" || tk.str("kind") != "gift" {
 		t.Errorf("ticket: %s", tk.Raw)
 	}
-	s.waitFor("holds ended", func() bool { return s.giftHolds(sender) == 0 })
-	if got := s.giftHot(sender); got != 80 {
+	s.waitFor("holds ended", func() bool { return s.openHolds(sender) == 0 })
+	if got := s.hotBalance(sender); got != 80 {
 		t.Errorf("hot balance %d, want 80 (the lost hold's 30 back, the committed one's 20 spent)", got)
 	}
-	if bal, _ := s.giftMySQLBalance(sender); bal != 80 {
+	if bal, _ := s.walletRowBalances(sender); bal != 80 {
 		t.Errorf("MySQL balance %d, want 80 (only the committed gift debited there)", bal)
 	}
 }
@@ -812,14 +601,14 @@ func TestGiftKafkaUnreachable(t *testing.T) {
 		c.ProduceTimeout = 500 * time.Millisecond
 	}})
 	const sender = 95
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	for range 3 {
 		a := s.gift(4, sender, 96, giftHeart, 2, "Idempotency-Key", "retry-me")
 		if a.Status != 503 || a.errCode() != "unavailable" || a.Header.Get("Retry-After") == "" {
 			t.Fatalf("gift with Kafka down: %d %s (Retry-After %q)", a.Status, a.Raw, a.Header.Get("Retry-After"))
 		}
 	}
-	if got := s.giftHot(sender); got != 100 {
+	if got := s.hotBalance(sender); got != 100 {
 		t.Errorf("hot balance %d after failed produces, want 100", got)
 	}
 	holds, err := s.raw.Do(context.Background(), s.raw.B().Hgetall().Key(store.HoldsKey(sender)).Build()).AsStrMap()
@@ -854,7 +643,7 @@ func TestGiftLimitInHoldScript(t *testing.T) {
 		t.Fatalf("second hold before the load: %+v %v, want not loaded, and the load someone else's", r, err)
 	}
 	s.redis.AbandonWalletLoad(ctx, sender) // the first caller gives the load up
-	s.giftSeedWallet(sender, 100)
+	s.seedWallet(sender, 100)
 	if w := s.do("GET", "/api/v1/wallet", s.token(sender), ""); w.Body["balance"] != float64(100) { // loads it
 		t.Fatalf("wallet: %s", w.Raw)
 	}
@@ -875,10 +664,10 @@ func TestGiftLimitInHoldScript(t *testing.T) {
 	if err != nil || r.Status != store.HoldLimited || r.RetryAfter <= 0 || r.RetryAfter > 2*time.Second {
 		t.Fatalf("third gift: %+v %v, want limited with a wait of at most 2 s", r, err)
 	}
-	if bal := s.giftHot(sender); bal != 98 {
+	if bal := s.hotBalance(sender); bal != 98 {
 		t.Errorf("hot balance %d after two holds, want 98", bal)
 	}
-	if n := s.giftHolds(sender); n != 2 {
+	if n := s.openHolds(sender); n != 2 {
 		t.Errorf("%d holds, want 2", n)
 	}
 	if r, err := s.redis.HoldGift(ctx, sender, store.NewGiftTicket(sender), 1, "", store.Limit{}); err != nil || r.Status != store.Held {

@@ -101,8 +101,8 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 	)
 	users := []int64{stale, fresh, decided, undone, drifted, gone}
 	for _, u := range users {
-		s.giftSeedWallet(u, 100)
-		if bal, err := s.payWallets().HotBalance(ctx, u); err != nil || bal != 100 {
+		s.seedWallet(u, 100)
+		if bal, err := s.wallets().HotBalance(ctx, u); err != nil || bal != 100 {
 			t.Fatalf("load wallet %d: %d %v", u, bal, err)
 		}
 	}
@@ -207,7 +207,7 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 	if at, ok := s.holderScore(undone); !ok || at != r.HeldAt.UnixMilli() {
 		t.Errorf("new hold after an undone one: indexed=%v at %d, want at the hold's time %d", ok, at, r.HeldAt.UnixMilli())
 	}
-	if got := s.giftHot(drifted); got != 177 {
+	if got := s.hotBalance(drifted); got != 177 {
 		t.Errorf("drifted hot balance %d, want 177 from MySQL", got)
 	}
 	inLoaded := func(uid int64) bool {
@@ -231,7 +231,7 @@ func TestGiftReconcilersWalkNoKeyspace(t *testing.T) {
 	if tk := s.waitTicket(stale, staleTicket); tk.str("status") != "failed" || tk.str("reason") != "timeout" {
 		t.Errorf("stale hold's ticket: %s", tk.Raw)
 	}
-	s.waitFor("the stale sender's coins back", func() bool { return s.giftHot(stale) == 100 })
+	s.waitFor("the stale sender's coins back", func() bool { return s.hotBalance(stale) == 100 })
 	s.waitFor("the stale sender out of the index", func() bool { _, ok := s.holderScore(stale); return !ok })
 }
 
@@ -250,7 +250,7 @@ func TestGiftHoldersIndexRace(t *testing.T) {
 	// Every sender has one decided hold, old enough that the next look
 	// drops it and, with nothing else held, the sender.
 	for u := int64(from); u < from+n; u++ {
-		if _, err := s.payWallets().HotBalance(ctx, u); err != nil {
+		if _, err := s.wallets().HotBalance(ctx, u); err != nil {
 			t.Fatal(err)
 		}
 		tk, _ := s.hold(u, 1)
@@ -319,8 +319,8 @@ func TestGiftHoldersIndexRace(t *testing.T) {
 	close(gate)
 	wg.Wait()
 	for u := int64(from + 2); u < from+n; u++ {
-		if s.giftHolds(u) != 1 {
-			t.Fatalf("sender %d holds %d, want 1", u, s.giftHolds(u))
+		if s.openHolds(u) != 1 {
+			t.Fatalf("sender %d holds %d, want 1", u, s.openHolds(u))
 		}
 		if at, ok := s.holderScore(u); !ok || at > held[u-from] {
 			t.Errorf("sender %d with a live hold (held at %d): indexed=%v at %d", u, held[u-from], ok, at)

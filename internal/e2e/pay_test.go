@@ -11,86 +11,8 @@ import (
 
 	"github.com/flashgate/flashgate/internal/config"
 	"github.com/flashgate/flashgate/internal/sandbox"
-	"github.com/flashgate/flashgate/internal/testenv"
-	"github.com/flashgate/flashgate/internal/wallet"
 	"github.com/flashgate/flashgate/worker"
 )
-
-// notify sends a payment notify signed with the configured pay secret.
-func (s *system) payNotify(body string) (answer, error) {
-	return s.try("POST", "/api/v1/pay/notify", "", body, "X-Signature", sandbox.Sign(s.cfg.PaySecret, []byte(body)))
-}
-
-// payCreateOrder creates a pay order for the product and returns its id.
-func (s *system) payCreateOrder(uid, product int64) answer {
-	s.t.Helper()
-	a := s.do("POST", "/api/v1/pay/orders", s.token(uid), fmt.Sprintf(`{"product_id":%d}`, product))
-	if a.Status != 201 || a.str("status") != "paying" || a.str("order_id") == "" {
-		s.t.Fatalf("create pay order: %d %s", a.Status, a.Raw)
-	}
-	return a
-}
-
-func (s *system) payWallets() wallet.Wallets { return wallet.Wallets{Redis: s.redis, DB: s.db} }
-
-// payWallet reads the user's MySQL wallet.
-func (s *system) payWallet(uid int64) wallet.Wallet {
-	s.t.Helper()
-	w, err := s.payWallets().Get(context.Background(), uid)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return w
-}
-
-// payHotBalance reads (loading it if needed) the user's Redis hot balance.
-func (s *system) payHotBalance(uid int64) int64 {
-	s.t.Helper()
-	b, err := s.payWallets().HotBalance(context.Background(), uid)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return b
-}
-
-// payGiveEarnings credits earnings the way a received gift does.
-func (s *system) payGiveEarnings(uid, coins int64) {
-	s.t.Helper()
-	tx, err := s.db.Beginx()
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer tx.Rollback()
-	ref := fmt.Sprintf("g%d-%016x", uid, time.Now().UnixNano())
-	if _, err := wallet.Apply(context.Background(), tx, wallet.Change{
-		UserID: uid, Account: wallet.AccountEarnings, Kind: wallet.KindGiftReceived, Ref: ref, Amount: coins,
-	}); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-// payWorker runs a worker with the payout provider until ctx ends or stop
-// is called; stop waits for it to exit.
-func (s *system) payWorker(ctx context.Context, name string, p worker.PayoutProvider) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	ln := testenv.Listener(s.t)
-	done := make(chan struct{})
-	s.run(name, func() error {
-		defer close(done)
-		return worker.Run(ctx, worker.Config{Config: s.cfg, Listener: ln, PayoutProvider: p})
-	})
-	stop = func() { cancel(); <-done }
-	s.t.Cleanup(stop)
-	return stop
-}
-
-func fastPayouts(c *config.Config) {
-	c.OutboxInterval = 20 * time.Millisecond
-	c.PayoutBackoff = 5 * time.Millisecond
-}
 
 // TestPayNotify: a valid notify replayed 20 times at once credits the coins
 // once, in MySQL and in the loaded Redis hot balance; notifies with a bad
@@ -109,7 +31,7 @@ func TestPayNotify(t *testing.T) {
 	if a.Body["amount"] != float64(3000) || a.Body["coins"] != float64(300) {
 		t.Fatalf("pay order: %s", a.Raw)
 	}
-	if b := s.payHotBalance(uid); b != 0 {
+	if b := s.loadHotBalance(uid); b != 0 {
 		t.Fatalf("hot balance before paying: %d", b)
 	}
 	good := fmt.Sprintf(`{"order_id":%q,"status":"success","amount":3000,"provider_txn":"txn-%s"}`, id, id)
@@ -148,7 +70,7 @@ func TestPayNotify(t *testing.T) {
 	if r, err := s.payNotify(strings.Replace(good, `"success"`, `"failed"`, 1)); err != nil || r.Status != 200 || r.Body["ok"] != true {
 		t.Errorf("failed-payment notify: %v %d %s", err, r.Status, r.Raw)
 	}
-	if w := s.payWallet(uid); w.Balance != 0 || s.count("SELECT COUNT(*) FROM ledger") != 0 {
+	if w := s.walletRow(uid); w.Balance != 0 || s.count("SELECT COUNT(*) FROM ledger") != 0 {
 		t.Fatalf("refused notifies credited something: %+v", w)
 	}
 	if o := s.do("GET", "/api/v1/pay/orders/"+id, s.token(uid), ""); o.str("status") != "paying" {
@@ -172,14 +94,14 @@ func TestPayNotify(t *testing.T) {
 	for e := range errs {
 		t.Errorf("replayed notify: %s", e)
 	}
-	w := s.payWallet(uid)
+	w := s.walletRow(uid)
 	if w.Balance != 300 || w.TotalRecharged != 300 {
 		t.Errorf("wallet after 20 replays: %+v, want balance 300", w)
 	}
 	if n := s.count("SELECT COUNT(*) FROM ledger WHERE user_id = ? AND kind = 'recharge' AND ref = ?", uid, id); n != 1 {
 		t.Errorf("%d recharge ledger rows, want 1", n)
 	}
-	if b := s.payHotBalance(uid); b != 300 {
+	if b := s.loadHotBalance(uid); b != 300 {
 		t.Errorf("hot balance %d, want 300", b)
 	}
 	if n := s.count("SELECT COUNT(*) FROM pay_orders WHERE order_id = ? AND hot_credited_at IS NOT NULL", id); n != 1 {
@@ -199,15 +121,15 @@ func TestPayNotify(t *testing.T) {
 	if r, _ := s.payNotify(strings.Replace(good, "3000", "1", 1)); r.Status != 400 {
 		t.Errorf("wrong amount after payment: %d %s", r.Status, r.Raw)
 	}
-	if b := s.payHotBalance(uid); b != 300 || s.payWallet(uid).Balance != 300 {
-		t.Errorf("after late replays: hot %d, MySQL %d; want 300", b, s.payWallet(uid).Balance)
+	if b := s.loadHotBalance(uid); b != 300 || s.walletRow(uid).Balance != 300 {
+		t.Errorf("after late replays: hot %d, MySQL %d; want 300", b, s.walletRow(uid).Balance)
 	}
 
 	// Another order cannot claim the same provider transaction.
 	id2 := s.payCreateOrder(uid, 1).str("order_id")
 	r, _ := s.payNotify(fmt.Sprintf(`{"order_id":%q,"status":"success","amount":600,"provider_txn":"txn-%s"}`, id2, id))
-	if r.Status != 400 || s.payWallet(uid).Balance != 300 {
-		t.Errorf("reused provider_txn: %d %s, balance %d", r.Status, r.Raw, s.payWallet(uid).Balance)
+	if r.Status != 400 || s.walletRow(uid).Balance != 300 {
+		t.Errorf("reused provider_txn: %d %s, balance %d", r.Status, r.Raw, s.walletRow(uid).Balance)
 	}
 
 	// Only the owner sees an order; to anyone else it does not exist.
@@ -231,7 +153,7 @@ func TestPayDevComplete(t *testing.T) {
 		t.Fatalf("%d pay orders after a repeated Idempotency-Key, want 1", n)
 	}
 	id := first.str("order_id")
-	if b := s.payHotBalance(uid); b != 0 {
+	if b := s.loadHotBalance(uid); b != 0 {
 		t.Fatalf("hot balance %d", b)
 	}
 	for i := 0; i < 2; i++ {
@@ -240,10 +162,10 @@ func TestPayDevComplete(t *testing.T) {
 			t.Fatalf("complete #%d: %d %s", i+1, a.Status, a.Raw)
 		}
 	}
-	if w := s.payWallet(uid); w.Balance != 60 {
+	if w := s.walletRow(uid); w.Balance != 60 {
 		t.Errorf("balance %d after two completes, want 60", w.Balance)
 	}
-	if b := s.payHotBalance(uid); b != 60 {
+	if b := s.loadHotBalance(uid); b != 60 {
 		t.Errorf("hot balance %d, want 60", b)
 	}
 	if n := s.count("SELECT COUNT(*) FROM ledger WHERE kind = 'recharge' AND ref = ?", id); n != 1 {
@@ -319,14 +241,14 @@ func (p *payoutStub) count() int { p.mu.Lock(); defer p.mu.Unlock(); return p.ca
 func TestWithdrawExactlyOnce(t *testing.T) {
 	s := start(t, options{noWorker: true, noWS: true, mutate: fastPayouts})
 	const uid = 63
-	s.payGiveEarnings(uid, 1000)
+	s.giveEarnings(uid, 1000)
 
 	a := s.do("POST", "/api/v1/withdrawals", s.token(uid), `{"amount":400}`)
 	if a.Status != 202 || a.str("status") != "pending" {
 		t.Fatalf("withdraw: %d %s", a.Status, a.Raw)
 	}
 	wid := int64(a.Body["withdrawal_id"].(float64))
-	if w := s.payWallet(uid); w.Earnings != 600 {
+	if w := s.walletRow(uid); w.Earnings != 600 {
 		t.Fatalf("earnings right after the request: %d, want 600", w.Earnings)
 	}
 
@@ -377,7 +299,7 @@ func TestWithdrawExactlyOnce(t *testing.T) {
 	if n := s.count("SELECT COUNT(*) FROM ledger WHERE user_id = ? AND kind = 'withdrawal_refund'", uid); n != 0 {
 		t.Errorf("%d refunds, want none", n)
 	}
-	if w := s.payWallet(uid); w.Earnings != 600 || w.TotalWithdrawn != 400 {
+	if w := s.walletRow(uid); w.Earnings != 600 || w.TotalWithdrawn != 400 {
 		t.Errorf("wallet: %+v, want earnings 600 and 400 withdrawn", w)
 	}
 	g := s.do("GET", fmt.Sprintf("/api/v1/withdrawals/%d", wid), s.token(uid), "")
@@ -397,7 +319,7 @@ func TestWithdrawRefused(t *testing.T) {
 		c.PayoutAttempts = 3
 	}})
 	const uid = 74
-	s.payGiveEarnings(uid, 100)
+	s.giveEarnings(uid, 100)
 	for _, body := range []string{`{"amount":101}`, `{"amount":100000000}`} {
 		if a := s.do("POST", "/api/v1/withdrawals", s.token(uid), body); a.Status != 402 || a.errCode() != "insufficient_balance" {
 			t.Errorf("withdraw %s of 100: %d %s", body, a.Status, a.Raw)
@@ -406,7 +328,7 @@ func TestWithdrawRefused(t *testing.T) {
 	if a := s.do("POST", "/api/v1/withdrawals", s.token(uid+1), `{"amount":1}`); a.Status != 402 {
 		t.Errorf("withdraw without a wallet: %d %s", a.Status, a.Raw)
 	}
-	if w := s.payWallet(uid); w.Earnings != 100 || w.TotalWithdrawn != 0 {
+	if w := s.walletRow(uid); w.Earnings != 100 || w.TotalWithdrawn != 0 {
 		t.Errorf("refused withdrawals changed the wallet: %+v", w)
 	}
 	if n := s.count("SELECT (SELECT COUNT(*) FROM withdrawals) + (SELECT COUNT(*) FROM outbox) + (SELECT COUNT(*) FROM ledger WHERE kind LIKE 'withdrawal%')"); n != 0 {
@@ -426,7 +348,7 @@ func TestWithdrawRefused(t *testing.T) {
 	if broken.count() != 3 {
 		t.Errorf("%d payout calls, want the budget of 3", broken.count())
 	}
-	if w := s.payWallet(uid); w.Earnings != 100 || w.TotalWithdrawn != 0 {
+	if w := s.walletRow(uid); w.Earnings != 100 || w.TotalWithdrawn != 0 {
 		t.Errorf("after the refund: %+v, want earnings 100", w)
 	}
 	for _, kind := range []string{"withdrawal", "withdrawal_refund"} {
@@ -453,7 +375,7 @@ func TestWithdrawRefused(t *testing.T) {
 func TestWithdrawConcurrent(t *testing.T) {
 	s := start(t, options{noWorker: true, noWS: true})
 	const uid = 85
-	s.payGiveEarnings(uid, 500)
+	s.giveEarnings(uid, 500)
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -476,11 +398,11 @@ func TestWithdrawConcurrent(t *testing.T) {
 	if codes[202] != 5 || codes[402] != 5 {
 		t.Errorf("10 withdrawals of 100 from 500: %v, want 5 accepted and 5 refused", codes)
 	}
-	if w := s.payWallet(uid); w.Earnings != 0 {
+	if w := s.walletRow(uid); w.Earnings != 0 {
 		t.Errorf("earnings %d, want 0", w.Earnings)
 	}
 
-	s.payGiveEarnings(uid, 300)
+	s.giveEarnings(uid, 300)
 	ids := make(chan string, 10)
 	for i := 0; i < 10; i++ {
 		wg.Add(1)
@@ -503,7 +425,7 @@ func TestWithdrawConcurrent(t *testing.T) {
 	if len(seen) != 1 {
 		t.Errorf("a repeated Idempotency-Key got different answers: %v", seen)
 	}
-	if w := s.payWallet(uid); w.Earnings != 200 {
+	if w := s.walletRow(uid); w.Earnings != 200 {
 		t.Errorf("earnings %d after one keyed withdrawal of 100 from 300, want 200", w.Earnings)
 	}
 	if n := s.count("SELECT COUNT(*) FROM outbox"); n != 6 {
@@ -516,15 +438,10 @@ func TestWithdrawConcurrent(t *testing.T) {
 func TestPayBadInput(t *testing.T) {
 	s := start(t, options{noWorker: true, noWS: true})
 	const uid = 96
-	s.payGiveEarnings(uid, 50)
+	s.giveEarnings(uid, 50)
 	tok := s.token(uid)
 	order := s.payCreateOrder(uid, 3).str("order_id")
-	cases := []struct {
-		name, method, path, token, body string
-		hdr                             []string
-		status                          int
-		code                            string
-	}{
+	cases := []errorCase{
 		{"order: malformed JSON", "POST", "/api/v1/pay/orders", tok, `{"product_id":`, nil, 400, "invalid_request"},
 		{"order: empty body", "POST", "/api/v1/pay/orders", tok, ``, nil, 400, "invalid_request"},
 		{"order: no product", "POST", "/api/v1/pay/orders", tok, `{}`, nil, 400, "invalid_request"},
@@ -559,27 +476,14 @@ func TestPayBadInput(t *testing.T) {
 		{"get withdrawal: unknown", "GET", "/api/v1/withdrawals/123456", tok, ``, nil, 404, "not_found"},
 		{"products: wrong method", "POST", "/api/v1/pay/products", "", `{}`, nil, 405, "method_not_allowed"},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			a, err := s.try(c.method, c.path, c.token, c.body, c.hdr...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if a.Status != c.status || a.errCode() != c.code {
-				t.Fatalf("got %d %s, want %d %s", a.Status, a.Raw, c.status, c.code)
-			}
-			if e, _ := a.Body["error"].(map[string]any); e == nil || e["message"] == "" {
-				t.Errorf("error body lacks a message: %s", a.Raw)
-			}
-		})
-	}
+	checkErrorCases(t, s, cases)
 	if n := s.count("SELECT COUNT(*) FROM pay_orders"); n != 1 {
 		t.Errorf("%d pay orders, want only the valid one", n)
 	}
 	if n := s.count("SELECT COUNT(*) FROM withdrawals"); n != 0 {
 		t.Errorf("%d withdrawals created by bad requests", n)
 	}
-	if w := s.payWallet(uid); w.Earnings != 50 || w.Balance != 0 {
+	if w := s.walletRow(uid); w.Earnings != 50 || w.Balance != 0 {
 		t.Errorf("wallet changed: %+v", w)
 	}
 }

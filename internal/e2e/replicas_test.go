@@ -124,7 +124,7 @@ func TestReplicasWS(t *testing.T) {
 	onA := s.dialWSAt(wsURL(wsA), viewerA)
 	onB := s.dialWSAt(wsURL(wsB), viewerB)
 	chans := s.giftJoin(room, prober, onA, onB)
-	s.giftSeedWallet(sender, 1000)
+	s.seedWallet(sender, 1000)
 	giftVia := func(base string) string {
 		t.Helper()
 		a, err := s.tryAt(base, "POST", fmt.Sprintf("/api/v1/rooms/%d/gifts", room), s.token(sender),

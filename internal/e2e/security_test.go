@@ -174,17 +174,17 @@ func TestIdempotencyKeysCaseSensitive(t *testing.T) {
 		t.Errorf("repeat of Key-A: %s, want the first answer %s", again.Raw, a.Raw)
 	}
 
-	s.payGiveEarnings(uid, 1000)
+	s.giveEarnings(uid, 1000)
 	w1 := s.do("POST", "/api/v1/withdrawals", tok, `{"amount":100}`, "Idempotency-Key", "W-1")
 	w2 := s.do("POST", "/api/v1/withdrawals", tok, `{"amount":200}`, "Idempotency-Key", "w-1")
 	if w1.Status != 202 || w2.Status != 202 || w1.Body["withdrawal_id"] == w2.Body["withdrawal_id"] {
 		t.Errorf("withdrawals under W-1 and w-1: %d %s / %d %s", w1.Status, w1.Raw, w2.Status, w2.Raw)
 	}
-	if _, earnings := s.giftMySQLBalance(uid); earnings != 700 {
+	if _, earnings := s.walletRowBalances(uid); earnings != 700 {
 		t.Errorf("earnings %d after withdrawing 100 and 200 of 1000, want 700", earnings)
 	}
 
-	s.giftSeedWallet(uid, 100)
+	s.seedWallet(uid, 100)
 	g1 := s.gift(1, uid, 7, 1, 1, "Idempotency-Key", "G-1")
 	g2 := s.gift(1, uid, 7, 1, 1, "Idempotency-Key", "g-1")
 	if g1.Status != 202 || g2.Status != 202 || g1.str("ticket") == g2.str("ticket") {
@@ -208,7 +208,7 @@ func TestIdempotencyKeysCaseSensitive(t *testing.T) {
 func TestWorkerChecksGiftCoins(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const victim, thief = 61, 62
-	s.giftSeedWallet(victim, 10_000)
+	s.seedWallet(victim, 10_000)
 	ctx := context.Background()
 	var roseV1 int64
 	if err := s.db.Get(&roseV1, "SELECT id FROM gift_prices WHERE gift_id = 1 AND price = 1"); err != nil {
@@ -247,10 +247,10 @@ func TestWorkerChecksGiftCoins(t *testing.T) {
 			t.Errorf("%s: ticket %s", name, tk.Raw)
 		}
 	}
-	if bal, _ := s.giftMySQLBalance(victim); bal != 10_000 {
+	if bal, _ := s.walletRowBalances(victim); bal != 10_000 {
 		t.Errorf("victim's balance %d after forged gifts, want 10000", bal)
 	}
-	if _, earn := s.giftMySQLBalance(thief); earn != 0 {
+	if _, earn := s.walletRowBalances(thief); earn != 0 {
 		t.Errorf("thief's earnings %d after forged gifts, want 0", earn)
 	}
 	if n := s.topicEnd(s.cfg.GiftsDLQTopic()); n != int64(len(forged)) {
@@ -281,7 +281,7 @@ func TestWorkerChecksGiftCoins(t *testing.T) {
 	if tk := s.waitTicket(victim, old); tk.str("status") != "succeeded" {
 		t.Errorf("gift held at the old price, written after the change: %s", tk.Raw)
 	}
-	if _, earn := s.giftMySQLBalance(thief); earn != 6+4 {
+	if _, earn := s.walletRowBalances(thief); earn != 6+4 {
 		t.Errorf("receiver's earnings %d, want 6 (3 roses at 2) + 4 (4 at 1)", earn)
 	}
 }

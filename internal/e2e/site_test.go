@@ -109,7 +109,7 @@ func TestSiteServed(t *testing.T) {
 func TestRoomRecentGifts(t *testing.T) {
 	s := start(t, options{noWS: true})
 	const sender, anchor = 701, 7
-	s.giftSeedWallet(sender, 1000)
+	s.seedWallet(sender, 1000)
 	var tickets []string
 	for i, room := range []int64{11, 11, 12} {
 		a := s.gift(room, sender, anchor, 2, int64(i+1))

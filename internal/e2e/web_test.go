@@ -111,7 +111,7 @@ func (s *system) roomURL() string { return s.gateway + "/room?room=1&anchor=7" }
 // wallet it seeds with balance coins, and waits for the balance shown.
 func (s *system) roomTab(uid, balance int64) *tab {
 	s.t.Helper()
-	s.giftSeedWallet(uid, balance)
+	s.seedWallet(uid, balance)
 	a := newBrowser(s.t).tab(fmt.Sprint("user ", uid))
 	a.open(s.roomURL(), uid)
 	a.waitJS("the balance", fmt.Sprintf(`document.querySelector("#balance").dataset.balance === "%d"`, balance), 10*time.Second)
@@ -124,8 +124,8 @@ func (s *system) roomTab(uid, balance int64) *tab {
 func TestWebGiftFeed(t *testing.T) {
 	s := start(t, options{})
 	const ua, ub = 301, 302
-	s.giftSeedWallet(ua, 1000)
-	s.giftSeedWallet(ub, 500)
+	s.seedWallet(ua, 1000)
+	s.seedWallet(ub, 500)
 	b := newBrowser(t)
 	a, bb := b.tab("A"), b.tab("B")
 	a.open(s.roomURL(), ua)
@@ -159,7 +159,7 @@ func TestWebGiftFeed(t *testing.T) {
 		tb.stillSamePage()
 	}
 	a.waitJS("A's gift confirmed", `document.querySelector("#gift-msg").dataset.status === "succeeded"`, 15*time.Second)
-	if bal, _ := s.giftMySQLBalance(ua); bal != 990 {
+	if bal, _ := s.walletRowBalances(ua); bal != 990 {
 		t.Errorf("A's MySQL balance is %d, want 990", bal)
 	}
 	bb.screenshot("room")
@@ -185,10 +185,10 @@ func TestWebGiftInsufficient(t *testing.T) {
 	if w.Body["balance"] != float64(5) {
 		t.Errorf("GET /wallet after the refusal: %s, want balance 5", w.Raw)
 	}
-	if bal, _ := s.giftMySQLBalance(ua); bal != 5 {
+	if bal, _ := s.walletRowBalances(ua); bal != 5 {
 		t.Errorf("MySQL balance %d after the refusal, want 5", bal)
 	}
-	if h := s.giftHot(ua); h != 5 && h != -1 {
+	if h := s.hotBalance(ua); h != 5 && h != -1 {
 		t.Errorf("Redis balance %d after the refusal, want 5", h)
 	}
 	if n := s.count("SELECT COUNT(*) FROM gift_records WHERE sender_id = ?", ua); n != 0 {
@@ -220,11 +220,11 @@ func TestWebRecharge(t *testing.T) {
 	if msg := a.text("#recharge-msg"); !strings.Contains(msg, "added to your balance") {
 		t.Errorf("the recharge message says %q", msg)
 	}
-	if bal, _ := s.giftMySQLBalance(ua); bal != 3+coins {
+	if bal, _ := s.walletRowBalances(ua); bal != 3+coins {
 		t.Errorf("MySQL balance %d after the recharge, want %d", bal, 3+coins)
 	}
 
-	s.payGiveEarnings(ua, 50)
+	s.giveEarnings(ua, 50)
 	a.do("refresh the wallet", chromedp.Click(chromedp.ID("wallet-refresh")))
 	a.waitJS("the earnings", `document.querySelector("#earnings").dataset.earnings === "50"`, 10*time.Second)
 	a.do("withdraw 20",
@@ -244,7 +244,7 @@ func TestWebRecharge(t *testing.T) {
 func TestWebReconnect(t *testing.T) {
 	s := start(t, options{})
 	const ub, uc = 601, 602
-	s.giftSeedWallet(uc, 100)
+	s.seedWallet(uc, 100)
 	b := newBrowser(t)
 	bb := b.tab("B")
 	bb.open(s.roomURL(), ub)

@@ -2,7 +2,8 @@ package sandbox
 
 import "errors"
 
-// Errors.
+// Errors a caller tells apart with errors.Is; each says whether asking again
+// can help.
 var (
 	// ErrRejected means the receiver answered a notify with a 4xx other than
 	// 429: the notify is wrong, so sending it again cannot help.

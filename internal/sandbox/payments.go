@@ -18,7 +18,8 @@ import (
 	"time"
 )
 
-// Notification is the body of a payment notify (API.md "Recharge").
+// Notification is the body of a payment notify (docs/openapi.yaml,
+// POST /api/v1/pay/notify; README, "Recharge: buying coins").
 type Notification struct {
 	OrderID     string `json:"order_id"`
 	Status      string `json:"status"` // "success"

@@ -19,7 +19,8 @@ const TicketTTL = 24 * time.Hour
 
 var ticketTTL = strconv.Itoa(int(TicketTTL / time.Second))
 
-// IdemTTL is how long an Idempotency-Key's answer is kept (API.md: 24 hours).
+// IdemTTL is how long an Idempotency-Key's answer is kept (docs/openapi.yaml,
+// parameter IdempotencyKey: 24 hours).
 const IdemTTL = 24 * time.Hour
 
 var idemTTL = strconv.Itoa(int(IdemTTL / time.Second))

@@ -217,8 +217,8 @@ function buy(data, user) {
     else if (s.ticket && !s.decided) schedulePoll(0);
   };
   ws.onclose = () => {
-    // A socket lost before the outcome: read it, as API.md tells a client
-    // that reconnects to.
+    // A socket lost before the outcome: read it from GET /api/v1/tickets/{ticket},
+    // as docs/openapi.yaml ("Conventions") tells a client that reconnects to.
     if (!s.done && s.ticket && !s.decided) schedulePoll(0);
   };
   ws.onmessage = (m) => {

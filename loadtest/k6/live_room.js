@@ -240,7 +240,7 @@ export function viewer(data) {
     const msg = frame(m.data);
     if (!msg || msg.type !== 'gift' || msg.room_id !== ROOM || !senders.has(msg.sender_id)) return;
     if (seen.has(msg.ticket)) {
-      viewerDuplicates.add(1); // clients de-duplicate by ticket (API.md)
+      viewerDuplicates.add(1); // clients de-duplicate by ticket (README, "Live-room gifts and the wallet")
       return;
     }
     seen.add(msg.ticket);

@@ -1,5 +1,5 @@
 // Shared by the flashgate k6 scenarios: settings from the environment, a
-// small client of the public API (API.md, docs/openapi.yaml) and tokens.
+// small client of the public API (docs/openapi.yaml) and tokens.
 // Only k6's built-in modules are used.
 import http from 'k6/http';
 import { sleep } from 'k6';

@@ -1,4 +1,4 @@
-// The WebSocket to the ws service (API.md "WebSocket push"). It reconnects
+// The WebSocket to the ws service (docs/openapi.yaml, "WebSocket push"). It reconnects
 // with exponential backoff and jitter when the socket drops, and sends again
 // every join and watch it had, so a page keeps its rooms and events across
 // a ws restart. Listeners get every server frame: {type: "ticket"|"gift"|"stock", ...}.
