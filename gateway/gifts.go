@@ -99,16 +99,13 @@ func (s *Server) refreshGifts(ctx context.Context) error {
 			return err
 		}
 	}
-	var gifts []catalogGift
-	for _, g := range rows {
-		gifts = append(gifts, catalogGift(g))
+	gifts := make([]catalogGift, len(rows)) // never nil: an empty catalog is "gifts": []
+	for i, g := range rows {
+		gifts[i] = catalogGift(g)
 	}
 	c := &giftCatalog{byID: make(map[int64]*catalogGift, len(gifts))}
 	for i := range gifts {
 		c.byID[gifts[i].ID] = &gifts[i]
-	}
-	if gifts == nil {
-		gifts = []catalogGift{}
 	}
 	b, err := json.Marshal(struct {
 		Gifts []catalogGift `json:"gifts"`

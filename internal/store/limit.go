@@ -23,8 +23,14 @@ func (l Limit) interval() string {
 	return strconv.FormatInt(int64(1e6/l.PerSecond), 10)
 }
 
-// RateLimitKey is the key of a user's GCRA state for a class of requests.
+// RateLimitKey is the key of a user's GCRA state for a class of requests
+// that a wallet script limits itself (gift_hold.lua, class "gift"): it
+// shares the wallet's {w:B} hash tag, so the script may touch it.
 func RateLimitKey(id int64, class string) string { return userKey(id, "rl:"+class) }
+
+// gatewayLimitKey is the key of a user's GCRA state for a class of
+// requests the gateway limits before any other call ({u:42}:rl:order).
+func gatewayLimitKey(id int64, class string) string { return userTag(id) + ":rl:" + class }
 
 // userTag is the hash tag of a user's gateway keys: rate limits and the
 // answers to admin Idempotency-Keys ({u:42}:rl:order).
@@ -35,10 +41,9 @@ func userTag(id int64) string { return "{u:" + strconv.FormatInt(id, 10) + "}" }
 // class. It reports whether the request may go on and, if not, how long
 // the user must wait. l.PerSecond must be positive.
 func (s *Redis) RateLimit(ctx context.Context, userID int64, class string, l Limit) (ok bool, wait time.Duration, err error) {
-	interval := int64(1e6 / l.PerSecond)
 	vals, err := lua.RateLimit.Exec(ctx, s.c,
-		[]string{userTag(userID) + ":rl:" + class},
-		[]string{strconv.FormatInt(interval, 10), strconv.Itoa(l.Burst)}).ToArray()
+		[]string{gatewayLimitKey(userID, class)},
+		[]string{l.interval(), strconv.Itoa(l.Burst)}).ToArray()
 	if err != nil {
 		return false, 0, err
 	}
