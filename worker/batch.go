@@ -165,3 +165,35 @@ func (w *Worker) failPoison(ctx context.Context, m *kindMetrics, topic string, v
 	}
 	return d, won, nil
 }
+
+// behind runs each chunk's publish step (settle in Redis, produce the
+// results) in the background while the writer goes on with the next
+// chunk's MySQL transaction, so that MySQL does not sit idle while Redis
+// and Kafka answer. Steps run one at a time and in the order started, so
+// results keep the log's order; the caller waits for the last one before it
+// commits any offset. (A gift chunk's wall time was 77% MySQL, 7% Redis and
+// 7% the results produce, one after the other; under make bench mariadbd
+// then used 0.7 of a core while the box had 0.8 idle.)
+type behind struct{ done chan error }
+
+// start waits for the step running before, then starts f. It returns the
+// earlier step's error, and starts nothing then.
+func (b *behind) start(f func() error) error {
+	if err := b.wait(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	b.done = done
+	go func() { done <- f() }()
+	return nil
+}
+
+// wait waits for the running step, if any, and returns its error.
+func (b *behind) wait() error {
+	if b.done == nil {
+		return nil
+	}
+	err := <-b.done
+	b.done = nil
+	return err
+}

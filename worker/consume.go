@@ -90,6 +90,13 @@ func (w *Worker) supervise(ctx context.Context, c *consumer, run func(ctx contex
 	}
 }
 
+// pollChunks is how many of FLASHGATE_WORKER_BATCH the order and gift
+// writers poll at once: a poll's chunks are written one after the other,
+// each published while the next is written (behind), so the fewer polls,
+// the less MySQL waits for the last chunk's publish, the offset commit and
+// the poll itself.
+const pollChunks = 4
+
 // consume polls up to max records, processes them, and commits their
 // offsets once process has made them durable. Polling stops when ctx ends;
 // the batch in hand is processed with the worker's work context, which

@@ -35,15 +35,8 @@ var invalidGifts = promauto.NewCounter(prometheus.CounterOpts{
 	Help: "Gift records failed as invalid because their coins are not their catalog price times their count (or they are a gift to the sender): a producer other than the gateway wrote to the gifts topic. Should stay 0.",
 })
 
-const (
-	// giftChunk is the most gifts written in one MySQL transaction. A chunk
-	// locks the wallets of its senders and receivers until it commits, and
-	// is written with a handful of multi-row statements whatever its size,
-	// so a popular anchor's row is locked once per chunk, not once per gift.
-	giftChunk = 500
-	// maxGiftCount mirrors the API's limit on count.
-	maxGiftCount = 9999
-)
+// maxGiftCount mirrors the API's limit on count.
+const maxGiftCount = 9999
 
 // GiftGroupName is the consumer group of the gift writers.
 func GiftGroupName(cfg config.Config) string { return cfg.TopicPrefix + ".gift-writers" }
@@ -63,17 +56,21 @@ func (w *Worker) ConsumeGifts(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	return w.consume(ctx, cl, w.gifts, w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
+	return w.consume(ctx, cl, w.gifts, pollChunks*w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
 		giftMetrics.batchRecords.Observe(float64(len(recs)))
 		return w.ProcessGiftRecords(ctx, recs)
 	})
 }
 
-// ProcessGiftRecords writes a batch of gift records and abort markers:
-// claims their holds in Redis, writes MySQL in chunks, settles the holds and
-// publishes the outcomes. Already decided tickets are settled and published
-// again without touching MySQL. It returns an error only when ctx ends
-// before the batch is done.
+// ProcessGiftRecords writes a batch of gift records and abort markers in
+// chunks of FLASHGATE_WORKER_BATCH: for each, it claims the holds in Redis,
+// writes MySQL in one transaction, then settles the holds and publishes the
+// outcomes while the next chunk is written. A chunk locks the wallets of its
+// senders and receivers until it commits and is written with a handful of
+// multi-row statements whatever its size, so a popular anchor's row is
+// locked once per chunk, not once per gift. Already decided tickets are
+// settled and published again without touching MySQL. It returns when every
+// chunk is published, with an error only when ctx ends before that.
 func (w *Worker) ProcessGiftRecords(ctx context.Context, recs []*kgo.Record) error {
 	gifts := make([]bus.Gift, 0, len(recs))
 	for _, r := range recs {
@@ -91,14 +88,20 @@ func (w *Worker) ProcessGiftRecords(ctx context.Context, recs []*kgo.Record) err
 		}
 		gifts = append(gifts, g)
 	}
+	var pub behind
 	for len(gifts) > 0 {
-		n := min(len(gifts), giftChunk)
-		if err := w.processGifts(ctx, gifts[:n]); err != nil {
+		n := min(len(gifts), w.cfg.WorkerBatch)
+		outs, err := w.writeGiftChunk(ctx, gifts[:n])
+		if err != nil {
+			pub.wait()
+			return err
+		}
+		if err := pub.start(func() error { return w.publishGifts(ctx, outs) }); err != nil {
 			return err
 		}
 		gifts = gifts[n:]
 	}
-	return nil
+	return pub.wait()
 }
 
 // validGift checks what the writer relies on; the gateway and the hold
@@ -123,7 +126,9 @@ func validGift(g bus.Gift) error {
 	return nil
 }
 
-func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
+// writeGiftChunk claims a chunk's holds, checks its coins and writes it to
+// MySQL, and returns the outcomes to publish.
+func (w *Worker) writeGiftChunk(ctx context.Context, gifts []bus.Gift) ([]giftOutcome, error) {
 	refs := make([]store.GiftRef, len(gifts))
 	for i, g := range gifts {
 		refs[i] = store.GiftRef{SenderID: g.SenderID, Ticket: g.Ticket}
@@ -137,13 +142,13 @@ func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The coins in a record are not trusted: anyone who can produce to the
 	// topic could otherwise move any balance to any receiver.
 	gifts, invalid, err := w.checkGiftCoins(ctx, gifts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var bad []giftOutcome
 	for _, iv := range invalid {
@@ -151,7 +156,7 @@ func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
 		invalidGifts.Inc()
 		o, err := w.failInvalidGift(ctx, iv.gift, "invalid: "+iv.why)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		bad = append(bad, o)
 	}
@@ -161,9 +166,9 @@ func (w *Worker) processGifts(ctx context.Context, gifts []bus.Gift) error {
 		},
 		w.poisonGift)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return w.publishGifts(ctx, append(outs, bad...))
+	return append(outs, bad...), nil
 }
 
 // invalidGift is a gift record whose coins the catalog does not back.

@@ -19,17 +19,18 @@ import (
 // ConsumeOrders polls the orders topic and writes each batch, committing
 // offsets only after MySQL committed it and the outcomes were published.
 func (w *Worker) ConsumeOrders(ctx context.Context) error {
-	return w.consume(ctx, w.kafka, w.orders, w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
+	return w.consume(ctx, w.kafka, w.orders, pollChunks*w.cfg.WorkerBatch, func(ctx context.Context, recs []*kgo.Record) error {
 		orderMetrics.batchRecords.Observe(float64(len(recs)))
 		return w.ProcessRecords(ctx, recs)
 	})
 }
 
-// ProcessRecords writes a batch of order records and abort markers:
+// ProcessRecords writes a batch of order records and abort markers,
 // grouped by event (one event's messages share a partition, so they keep
-// their log order), one MySQL transaction per event, then Redis and the
-// results topic are told. It returns an error only when ctx ends before the
-// batch is done.
+// their log order) in chunks of FLASHGATE_WORKER_BATCH: one MySQL
+// transaction per chunk, then Redis and the results topic are told while
+// the next chunk is written. It returns when every chunk is published, with
+// an error only when ctx ends before that.
 func (w *Worker) ProcessRecords(ctx context.Context, recs []*kgo.Record) error {
 	byEvent := map[int64][]bus.Order{}
 	var events []int64
@@ -51,12 +52,22 @@ func (w *Worker) ProcessRecords(ctx context.Context, recs []*kgo.Record) error {
 		}
 		byEvent[o.EventID] = append(byEvent[o.EventID], o)
 	}
+	var pub behind
 	for _, id := range events {
-		if err := w.processEvent(ctx, id, byEvent[id]); err != nil {
-			return err
+		for msgs := byEvent[id]; len(msgs) > 0; {
+			n := min(len(msgs), w.cfg.WorkerBatch)
+			outs, err := w.writeEventChunk(ctx, id, msgs[:n])
+			if err != nil {
+				pub.wait()
+				return err
+			}
+			if err := pub.start(func() error { return w.publish(ctx, id, outs) }); err != nil {
+				return err
+			}
+			msgs = msgs[n:]
 		}
 	}
-	return nil
+	return pub.wait()
 }
 
 // validOrder checks what the writer relies on; the gateway and the
@@ -75,7 +86,9 @@ func validOrder(o bus.Order) error {
 	return nil
 }
 
-func (w *Worker) processEvent(ctx context.Context, eventID int64, msgs []bus.Order) error {
+// writeEventChunk claims one event's chunk in Redis and writes it to MySQL,
+// and returns the outcomes to publish.
+func (w *Worker) writeEventChunk(ctx context.Context, eventID int64, msgs []bus.Order) ([]outcome, error) {
 	tickets := make([]string, 0, len(msgs))
 	for _, m := range msgs {
 		tickets = append(tickets, m.Ticket)
@@ -88,17 +101,13 @@ func (w *Worker) processEvent(ctx context.Context, eventID int64, msgs []bus.Ord
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	outs, err := writeBatch(ctx, w, "write orders to MySQL", msgs,
+	return writeBatch(ctx, w, "write orders to MySQL", msgs,
 		func(ctx context.Context, part []bus.Order) ([]outcome, error) {
 			return w.writeOrders(ctx, eventID, part, aborted)
 		},
 		w.poisonOrder)
-	if err != nil {
-		return err
-	}
-	return w.publish(ctx, eventID, outs)
 }
 
 // writeOrders decides one event's messages under its row lock and writes
