@@ -63,9 +63,9 @@ func (w *Worker) ConsumeGifts(ctx context.Context) error {
 }
 
 // ProcessGiftRecords writes a batch of gift records and abort markers in
-// chunks of FLASHGATE_WORKER_BATCH: for each, it claims the holds in Redis,
-// writes MySQL in one transaction, then settles the holds and publishes the
-// outcomes while the next chunk is written. A chunk locks the wallets of its
+// chunks of FLASHGATE_WORKER_BATCH (pipeline): for each, it claims the
+// holds in Redis, writes MySQL in one transaction, then settles the holds
+// and publishes the outcomes. A chunk locks the wallets of its
 // senders and receivers until it commits and is written with a handful of
 // multi-row statements whatever its size, so a popular anchor's row is
 // locked once per chunk, not once per gift. Already decided tickets are
@@ -88,20 +88,7 @@ func (w *Worker) ProcessGiftRecords(ctx context.Context, recs []*kgo.Record) err
 		}
 		gifts = append(gifts, g)
 	}
-	var pub behind
-	for len(gifts) > 0 {
-		n := min(len(gifts), w.cfg.WorkerBatch)
-		outs, err := w.writeGiftChunk(ctx, gifts[:n])
-		if err != nil {
-			pub.wait()
-			return err
-		}
-		if err := pub.start(func() error { return w.publishGifts(ctx, outs) }); err != nil {
-			return err
-		}
-		gifts = gifts[n:]
-	}
-	return pub.wait()
+	return pipeline(ctx, chunked(gifts, w.cfg.WorkerBatch), w.claimGifts, w.writeGiftChunk, w.publishGifts)
 }
 
 // validGift checks what the writer relies on; the gateway and the hold
@@ -126,32 +113,41 @@ func validGift(g bus.Gift) error {
 	return nil
 }
 
-// writeGiftChunk claims a chunk's holds, checks its coins and writes it to
-// MySQL, and returns the outcomes to publish.
-func (w *Worker) writeGiftChunk(ctx context.Context, gifts []bus.Gift) ([]giftOutcome, error) {
+// giftChunk is a chunk of gifts claimed in Redis and checked against the
+// catalog, ready to be written.
+type giftChunk struct {
+	gifts   []bus.Gift
+	invalid []invalidGift
+	aborted map[string]bool // gifts the gateway gave back before the claim
+}
+
+// claimGifts claims a chunk's holds, so a gateway that gave up on the
+// produce can no longer give the coins back while they are written (and a
+// gift it did give back is dropped), and checks their coins.
+func (w *Worker) claimGifts(ctx context.Context, gifts []bus.Gift) (giftChunk, error) {
 	refs := make([]store.GiftRef, len(gifts))
 	for i, g := range gifts {
 		refs[i] = store.GiftRef{SenderID: g.SenderID, Ticket: g.Ticket}
 	}
-	// Claim first, so a gateway that gave up on the produce can no longer
-	// give the coins back while this writes them (and a gift it did give
-	// back is dropped).
 	var aborted map[string]bool
 	err := w.retry(ctx, "claim gifts in Redis", func() (err error) {
 		aborted, err = w.redis.ClaimGifts(ctx, refs)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return giftChunk{}, err
 	}
 	// The coins in a record are not trusted: anyone who can produce to the
 	// topic could otherwise move any balance to any receiver.
 	gifts, invalid, err := w.checkGiftCoins(ctx, gifts)
-	if err != nil {
-		return nil, err
-	}
+	return giftChunk{gifts: gifts, invalid: invalid, aborted: aborted}, err
+}
+
+// writeGiftChunk writes a claimed chunk to MySQL, and fails its invalid
+// gifts, and returns the outcomes to publish.
+func (w *Worker) writeGiftChunk(ctx context.Context, c giftChunk) ([]giftOutcome, error) {
 	var bad []giftOutcome
-	for _, iv := range invalid {
+	for _, iv := range c.invalid {
 		w.log.Error("gift record disagrees with the catalog; failing it as invalid", "ticket", iv.gift.Ticket, "why", iv.why)
 		invalidGifts.Inc()
 		o, err := w.failInvalidGift(ctx, iv.gift, "invalid: "+iv.why)
@@ -160,9 +156,9 @@ func (w *Worker) writeGiftChunk(ctx context.Context, gifts []bus.Gift) ([]giftOu
 		}
 		bad = append(bad, o)
 	}
-	outs, err := writeBatch(ctx, w, "write gifts to MySQL", gifts,
+	outs, err := writeBatch(ctx, w, "write gifts to MySQL", c.gifts,
 		func(ctx context.Context, part []bus.Gift) ([]giftOutcome, error) {
-			return w.writeGifts(ctx, part, aborted)
+			return w.writeGifts(ctx, part, c.aborted)
 		},
 		w.poisonGift)
 	if err != nil {

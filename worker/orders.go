@@ -27,9 +27,9 @@ func (w *Worker) ConsumeOrders(ctx context.Context) error {
 
 // ProcessRecords writes a batch of order records and abort markers,
 // grouped by event (one event's messages share a partition, so they keep
-// their log order) in chunks of FLASHGATE_WORKER_BATCH: one MySQL
-// transaction per chunk, then Redis and the results topic are told while
-// the next chunk is written. It returns when every chunk is published, with
+// their log order) in chunks of FLASHGATE_WORKER_BATCH (pipeline): each is
+// claimed in Redis, written in one MySQL transaction, then Redis and the
+// results topic are told. It returns when every chunk is published, with
 // an error only when ctx ends before that.
 func (w *Worker) ProcessRecords(ctx context.Context, recs []*kgo.Record) error {
 	byEvent := map[int64][]bus.Order{}
@@ -52,22 +52,13 @@ func (w *Worker) ProcessRecords(ctx context.Context, recs []*kgo.Record) error {
 		}
 		byEvent[o.EventID] = append(byEvent[o.EventID], o)
 	}
-	var pub behind
+	var chunks [][]bus.Order
 	for _, id := range events {
-		for msgs := byEvent[id]; len(msgs) > 0; {
-			n := min(len(msgs), w.cfg.WorkerBatch)
-			outs, err := w.writeEventChunk(ctx, id, msgs[:n])
-			if err != nil {
-				pub.wait()
-				return err
-			}
-			if err := pub.start(func() error { return w.publish(ctx, id, outs) }); err != nil {
-				return err
-			}
-			msgs = msgs[n:]
-		}
+		chunks = append(chunks, chunked(byEvent[id], w.cfg.WorkerBatch)...)
 	}
-	return pub.wait()
+	return pipeline(ctx, chunks, w.claimOrders, w.writeOrderChunk, func(ctx context.Context, d decidedOrders) error {
+		return w.publish(ctx, d.eventID, d.outs)
+	})
 }
 
 // validOrder checks what the writer relies on; the gateway and the
@@ -86,28 +77,44 @@ func validOrder(o bus.Order) error {
 	return nil
 }
 
-// writeEventChunk claims one event's chunk in Redis and writes it to MySQL,
-// and returns the outcomes to publish.
-func (w *Worker) writeEventChunk(ctx context.Context, eventID int64, msgs []bus.Order) ([]outcome, error) {
+// orderChunk is a chunk of one event's messages, claimed in Redis.
+type orderChunk struct {
+	eventID int64
+	msgs    []bus.Order
+	aborted map[string]bool // reservations the gateway undid before the claim
+}
+
+// decidedOrders are the outcomes of one event's chunk.
+type decidedOrders struct {
+	eventID int64
+	outs    []outcome
+}
+
+// claimOrders claims a chunk of one event's messages in Redis, so a
+// gateway that gave up on the produce can no longer undo them while they
+// are written (and one it did undo is dropped).
+func (w *Worker) claimOrders(ctx context.Context, msgs []bus.Order) (orderChunk, error) {
+	c := orderChunk{eventID: msgs[0].EventID, msgs: msgs}
 	tickets := make([]string, 0, len(msgs))
 	for _, m := range msgs {
 		tickets = append(tickets, m.Ticket)
 	}
-	// Claim first, so a gateway that gave up on the produce can no longer
-	// undo these (and one it did undo is dropped).
-	var aborted map[string]bool
 	err := w.retry(ctx, "claim tickets in Redis", func() (err error) {
-		aborted, err = w.redis.Claim(ctx, eventID, tickets)
+		c.aborted, err = w.redis.Claim(ctx, c.eventID, tickets)
 		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return writeBatch(ctx, w, "write orders to MySQL", msgs,
+	return c, err
+}
+
+// writeOrderChunk writes a claimed chunk to MySQL and returns the outcomes
+// to publish.
+func (w *Worker) writeOrderChunk(ctx context.Context, c orderChunk) (decidedOrders, error) {
+	outs, err := writeBatch(ctx, w, "write orders to MySQL", c.msgs,
 		func(ctx context.Context, part []bus.Order) ([]outcome, error) {
-			return w.writeOrders(ctx, eventID, part, aborted)
+			return w.writeOrders(ctx, c.eventID, part, c.aborted)
 		},
 		w.poisonOrder)
+	return decidedOrders{c.eventID, outs}, err
 }
 
 // writeOrders decides one event's messages under its row lock and writes

@@ -21,7 +21,7 @@
 //	pending    -> aborted     compensate.lua: gateway PlaceOrder, when the produce failed
 //	                          (Redis.Compensate, retried by undoLater); the unit goes back.
 //	                          Also (none) -> aborted, so a late record is dropped
-//	pending    -> committing  claim.lua: worker writeEventChunk (Redis.Claim), before it
+//	pending    -> committing  claim.lua: worker claimOrders (Redis.Claim), before it
 //	                          writes MySQL; from here the gateway can no longer undo it
 //	pending, committing, aborted
 //	           -> succeeded | failed
@@ -60,7 +60,7 @@
 //	p          -> a:<ms>          gift_undo.lua: gateway SendGift, when the produce failed
 //	                              (Redis.UndoGift, retried by undoLater); the coins go back.
 //	                              Also (none) -> a, so a late record is dropped
-//	p          -> c:<coins>:<ms>  gift_claim.lua: worker writeGiftChunk (Redis.ClaimGifts),
+//	p          -> c:<coins>:<ms>  gift_claim.lua: worker claimGifts (Redis.ClaimGifts),
 //	                              before it writes MySQL
 //	p, c       -> d:<ms>          gift_settle.lua: worker publishGifts (Redis.SettleGifts),
 //	                              after MySQL committed; a failed gift's coins go back
