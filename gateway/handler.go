@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+	"github.com/valyala/fasthttp/pprofhandler"
 
 	"github.com/flashgate/flashgate/internal/apierr"
 	"github.com/flashgate/flashgate/internal/auth"
@@ -187,6 +189,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx, internal bool) {
 			metricsHandler(ctx)
 			return
 		}
+	}
+	if internal && s.cfg.Pprof && bytes.HasPrefix(path, []byte("/debug/pprof/")) {
+		pprofhandler.PprofHandler(ctx)
+		return
 	}
 	if !isAPI(path) && s.serveSite(ctx, path, internal) {
 		return

@@ -187,6 +187,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	mux := http.NewServeMux()
 	w.ready.Handle(mux)
+	if cfg.Pprof {
+		obs.HandleProfiles(mux)
+	}
 	srv := &http.Server{Addr: cfg.WorkerAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -217,6 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if iln != nil {
 		imux := http.NewServeMux()
 		s.ready.Handle(imux)
+		if cfg.Pprof {
+			obs.HandleProfiles(imux)
+		}
 		isrv := &http.Server{Handler: imux, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		internalAddr = iln.Addr().String()

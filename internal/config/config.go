@@ -63,6 +63,7 @@ type Config struct {
 	TopicPrefix     string   // FLASHGATE_TOPIC_PREFIX
 
 	Dev         bool   // FLASHGATE_DEV
+	Pprof       bool   // FLASHGATE_PPROF
 	DevPublic   bool   // FLASHGATE_DEV_PUBLIC: dev mode may listen beyond loopback
 	TokenSecret string // FLASHGATE_TOKEN_SECRET
 	// TokenSecretPrevious verifies (never signs) tokens during a key
@@ -281,6 +282,7 @@ var Vars = []Var{
 	strVar("FLASHGATE_KAFKA_SASL_USERNAME", "", "Kafka SASL user", func(c *Config) *string { return &c.KafkaUsername }),
 	secret(strVar("FLASHGATE_KAFKA_SASL_PASSWORD", "", "Kafka SASL password", func(c *Config) *string { return &c.KafkaPassword })),
 	boolVar("FLASHGATE_KAFKA_TLS", "0", "1 connects to the Kafka brokers over TLS", func(c *Config) *bool { return &c.KafkaTLS }),
+	boolVar("FLASHGATE_PPROF", "0", "1 serves Go's runtime profiles at /debug/pprof/ on the internal listeners of gateway and ws and on the worker's (go tool pprof http://HOST/debug/pprof/profile); a CPU profile or trace costs the service CPU while it runs", func(c *Config) *bool { return &c.Pprof }),
 	strVar("FLASHGATE_KAFKA_TLS_CA", "", "PEM file of the CA that signs the brokers' certificates (empty: the system's roots); needs FLASHGATE_KAFKA_TLS=1", func(c *Config) *string { return &c.KafkaTLSCA }),
 	intVar("FLASHGATE_KAFKA_PARTITIONS", "8", "partitions for topics flashgate creates", func(c *Config) *int { return &c.KafkaPartitions }),
 	strVar("FLASHGATE_TOPIC_PREFIX", "flashgate", "prefix of the Kafka topic names (<prefix>.orders, .results, .gifts, .withdrawals and dead-letter topics)", func(c *Config) *string { return &c.TopicPrefix }),
@@ -337,7 +339,7 @@ var Vars = []Var{
 	durVar("FLASHGATE_WALLET_RECONCILE_INTERVAL", "1m", "how often the worker compares every loaded hot balance with MySQL (a pass reads each loaded wallet, so it is slower than the other reconcilers)", func(c *Config) *time.Duration { return &c.WalletsEvery }),
 	durVar("FLASHGATE_SHUTDOWN_TIMEOUT", "10s", "how long a service drains in-flight work on shutdown, after FLASHGATE_DRAIN_DELAY", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 	durVarZeroOK("FLASHGATE_DRAIN_DELAY", "5s", "on shutdown, how long gateway and ws keep serving with /readyz answering 503, so load balancers stop sending before the listener closes; 0 means no delay (the default in dev mode)", func(c *Config) *time.Duration { return &c.DrainDelay }),
-	intVar("FLASHGATE_WORKER_BATCH", "500", "most records the worker writes to MySQL in one batch", func(c *Config) *int { return &c.WorkerBatch }),
+	intVar("FLASHGATE_WORKER_BATCH", "500", "most records the worker writes to MySQL in one transaction; the order and gift writers poll four times this at once", func(c *Config) *int { return &c.WorkerBatch }),
 	durVar("FLASHGATE_GIFT_CATALOG_TTL", "5s", "how often the gateway reloads the gift catalog from MySQL (a change is served within this long)", func(c *Config) *time.Duration { return &c.GiftCatalogTTL }),
 	intVar("FLASHGATE_WS_SEND_QUEUE", "256", "messages queued per WebSocket connection before a slow client is dropped", func(c *Config) *int { return &c.WSSendQueue }),
 	intVar("FLASHGATE_WS_SEND_BYTES", "1048576", "bytes of messages queued per WebSocket connection before a slow client is dropped, whichever of this and FLASHGATE_WS_SEND_QUEUE comes first (close 1008)", func(c *Config) *int { return &c.WSSendBytes }),

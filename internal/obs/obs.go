@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -70,6 +71,16 @@ func (r *Readiness) Handle(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", r.readyz(true))
 	mux.Handle("GET /metrics", promhttp.Handler())
+}
+
+// HandleProfiles serves Go's runtime profiles at /debug/pprof/ on mux, for
+// go tool pprof (FLASHGATE_PPROF).
+func HandleProfiles(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 // HandlePublic serves /healthz and a /readyz that says ready or not and

@@ -36,6 +36,8 @@ var benchEnv = map[string]string{
 	"FLASHGATE_KAFKA_BROKERS":    "127.0.0.1:29092",
 	"FLASHGATE_LOG_LEVEL":        "warn",
 	"FLASHGATE_DRAIN_DELAY":      "0s",
+	// go tool pprof http://127.0.0.1:28083/debug/pprof/profile, with --keep.
+	"FLASHGATE_PPROF": "1",
 }
 
 const bareAddr = "127.0.0.1:28090"
