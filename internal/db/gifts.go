@@ -31,12 +31,12 @@ type Balances struct {
 // order (the IN list is a range of the primary key) and the gaps of those
 // that do not, so no other transaction can create one of those meanwhile;
 // only then does it create the missing ones (rare: a receiver's first
-// gift) and read them back. Creating every wallet up front with INSERT ... ON DUPLICATE KEY
-// UPDATE, as before, cost a statement per chunk whose rows almost all
-// existed (65 ms of a 20,000-gift run's 1.1 s in MariaDB's slow log). Two
-// transactions that both find the same wallet missing both hold its gap and
-// one is rolled back as a deadlock when they insert; the writers retry
-// that as transient.
+// gift) and read them back. Creating every wallet up front with INSERT ...
+// ON DUPLICATE KEY UPDATE, as before, cost a statement per chunk whose rows
+// almost all existed (65 ms of a 20,000-gift run's 1.1 s in MariaDB's slow
+// log). Two transactions that both find the same wallet missing both hold
+// its gap and one is rolled back as a deadlock when they insert; the
+// writers retry that as transient.
 func LockWallets(ctx context.Context, tx *sqlx.Tx, users []int64) (map[int64]Balances, error) {
 	out := make(map[int64]Balances, len(users))
 	if len(users) == 0 {
@@ -45,24 +45,31 @@ func LockWallets(ctx context.Context, tx *sqlx.Tx, users []int64) (map[int64]Bal
 	users = slices.Clone(users)
 	slices.Sort(users)
 	users = slices.Compact(users)
-	q, qargs, err := sqlx.In("SELECT user_id, balance, earnings FROM wallets WHERE user_id IN (?) ORDER BY user_id FOR UPDATE", users)
-	if err != nil {
+	lockRead := func(ids []int64) error {
+		q, args, err := sqlx.In("SELECT user_id, balance, earnings FROM wallets WHERE user_id IN (?) ORDER BY user_id FOR UPDATE", ids)
+		if err != nil {
+			return err
+		}
+		var rows []struct {
+			UserID int64 `db:"user_id"`
+			Balances
+		}
+		if err := tx.SelectContext(ctx, &rows, q, args...); err != nil {
+			return fmt.Errorf("cannot read wallets: %w", err)
+		}
+		for _, r := range rows {
+			out[r.UserID] = r.Balances
+		}
+		return nil
+	}
+	if err := lockRead(users); err != nil {
 		return nil, err
 	}
-	var rows []struct {
-		UserID int64 `db:"user_id"`
-		Balances
-	}
-	if err := tx.SelectContext(ctx, &rows, q, qargs...); err != nil {
-		return nil, fmt.Errorf("cannot read wallets: %w", err)
-	}
-	for _, r := range rows {
-		out[r.UserID] = r.Balances
-	}
-	var missing []int64
+	var missing []any
+	var missingIDs []int64
 	for _, u := range users {
 		if _, ok := out[u]; !ok {
-			missing = append(missing, u)
+			missing, missingIDs = append(missing, u), append(missingIDs, u)
 		}
 	}
 	if len(missing) == 0 {
@@ -73,22 +80,11 @@ func LockWallets(ctx context.Context, tx *sqlx.Tx, users []int64) (map[int64]Bal
 	// transactions doing that deadlock. The rows are read back rather than
 	// taken to be zero: the writers set balances absolutely, so a wallet
 	// another transaction did create must not be overwritten from zeros.
-	args := make([]any, len(missing))
-	for i, u := range missing {
-		args[i] = u
-	}
-	if _, err := insertRows(ctx, tx, "INSERT INTO wallets (user_id)", 1, len(missing), " ON DUPLICATE KEY UPDATE user_id = user_id", args); err != nil {
+	if _, err := insertRows(ctx, tx, "INSERT INTO wallets (user_id)", 1, len(missing), " ON DUPLICATE KEY UPDATE user_id = user_id", missing); err != nil {
 		return nil, fmt.Errorf("cannot create wallets: %w", err)
 	}
-	if q, qargs, err = sqlx.In("SELECT user_id, balance, earnings FROM wallets WHERE user_id IN (?) FOR UPDATE", missing); err != nil {
+	if err := lockRead(missingIDs); err != nil {
 		return nil, err
-	}
-	rows = rows[:0]
-	if err := tx.SelectContext(ctx, &rows, q, qargs...); err != nil {
-		return nil, fmt.Errorf("cannot read wallets: %w", err)
-	}
-	for _, r := range rows {
-		out[r.UserID] = r.Balances
 	}
 	if len(out) != len(users) {
 		return nil, fmt.Errorf("locked %d of %d wallets", len(out), len(users))
