@@ -86,6 +86,9 @@ async function sendGift(ev) {
     msg.dataset.status = "pending";
     button.disabled = false;
   } catch (e) {
+    // The line now speaks of this press: a late outcome of an earlier gift
+    // must not overwrite the refusal (onTicket matches on dataset.ticket).
+    delete msg.dataset.ticket;
     msg.dataset.status = "refused";
     showMessage(msg, humanError(e, "gift"), "error");
     if (e.retryAfter) holdOff(button, e.retryAfter);
