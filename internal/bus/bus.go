@@ -97,25 +97,40 @@ type GiftPush struct {
 // GiftResult builds the results-topic record for a committed gift.
 func GiftResult(topic string, p GiftPush) *kgo.Record {
 	p.Type = ResultGift
-	push, _ := json.Marshal(p)
-	v, _ := json.Marshal(Result{Type: ResultGift, RoomID: p.RoomID, Push: push})
-	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, p.RoomID, 10), Value: v}
+	return result(topic, ResultGift, "room_id", p.RoomID, p)
 }
 
 // TicketResult builds the results-topic record for a ticket outcome.
 func TicketResult(topic string, userID int64, p TicketPush) *kgo.Record {
 	p.Type = ResultTicket
-	push, _ := json.Marshal(p)
-	v, _ := json.Marshal(Result{Type: ResultTicket, UserID: userID, Push: push})
-	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, userID, 10), Value: v}
+	return result(topic, ResultTicket, "user_id", userID, p)
 }
 
 // StockResult builds the results-topic record for a stock change.
 func StockResult(topic string, p StockPush) *kgo.Record {
 	p.Type = ResultStock
-	push, _ := json.Marshal(p)
-	v, _ := json.Marshal(Result{Type: ResultStock, EventID: p.EventID, Push: push})
-	return &kgo.Record{Topic: topic, Key: strconv.AppendInt(nil, p.EventID, 10), Value: v}
+	return result(topic, ResultStock, "event_id", p.EventID, p)
+}
+
+// result encodes a Result of type typ whose id field (user_id, event_id or
+// room_id) is id, keyed by that id. The envelope is appended around the
+// push by hand: marshalling a Result marshalled the push a second time as a
+// RawMessage, re-scanning it, and was a tenth of the gift writer's own CPU.
+func result(topic, typ, idField string, id int64, push any) *kgo.Record {
+	p, _ := json.Marshal(push)
+	b := make([]byte, 0, len(p)+64)
+	b = append(b, `{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, `","`...)
+	b = append(b, idField...)
+	b = append(b, `":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"push":`...)
+	b = append(b, p...)
+	b = append(b, '}')
+	n := len(b)
+	b = strconv.AppendInt(b, id, 10)
+	return &kgo.Record{Topic: topic, Value: b[:n:n], Key: b[n:]}
 }
 
 // OrderRecord builds the orders-topic record for an accepted reservation.
