@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,6 +91,67 @@ func TestRequestsScript(t *testing.T) {
 	}
 	if len(seen) != len(want) {
 		t.Errorf("received %d kinds of request, want %d: %v", len(seen), len(want), seen)
+	}
+}
+
+// TestRequestsScriptGate: no request reaches the server before every wrk
+// thread has read the request file. wrk starts thread 0 as soon as its own
+// init is done and its clock only after the last thread's init, so requests
+// sent in between were counted in a run that did not time them. The file is
+// a FIFO, so the test holds thread 1's init open for as long as it likes.
+func TestRequestsScriptGate(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk is not installed (make test and make bench install it)")
+	}
+	var arrived atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		arrived.Add(1)
+		ctx.SetStatusCode(202)
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+
+	fifo := filepath.Join(t.TempDir(), "requests.tsv")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lines := "GET\t/a\t\t\nGET\t/b\t\t\n"
+	b := &bench{threads: 2, conns: 2, script: "../wrk/requests.lua"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.wrk(ctx, "http://"+ln.Addr().String(), fifo, time.Second)
+		done <- err
+	}()
+	// feed gives the file to the next thread's init, once it opens it.
+	feed := func(which string) {
+		fed := make(chan error, 1)
+		go func() { fed <- os.WriteFile(fifo, []byte(lines), 0o600) }()
+		select {
+		case err := <-fed:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case err := <-done:
+			t.Fatalf("wrk ended before %s read the file: %v", which, err)
+		}
+	}
+	feed("thread 0")
+	time.Sleep(500 * time.Millisecond) // thread 1's init is still waiting for the file
+	if n := arrived.Load(); n != 0 {
+		t.Errorf("%d requests arrived while thread 1 was still reading the file", n)
+	}
+	feed("thread 1")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if arrived.Load() == 0 {
+		t.Error("no request arrived after every thread had read the file")
 	}
 }
 
