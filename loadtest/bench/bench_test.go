@@ -25,7 +25,7 @@ func TestRequestsScript(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string]int{}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	base := serveWrk(t, func(ctx *fasthttp.RequestCtx) {
 		key := string(ctx.Method()) + " " + string(ctx.Path()) + " " + string(ctx.Request.Header.Peek("Authorization")) +
 			" " + string(ctx.Request.Header.ContentType()) + " " + string(ctx.PostBody())
 		mu.Lock()
@@ -36,13 +36,7 @@ func TestRequestsScript(t *testing.T) {
 			return
 		}
 		ctx.SetStatusCode(202)
-	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
+	})
 
 	b := &bench{dir: t.TempDir(), threads: 2, conns: 4, script: "../wrk/requests.lua"}
 	file, err := b.writeRequests("mixed", 4, func(i int) (string, string, string, string) {
@@ -63,7 +57,7 @@ func TestRequestsScript(t *testing.T) {
 	if filepath.Ext(file) != ".tsv" {
 		t.Errorf("request file %s", file)
 	}
-	r, err := b.wrk(context.Background(), "http://"+ln.Addr().String(), file, time.Second)
+	r, err := b.wrk(context.Background(), base, file, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,16 +98,10 @@ func TestRequestsScriptGate(t *testing.T) {
 		t.Skip("wrk is not installed (make test and make bench install it)")
 	}
 	var arrived atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	base := serveWrk(t, func(ctx *fasthttp.RequestCtx) {
 		arrived.Add(1)
 		ctx.SetStatusCode(202)
-	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Shutdown()
+	})
 
 	fifo := filepath.Join(t.TempDir(), "requests.tsv")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -125,7 +113,7 @@ func TestRequestsScriptGate(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.wrk(ctx, "http://"+ln.Addr().String(), fifo, time.Second)
+		_, err := b.wrk(ctx, base, fifo, time.Second)
 		done <- err
 	}()
 	// feed gives the file to the next thread's init, once it opens it.
@@ -153,6 +141,19 @@ func TestRequestsScriptGate(t *testing.T) {
 	if arrived.Load() == 0 {
 		t.Error("no request arrived after every thread had read the file")
 	}
+}
+
+// serveWrk serves handler on a loopback port until the test ends, and
+// returns its base URL.
+func serveWrk(t *testing.T, handler fasthttp.RequestHandler) string {
+	srv := &fasthttp.Server{Handler: handler}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return "http://" + ln.Addr().String()
 }
 
 func TestGiftTicket(t *testing.T) {
